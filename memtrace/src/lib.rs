@@ -1,0 +1,15 @@
+//! memtrace: finds kernel memory that is allocated and still held, by kernel stack.
+//!
+//! Data path: `loader` (load + attach the eBPF programs from memtrace-ebpf, configured from
+//! `tracefs` formats) → kernel maps of `memtrace_common` records → `collector` (reads them) →
+//! `model` (symbolized, grouped report) → `render` (text, JSON, folded) → `cli`/`session`.
+
+pub mod cli;
+pub mod collector;
+pub mod error;
+pub mod loader;
+pub mod model;
+pub mod render;
+pub mod session;
+pub mod symbolize;
+pub mod tracefs;

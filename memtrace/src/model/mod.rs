@@ -1,0 +1,180 @@
+//! The model: what a session found, independent of how it is shown.
+//!
+//! `RawSession` is what the collector read from the kernel maps (after the programs were
+//! detached, so it is a consistent snapshot). `build::build_report` turns it into a `Report`
+//! (symbolized, grouped, sorted), which the renderers print.
+
+pub mod build;
+
+use std::collections::HashMap;
+
+use memtrace_common::{Counter, PageRecord, StackAgg};
+use serde::Serialize;
+
+/// Per-program statistics read from `bpf_prog_info`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProgramStats {
+    pub name: String,
+    /// Times the program did not run because another BPF program was already running on that
+    /// CPU (its events are lost: a missed free leaves a false leak until healed).
+    pub recursion_misses: u64,
+    /// Only non-zero when `kernel.bpf_stats_enabled=1`.
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Everything the collector read, before symbolization.
+#[derive(Clone, Debug, Default)]
+pub struct RawSession {
+    pub page_size: u64,
+    /// Counter values summed over CPUs, indexed by `Counter as usize`.
+    pub counters: Vec<u64>,
+    pub programs: Vec<ProgramStats>,
+    /// Slot in `STACK_AGG` → aggregate, only slots with `allocated_count > 0`.
+    pub aggs: Vec<(u32, StackAgg)>,
+    /// `OUTSTANDING` key (head pfn, possibly with `DETACHED_KEY_BIT`) → record.
+    pub records: Vec<(u64, PageRecord)>,
+    /// Stack id → instruction pointers, innermost first.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    /// Slot used for "stack unavailable".
+    pub stack_none_id: u32,
+    /// CLOCK_MONOTONIC ns when the maps were read (ages are computed against it).
+    pub now_ns: u64,
+}
+
+impl RawSession {
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.counters.get(c as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Facts about the session shown in the report header.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SessionInfo {
+    pub hostname: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Unix time (seconds) when tracing started.
+    pub started_at_unix: f64,
+    pub duration_secs: f64,
+    pub requested_duration_secs: f64,
+    /// "duration" or "signal" (SIGINT/SIGTERM).
+    pub ended_by: String,
+    pub min_age_secs: f64,
+    pub page_size: u64,
+    pub max_allocations: u32,
+    pub max_stacks: u32,
+    /// How the events were attached, e.g. "tracepoint kmem:mm_page_alloc".
+    pub hooks: Vec<String>,
+}
+
+/// A symbolized frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub address: u64,
+    /// Function name, `None` when it could not be resolved.
+    pub symbol: Option<String>,
+    /// Kernel module the address belongs to (`None` for the core kernel image).
+    pub module: Option<String>,
+    /// Offset of `address` from the function start.
+    pub offset: Option<u64>,
+    /// Source location when debug info was found.
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// Functions inlined at this address, outermost first (from debug info, when available).
+    pub inlined: Vec<String>,
+}
+
+impl Frame {
+    pub fn unresolved(address: u64) -> Self {
+        Frame {
+            address,
+            ..Default::default()
+        }
+    }
+}
+
+/// A process that holds outstanding memory from a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: String,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// One kernel stack and the memory allocated from it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StackReport {
+    /// `None` for the "stack unavailable" bucket.
+    pub stack_id: Option<u32>,
+    /// Outstanding bytes (respecting `--min-age`).
+    pub bytes: u64,
+    /// Outstanding allocations (respecting `--min-age`).
+    pub allocations: u64,
+    /// Bytes allocated from this stack during the session, freed or not.
+    pub allocated_bytes: u64,
+    pub allocated_count: u64,
+    /// Orders of the outstanding allocations, ascending, de-duplicated.
+    pub orders: Vec<u8>,
+    /// Age of the oldest outstanding allocation, seconds.
+    pub oldest_age_secs: Option<f64>,
+    /// The calling function: first frame that is not a page-allocator internal.
+    pub caller: String,
+    /// Top owners by bytes, descending.
+    pub owners: Vec<Owner>,
+    /// Innermost first.
+    pub frames: Vec<Frame>,
+}
+
+/// Outstanding memory summed by calling function.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallerSummary {
+    pub function: String,
+    pub bytes: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub stacks: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Outstanding bytes over all stacks (respecting `--min-age`).
+    pub bytes: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+    pub allocated_count: u64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    pub session: SessionInfo,
+    /// (name, value) for every counter, in `Counter::ALL` order.
+    pub counters: Vec<(&'static str, u64)>,
+    /// Names of the counters whose non-zero value means lost or approximate information.
+    pub failure_counters: Vec<&'static str>,
+    pub programs: Vec<ProgramStats>,
+    pub totals: Totals,
+    /// Sorted by outstanding bytes, descending.
+    pub callers: Vec<CallerSummary>,
+    /// Every stack that allocated during the session, sorted by outstanding bytes descending,
+    /// then allocated bytes descending.
+    pub stacks: Vec<StackReport>,
+}
+
+/// Turns kernel addresses into frames. One call per report with every address de-duplicated.
+pub trait Symbolize {
+    /// Returns exactly one frame per input address, in the same order.
+    fn symbolize(&self, addresses: &[u64]) -> Vec<Frame>;
+}
+
+/// Options that change what counts as outstanding.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Only allocations at least this old (at collection time) count as outstanding.
+    pub min_age_ns: u64,
+    /// Owners listed per stack.
+    pub max_owners: usize,
+}
