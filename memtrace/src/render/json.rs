@@ -1,0 +1,332 @@
+//! The JSON report. The schema is stable (documented in the README); bump
+//! [`JSON_SCHEMA_VERSION`] on any incompatible change.
+
+use anyhow::{Context, Result};
+use serde_json::{json, Map, Value};
+
+use crate::model::{
+    CallerSummary, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport, Totals,
+};
+
+pub const JSON_SCHEMA_VERSION: u64 = 1;
+
+/// The report as a JSON value: every stack (not only the top N), sorted as in the report.
+pub fn render_json(report: &Report) -> Value {
+    let counters: Map<String, Value> = report
+        .counters
+        .iter()
+        .map(|(name, value)| ((*name).to_string(), json!(value)))
+        .collect();
+    json!({
+        "schema": JSON_SCHEMA_VERSION,
+        "session": session(&report.session),
+        "counters": counters,
+        "programs": report.programs.iter().map(program).collect::<Vec<_>>(),
+        "totals": totals(&report.totals),
+        "callers": report.callers.iter().map(caller).collect::<Vec<_>>(),
+        "stacks": report.stacks.iter().map(stack).collect::<Vec<_>>(),
+    })
+}
+
+/// [`render_json`] pretty-printed, with a trailing newline.
+pub fn to_string_pretty(report: &Report) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(&render_json(report))
+        .context("serializing the JSON report")?;
+    s.push('\n');
+    Ok(s)
+}
+
+// Each struct is destructured so that adding a field fails to compile here until the schema
+// is updated deliberately.
+
+fn session(s: &SessionInfo) -> Value {
+    let SessionInfo {
+        hostname,
+        kernel,
+        started_at_unix,
+        duration_secs,
+        requested_duration_secs,
+        ended_by,
+        min_age_secs,
+        page_size,
+        max_allocations,
+        max_stacks,
+        hooks,
+    } = s;
+    json!({
+        "hostname": hostname,
+        "kernel": kernel,
+        "started_at_unix": started_at_unix,
+        "duration_secs": duration_secs,
+        "requested_duration_secs": requested_duration_secs,
+        "ended_by": ended_by,
+        "min_age_secs": min_age_secs,
+        "page_size": page_size,
+        "max_allocations": max_allocations,
+        "max_stacks": max_stacks,
+        "hooks": hooks,
+    })
+}
+
+fn program(p: &ProgramStats) -> Value {
+    let ProgramStats {
+        name,
+        recursion_misses,
+        run_count,
+        run_time_ns,
+    } = p;
+    json!({
+        "name": name,
+        "recursion_misses": recursion_misses,
+        "run_count": run_count,
+        "run_time_ns": run_time_ns,
+    })
+}
+
+fn totals(t: &Totals) -> Value {
+    let Totals {
+        bytes,
+        allocations,
+        allocated_bytes,
+        allocated_count,
+    } = t;
+    json!({
+        "bytes": bytes,
+        "allocations": allocations,
+        "allocated_bytes": allocated_bytes,
+        "allocated_count": allocated_count,
+    })
+}
+
+fn caller(c: &CallerSummary) -> Value {
+    let CallerSummary {
+        function,
+        bytes,
+        allocations,
+        allocated_bytes,
+        stacks,
+    } = c;
+    json!({
+        "function": function,
+        "bytes": bytes,
+        "allocations": allocations,
+        "allocated_bytes": allocated_bytes,
+        "stacks": stacks,
+    })
+}
+
+fn owner(o: &Owner) -> Value {
+    let Owner {
+        tgid,
+        pid,
+        comm,
+        bytes,
+        allocations,
+    } = o;
+    json!({
+        "tgid": tgid,
+        "pid": pid,
+        "comm": comm,
+        "bytes": bytes,
+        "allocations": allocations,
+    })
+}
+
+fn frame(f: &Frame) -> Value {
+    let Frame {
+        address,
+        symbol,
+        module,
+        offset,
+        file,
+        line,
+        inlined,
+    } = f;
+    json!({
+        "address": format!("{address:#x}"),
+        "symbol": symbol,
+        "module": module,
+        "offset": offset,
+        "file": file,
+        "line": line,
+        "inlined": inlined,
+    })
+}
+
+fn stack(s: &StackReport) -> Value {
+    let StackReport {
+        stack_id,
+        bytes,
+        allocations,
+        allocated_bytes,
+        allocated_count,
+        orders,
+        oldest_age_secs,
+        caller,
+        owners,
+        frames,
+    } = s;
+    json!({
+        "stack_id": stack_id,
+        "bytes": bytes,
+        "allocations": allocations,
+        "allocated_bytes": allocated_bytes,
+        "allocated_count": allocated_count,
+        "orders": orders,
+        "oldest_age_secs": oldest_age_secs,
+        "caller": caller,
+        "owners": owners.iter().map(owner).collect::<Vec<_>>(),
+        "frames": frames.iter().map(frame).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use memtrace_common::Counter;
+
+    use super::*;
+    use crate::render::text::tests::sample_report;
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn schema_round_trip() {
+        let r = sample_report(&[(Counter::OutstandingFull, 3)], 2);
+        let s = to_string_pretty(&r).expect("serialize");
+        assert!(s.ends_with("}\n"));
+        let v: Value = serde_json::from_str(&s).expect("parse back");
+
+        assert_eq!(
+            keys(&v),
+            ["callers", "counters", "programs", "schema", "session", "stacks", "totals"]
+        );
+        assert_eq!(v["schema"], 1);
+
+        let sess = &v["session"];
+        assert_eq!(
+            keys(sess),
+            [
+                "duration_secs",
+                "ended_by",
+                "hooks",
+                "hostname",
+                "kernel",
+                "max_allocations",
+                "max_stacks",
+                "min_age_secs",
+                "page_size",
+                "requested_duration_secs",
+                "started_at_unix",
+            ]
+        );
+        assert_eq!(sess["hostname"], "web-1");
+        assert_eq!(sess["started_at_unix"].as_f64(), Some(1_700_000_000.0));
+        assert_eq!(sess["hooks"][1], "tracepoint kmem:mm_page_free");
+
+        let counters = v["counters"].as_object().expect("counters object");
+        assert_eq!(counters.len(), Counter::COUNT as usize);
+        assert_eq!(counters["outstanding_map_full"].as_u64(), Some(3));
+        assert_eq!(counters["agg_missing"].as_u64(), Some(0));
+
+        let progs = v["programs"].as_array().expect("programs");
+        assert_eq!(
+            keys(&progs[1]),
+            ["name", "recursion_misses", "run_count", "run_time_ns"]
+        );
+        assert_eq!(progs[1]["name"], "mm_page_free");
+        assert_eq!(progs[1]["recursion_misses"].as_u64(), Some(2));
+
+        assert_eq!(
+            keys(&v["totals"]),
+            ["allocated_bytes", "allocated_count", "allocations", "bytes"]
+        );
+        assert_eq!(v["totals"]["bytes"].as_u64(), Some(r.totals.bytes));
+
+        let callers = v["callers"].as_array().expect("callers");
+        assert_eq!(callers.len(), 4);
+        assert_eq!(
+            keys(&callers[0]),
+            [
+                "allocated_bytes",
+                "allocations",
+                "bytes",
+                "function",
+                "stacks"
+            ]
+        );
+        assert_eq!(callers[0]["function"], "skb_page_frag_refill");
+        assert_eq!(callers[0]["bytes"].as_u64(), Some(300 << 20));
+
+        // Every stack, including the one that holds nothing, in report order.
+        let stacks = v["stacks"].as_array().expect("stacks");
+        assert_eq!(stacks.len(), r.stacks.len());
+        assert_eq!(stacks.len(), 4);
+        let s0 = &stacks[0];
+        assert_eq!(
+            keys(s0),
+            [
+                "allocated_bytes",
+                "allocated_count",
+                "allocations",
+                "bytes",
+                "caller",
+                "frames",
+                "oldest_age_secs",
+                "orders",
+                "owners",
+                "stack_id",
+            ]
+        );
+        assert_eq!(s0["stack_id"].as_u64(), Some(1));
+        assert_eq!(s0["bytes"].as_u64(), Some(300 << 20));
+        assert_eq!(s0["orders"], json!([3]));
+        assert_eq!(s0["oldest_age_secs"].as_f64(), Some(252.0));
+        assert_eq!(s0["caller"], "skb_page_frag_refill");
+        let o = &s0["owners"][0];
+        assert_eq!(keys(o), ["allocations", "bytes", "comm", "pid", "tgid"]);
+        assert_eq!(o["comm"], "nginx");
+        assert_eq!(o["tgid"].as_u64(), Some(1234));
+
+        let f0 = &s0["frames"][0];
+        assert_eq!(
+            keys(f0),
+            ["address", "file", "inlined", "line", "module", "offset", "symbol"]
+        );
+        assert_eq!(f0["address"], "0xffffffff81000010");
+        assert_eq!(f0["symbol"], "__alloc_pages_noprof");
+        assert_eq!(f0["offset"].as_u64(), Some(0x10));
+        assert!(f0["module"].is_null() && f0["file"].is_null() && f0["line"].is_null());
+        assert_eq!(f0["inlined"], json!([]));
+        let f5 = &s0["frames"][5];
+        assert_eq!(f5["file"], "net/ipv4/tcp.c");
+        assert_eq!(f5["line"].as_u64(), Some(1234));
+        assert_eq!(f5["inlined"], json!(["outer_inl", "inner_inl"]));
+        assert_eq!(s0["frames"][6]["module"], "tcp_mod");
+
+        // Unresolved frame: lowercase hex address, null symbol.
+        let s1 = &stacks[1];
+        let unresolved = &s1["frames"][3];
+        assert_eq!(unresolved["address"], "0xffffffffdeadbeef");
+        assert!(unresolved["symbol"].is_null() && unresolved["offset"].is_null());
+
+        // The stack-unavailable bucket: null id, no age, no frames.
+        let none = &stacks[2];
+        assert!(none["stack_id"].is_null());
+        assert!(none["oldest_age_secs"].is_null());
+        assert_eq!(none["caller"], "[stack unavailable]");
+        assert_eq!(none["frames"], json!([]));
+
+        // The churn-only stack is listed too.
+        assert_eq!(stacks[3]["bytes"].as_u64(), Some(0));
+        assert_eq!(stacks[3]["allocated_bytes"].as_u64(), Some(1 << 30));
+    }
+}

@@ -1,0 +1,687 @@
+//! The human report: header, totals, counters and warnings, callers table, top stacks.
+
+use std::fmt::Write as _;
+
+use memtrace_common::Counter;
+
+use super::{format_bytes, format_duration, format_unix_utc, RenderOptions};
+use crate::model::{Frame, ProgramStats, Report, SessionInfo, StackReport};
+
+/// `writeln!` into a `String` (which cannot fail).
+macro_rules! line {
+    ($out:expr) => {{
+        $out.push('\n');
+    }};
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Width the counters line is wrapped at.
+const COUNTERS_WIDTH: usize = 96;
+
+/// Renders the whole text report. `opts.top` bounds the callers table and the detailed stacks
+/// (0 means no bound).
+pub fn render_text(report: &Report, opts: &RenderOptions) -> String {
+    let top = if opts.top == 0 { usize::MAX } else { opts.top };
+    let mut out = String::new();
+    header(&mut out, &report.session);
+    line!(out);
+    totals(&mut out, report);
+    line!(out);
+    counters(&mut out, report);
+    programs(&mut out, &report.programs);
+    if !report.callers.is_empty() {
+        line!(out);
+        callers(&mut out, report, top);
+    }
+    stacks(&mut out, report, top);
+    out
+}
+
+fn header(out: &mut String, s: &SessionInfo) {
+    line!(out, "memtrace — outstanding kernel page allocations");
+    line!(out, "  host:       {}", s.hostname);
+    line!(out, "  kernel:     {}", s.kernel);
+    let started = if s.started_at_unix > 0.0 {
+        format_unix_utc(s.started_at_unix)
+    } else {
+        "?".to_string()
+    };
+    line!(out, "  started:    {started}");
+    let mut duration = format_duration(s.duration_secs);
+    let mut notes = Vec::new();
+    if s.requested_duration_secs > 0.0 {
+        notes.push(format!(
+            "requested {}",
+            format_duration(s.requested_duration_secs)
+        ));
+    } else {
+        notes.push("no time limit".to_string());
+    }
+    if !s.ended_by.is_empty() {
+        notes.push(format!("ended by {}", s.ended_by));
+    }
+    let _ = write!(duration, " ({})", notes.join(", "));
+    line!(out, "  duration:   {duration}");
+    if s.min_age_secs > 0.0 {
+        line!(
+            out,
+            "  min age:    {} (only allocations at least this old count as outstanding)",
+            format_duration(s.min_age_secs)
+        );
+    }
+    if !s.hooks.is_empty() {
+        line!(out, "  hooks:      {}", s.hooks.join(", "));
+    }
+    line!(out, "  page size:  {} bytes", s.page_size);
+}
+
+fn totals(out: &mut String, r: &Report) {
+    let t = &r.totals;
+    let older = if r.session.min_age_secs > 0.0 {
+        format!(" older than {}", format_duration(r.session.min_age_secs))
+    } else {
+        String::new()
+    };
+    line!(
+        out,
+        "Outstanding{older}: {} ({} bytes) in {}",
+        format_bytes(t.bytes),
+        t.bytes,
+        allocs(t.allocations)
+    );
+    let held = if t.allocated_bytes > 0 {
+        format!(
+            " — {} ({:.1}%) still held",
+            format_bytes(t.bytes),
+            t.bytes as f64 * 100.0 / t.allocated_bytes as f64
+        )
+    } else {
+        String::new()
+    };
+    line!(
+        out,
+        "Allocated during session: {} ({} bytes) in {}{held}",
+        format_bytes(t.allocated_bytes),
+        t.allocated_bytes,
+        allocs(t.allocated_count)
+    );
+}
+
+fn counters(out: &mut String, r: &Report) {
+    line!(out, "Counters:");
+    let mut row = String::new();
+    for (name, value) in &r.counters {
+        let item = format!("{name}={value}");
+        if !row.is_empty() && row.len() + 1 + item.len() > COUNTERS_WIDTH {
+            line!(out, "  {row}");
+            row.clear();
+        }
+        if !row.is_empty() {
+            row.push(' ');
+        }
+        row.push_str(&item);
+    }
+    if !row.is_empty() {
+        line!(out, "  {row}");
+    }
+    for (name, value) in &r.counters {
+        if *value != 0 && r.failure_counters.contains(name) {
+            line!(
+                out,
+                "WARNING: {name}={value}: {}",
+                failure_explanation(name, *value, &r.session)
+            );
+        }
+    }
+}
+
+/// What a non-zero failure counter means and what to do about it.
+pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
+    let Some(counter) = Counter::ALL.iter().copied().find(|c| c.name() == name) else {
+        return format!("{n} events lost information; the report is approximate");
+    };
+    match counter {
+        Counter::OutstandingFull => format!(
+            "{n} allocations were not recorded because the allocation table was full; they are \
+             missing from the outstanding numbers (counted only as allocated). Raise \
+             --max-allocations (currently {}).",
+            s.max_allocations
+        ),
+        Counter::StaleReplaced => format!(
+            "{n} frees were missed (BPF recursion protection or lost events) and their pages \
+             were allocated again; the stale records were replaced and their bytes removed from \
+             their stacks."
+        ),
+        Counter::StackIdEexist => format!(
+            "{n} allocations' stacks collided with another stack in the stack map and were \
+             counted under [stack unavailable]. Raise --max-stacks (currently {}).",
+            s.max_stacks
+        ),
+        Counter::StackIdEnomem => format!(
+            "{n} allocations' stacks did not fit in the full stack map and were counted under \
+             [stack unavailable]. Raise --max-stacks (currently {}).",
+            s.max_stacks
+        ),
+        Counter::StackIdOther => format!(
+            "capturing the stack failed {n} times; those allocations were counted under \
+             [stack unavailable]."
+        ),
+        Counter::AggMissing => format!(
+            "{n} events named a stack slot outside the aggregate table (internal error); their \
+             bytes are missing from the per-stack numbers. Please report this."
+        ),
+        Counter::ReadErrors => format!(
+            "reading a tracepoint field failed {n} times (internal error); those allocations or \
+             frees were dropped, so the report is approximate. Please report this."
+        ),
+        _ => format!("{n} events lost information; the report is approximate."),
+    }
+}
+
+fn programs(out: &mut String, programs: &[ProgramStats]) {
+    if programs.is_empty() {
+        return;
+    }
+    let items: Vec<String> = programs
+        .iter()
+        .map(|p| {
+            let mut s = format!("{} recursion_misses={}", p.name, p.recursion_misses);
+            if p.run_count > 0 {
+                let _ = write!(
+                    s,
+                    " runs={} avg={}ns",
+                    p.run_count,
+                    p.run_time_ns / p.run_count
+                );
+            }
+            s
+        })
+        .collect();
+    line!(out, "Programs: {}", items.join(", "));
+    for p in programs {
+        if p.recursion_misses == 0 {
+            continue;
+        }
+        let n = p.recursion_misses;
+        let what = if p.name.contains("free") {
+            format!(
+                "{n} frees were not seen because another BPF program was running on that CPU; \
+                 those pages stay listed as outstanding until they are allocated again."
+            )
+        } else if p.name.contains("alloc") {
+            format!(
+                "{n} allocations were not seen because another BPF program was running on that \
+                 CPU; they are missing from this report."
+            )
+        } else {
+            format!("{n} events were not seen because another BPF program was running on that CPU.")
+        };
+        line!(out, "WARNING: program {} missed {n} runs: {what}", p.name);
+    }
+}
+
+/// A right-aligned table with a left-aligned last column.
+fn table(out: &mut String, headers: &[&str], rows: &[Vec<String>]) {
+    let cols = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let fmt_row = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut s = String::from(" ");
+        for (i, cell) in cells.enumerate() {
+            if i + 1 == cols {
+                let _ = write!(s, "  {cell}");
+            } else {
+                let _ = write!(s, "  {cell:>w$}", w = widths[i]);
+            }
+        }
+        s
+    };
+    line!(out, "{}", fmt_row(&mut headers.iter().copied()));
+    for row in rows {
+        line!(out, "{}", fmt_row(&mut row.iter().map(String::as_str)));
+    }
+}
+
+fn callers(out: &mut String, r: &Report, top: usize) {
+    let shown = r.callers.len().min(top);
+    line!(
+        out,
+        "Outstanding by calling function (top {shown} of {}):",
+        r.callers.len()
+    );
+    let rows: Vec<Vec<String>> = r
+        .callers
+        .iter()
+        .take(shown)
+        .map(|c| {
+            vec![
+                format_bytes(c.bytes),
+                c.bytes.to_string(),
+                c.allocations.to_string(),
+                format_bytes(c.allocated_bytes),
+                c.stacks.to_string(),
+                c.function.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "BYTES",
+            "EXACT",
+            "ALLOCS",
+            "ALLOCATED",
+            "STACKS",
+            "FUNCTION",
+        ],
+        &rows,
+    );
+    let rest = &r.callers[shown..];
+    if !rest.is_empty() {
+        let bytes: u64 = rest.iter().map(|c| c.bytes).sum();
+        line!(
+            out,
+            "  ... {} more functions holding {}",
+            rest.len(),
+            format_bytes(bytes)
+        );
+    }
+}
+
+fn stacks(out: &mut String, r: &Report, top: usize) {
+    line!(out);
+    let holding: Vec<&StackReport> = r.stacks.iter().filter(|s| s.bytes > 0).collect();
+    if holding.is_empty() {
+        let older = if r.session.min_age_secs > 0.0 {
+            format!(" older than {}", format_duration(r.session.min_age_secs))
+        } else {
+            String::new()
+        };
+        if r.totals.allocated_count == 0 {
+            line!(out, "Nothing outstanding: no page allocations were traced.");
+        } else {
+            line!(
+                out,
+                "Nothing outstanding{older}: none of the {} page allocations traced during the \
+                 session is still held.",
+                r.totals.allocated_count
+            );
+        }
+        return;
+    }
+    let shown = holding.len().min(top);
+    line!(
+        out,
+        "Top {shown} stacks by outstanding bytes (of {} holding memory):",
+        holding.len()
+    );
+    for (i, s) in holding.iter().take(shown).enumerate() {
+        line!(out);
+        stack(out, i + 1, s);
+    }
+    let rest = &holding[shown..];
+    if !rest.is_empty() {
+        let bytes: u64 = rest.iter().map(|s| s.bytes).sum();
+        line!(out);
+        line!(
+            out,
+            "... {} more stacks holding {} (the JSON output lists every stack)",
+            rest.len(),
+            format_bytes(bytes)
+        );
+    }
+}
+
+fn stack(out: &mut String, rank: usize, s: &StackReport) {
+    line!(
+        out,
+        "#{rank}  {} ({} bytes) in {}",
+        format_bytes(s.bytes),
+        s.bytes,
+        allocs(s.allocations)
+    );
+    line!(out, "    caller: {}", s.caller);
+    line!(
+        out,
+        "    allocated during session: {} in {}",
+        format_bytes(s.allocated_bytes),
+        allocs(s.allocated_count)
+    );
+    let mut facts = vec![match s.orders.as_slice() {
+        [] => "order unknown".to_string(),
+        [o] => format!("order {o}"),
+        os => format!(
+            "orders {}",
+            os.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    }];
+    if let Some(age) = s.oldest_age_secs {
+        facts.push(format!("oldest {}", format_duration(age)));
+    }
+    facts.push(match s.stack_id {
+        Some(id) => format!("stack id {id}"),
+        None => "stack unavailable".to_string(),
+    });
+    line!(out, "    {}", facts.join(", "));
+    if s.owners.is_empty() {
+        line!(out, "    owners: not recorded");
+    } else {
+        line!(out, "    owners (task running at allocation time):");
+        for o in &s.owners {
+            line!(
+                out,
+                "      {}/{} ({}) {} in {}",
+                o.comm,
+                o.pid,
+                o.tgid,
+                format_bytes(o.bytes),
+                allocs(o.allocations)
+            );
+        }
+    }
+    if s.frames.is_empty() {
+        let why = if s.stack_id.is_none() {
+            "the kernel stack could not be captured (see the stack_id_* counters)"
+        } else {
+            "the stack was not found in the stack map"
+        };
+        line!(out, "    frames: none — {why}");
+        return;
+    }
+    line!(out, "    frames (innermost first):");
+    for f in &s.frames {
+        line!(out, "      {}", frame_text(f));
+        // Inlined functions are stored outermost first; list them innermost first, like the
+        // frames themselves.
+        for name in f.inlined.iter().rev() {
+            line!(out, "        [inlined] {name}");
+        }
+    }
+}
+
+/// `1 allocation`, `2 allocations`.
+fn allocs(n: u64) -> String {
+    if n == 1 {
+        "1 allocation".to_string()
+    } else {
+        format!("{n} allocations")
+    }
+}
+
+/// `symbol+0xoff [module] (file:line)`, or the hex address when unresolved.
+fn frame_text(f: &Frame) -> String {
+    let mut s = match f.symbol.as_deref() {
+        Some(sym) if !sym.is_empty() => match f.offset {
+            Some(off) => format!("{sym}+{off:#x}"),
+            None => sym.to_string(),
+        },
+        _ => format!("{:#x}", f.address),
+    };
+    if let Some(m) = &f.module {
+        let _ = write!(s, " [{m}]");
+    }
+    if let Some(file) = &f.file {
+        match f.line {
+            Some(l) => {
+                let _ = write!(s, " ({file}:{l})");
+            }
+            None => {
+                let _ = write!(s, " ({file})");
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use memtrace_common::StackAgg;
+
+    use super::*;
+    use crate::model::build::tests::{agg, rec, FakeSymbols, NONE_ID, PAGE};
+    use crate::model::build::{build_report, STACK_UNAVAILABLE};
+    use crate::model::{BuildOptions, ProgramStats, RawSession};
+
+    /// A report with three stacks holding memory (TCP frags, anonymous pages, unavailable),
+    /// one stack that only churned, and a counter/program set given by the caller.
+    pub(crate) fn sample_report(counters: &[(Counter, u64)], misses: u64) -> Report {
+        let syms: &[(u64, &'static str)] = &[
+            (0xffff_ffff_8100_0010, "__alloc_pages_noprof"),
+            (0xffff_ffff_8100_0020, "alloc_pages_mpol"),
+            (0xffff_ffff_8100_0030, "alloc_pages_noprof"),
+            (0xffff_ffff_8100_0040, "skb_page_frag_refill"),
+            (0xffff_ffff_8100_0050, "sk_page_frag_refill"),
+            (0xffff_ffff_8100_0060, "tcp_sendmsg_locked"),
+            (0xffff_ffff_8100_0070, "tcp_sendmsg"),
+            (0xffff_ffff_8200_0060, "do_anonymous_page"),
+            (0xffff_ffff_8200_0070, "__handle_mm_fault"),
+            (0xffff_ffff_8300_0010, "my func;with odd chars"),
+        ];
+        let mut raw = RawSession {
+            page_size: PAGE,
+            counters: vec![0; Counter::COUNT as usize],
+            stack_none_id: NONE_ID,
+            now_ns: 1_000_000_000_000,
+            programs: vec![
+                ProgramStats {
+                    name: "mm_page_alloc".into(),
+                    ..Default::default()
+                },
+                ProgramStats {
+                    name: "mm_page_free".into(),
+                    recursion_misses: misses,
+                    run_count: 10,
+                    run_time_ns: 1000,
+                },
+            ],
+            ..Default::default()
+        };
+        for (c, v) in counters {
+            raw.counters[*c as usize] = *v;
+        }
+        raw.stacks = HashMap::from([
+            (
+                1,
+                vec![
+                    0xffff_ffff_8100_0010,
+                    0xffff_ffff_8100_0020,
+                    0xffff_ffff_8100_0030,
+                    0xffff_ffff_8100_0040,
+                    0xffff_ffff_8100_0050,
+                    0xffff_ffff_8100_0060,
+                    0xffff_ffff_8100_0070,
+                ],
+            ),
+            (
+                2,
+                vec![
+                    0xffff_ffff_8100_0010,
+                    0xffff_ffff_8200_0060,
+                    0xffff_ffff_8200_0070,
+                    0xffff_ffff_dead_beef,
+                ],
+            ),
+            (3, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8300_0010]),
+        ]);
+        let agg3: StackAgg = agg(0, 0, 1 << 30, 262_144);
+        raw.aggs = vec![
+            (1, agg(300 << 20, 9600, 5 << 30, 163_840)),
+            (2, agg(4 * PAGE, 4, 64 * PAGE, 64)),
+            (3, agg3),
+            (NONE_ID, agg(PAGE, 1, 2 * PAGE, 2)),
+        ];
+        raw.records = vec![
+            (10, rec(1, 748_000_000_000, 1234, 1235, "nginx", 3, 8)),
+            (20, rec(1, 990_000_000_000, 1234, 1235, "nginx", 3, 8)),
+            (30, rec(1, 999_000_000_000, 0, 0, "swapper/3", 3, 8)),
+            (40, rec(2, 999_500_000_000, 77, 77, "bash", 0, 1)),
+        ];
+        let session = SessionInfo {
+            hostname: "web-1".into(),
+            kernel: "6.8.0-31-generic".into(),
+            started_at_unix: 1_700_000_000.0,
+            duration_secs: 30.0,
+            requested_duration_secs: 30.0,
+            ended_by: "duration".into(),
+            min_age_secs: 0.0,
+            page_size: PAGE,
+            max_allocations: 65_536,
+            max_stacks: 16_384,
+            hooks: vec![
+                "tracepoint kmem:mm_page_alloc".into(),
+                "tracepoint kmem:mm_page_free".into(),
+            ],
+        };
+        let mut r = build_report(
+            &raw,
+            session,
+            &FakeSymbols::new(syms),
+            &BuildOptions::default(),
+        );
+        // Give one frame debug info and inlined functions.
+        r.stacks[0].frames[5].file = Some("net/ipv4/tcp.c".into());
+        r.stacks[0].frames[5].line = Some(1234);
+        r.stacks[0].frames[5].inlined = vec!["outer_inl".into(), "inner_inl".into()];
+        r.stacks[0].frames[6].module = Some("tcp_mod".into());
+        r
+    }
+
+    #[test]
+    fn full_layout() {
+        let r = sample_report(&[(Counter::AllocsSeen, 500_000)], 0);
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        println!("{t}");
+        assert!(t.starts_with("memtrace — outstanding kernel page allocations\n"));
+        assert!(t.contains("  host:       web-1\n"));
+        assert!(t.contains("  started:    2023-11-14 22:13:20 UTC\n"));
+        assert!(t.contains("  duration:   30s (requested 30s, ended by duration)\n"));
+        assert!(!t.contains("min age"));
+        assert!(t.contains("Outstanding: 300.0 MiB (314593280 bytes) in 9605 allocations\n"));
+        assert!(t.contains(
+            "Allocated during session: 6.0 GiB (6442721280 bytes) in 426050 allocations — \
+             300.0 MiB (4.9%) still held\n"
+        ));
+        assert!(t.contains("allocs_seen=500000 allocs_tracked=0"));
+        assert!(!t.contains("WARNING"));
+        // Callers table, sorted by bytes.
+        let callers_at = t
+            .find("Outstanding by calling function (top 4 of 4):")
+            .expect("table");
+        let rows: Vec<&str> = t[callers_at..].lines().skip(1).take(5).collect();
+        assert!(rows[0].contains("BYTES") && rows[0].ends_with("FUNCTION"));
+        assert!(rows[1].ends_with("  skb_page_frag_refill"));
+        assert!(rows[1].contains(" 300.0 MiB ") && rows[1].contains(" 314572800 "));
+        assert!(rows[2].ends_with("  do_anonymous_page"));
+        assert!(rows[3].ends_with(&format!("  {STACK_UNAVAILABLE}")));
+        assert!(rows[4].contains("  0 B  ") && rows[4].ends_with("  my func;with odd chars"));
+        // Stacks: only the three holding memory.
+        assert!(t.contains("Top 3 stacks by outstanding bytes (of 3 holding memory):"));
+        assert!(t.contains(
+            "#1  300.0 MiB (314572800 bytes) in 9600 allocations\n    caller: skb_page_frag_refill\n    \
+             allocated during session: 5.0 GiB in 163840 allocations\n    order 3, oldest 4m12s, \
+             stack id 1\n    owners (task running at allocation time):\n      nginx/1235 (1234) \
+             64.0 KiB in 2 allocations\n      swapper/3/0 (0) 32.0 KiB in 1 allocation\n    frames"
+        ));
+        assert!(t.contains(
+            "    frames (innermost first):\n      __alloc_pages_noprof+0x10\n      \
+             alloc_pages_mpol+0x20\n"
+        ));
+        assert!(t.contains(
+            "      tcp_sendmsg_locked+0x60 (net/ipv4/tcp.c:1234)\n        [inlined] inner_inl\n        \
+             [inlined] outer_inl\n      tcp_sendmsg+0x70 [tcp_mod]\n"
+        ));
+        assert!(t.contains("      0xffffffffdeadbeef\n"));
+        assert!(
+            t.contains("#3  4.0 KiB (4096 bytes) in 1 allocation\n    caller: [stack unavailable]")
+        );
+        assert!(t.contains("order unknown, stack unavailable\n    owners: not recorded\n"));
+        assert!(!t.contains("#4"));
+        assert!(!t.contains("more stacks"));
+    }
+
+    #[test]
+    fn failure_counters_warn_only_when_non_zero() {
+        let r = sample_report(
+            &[
+                (Counter::OutstandingFull, 12),
+                (Counter::StackIdEnomem, 3),
+                (Counter::UnmatchedFrees, 99), // not a failure counter
+            ],
+            5,
+        );
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        let warnings: Vec<&str> = t.lines().filter(|l| l.starts_with("WARNING:")).collect();
+        assert_eq!(warnings.len(), 3, "{warnings:#?}");
+        assert!(warnings[0].starts_with("WARNING: outstanding_map_full=12: "));
+        assert!(warnings[0].contains("--max-allocations (currently 65536)"));
+        assert!(warnings[1].starts_with("WARNING: stack_id_enomem=3: "));
+        assert!(warnings[1].contains("--max-stacks (currently 16384)"));
+        assert!(warnings[2].starts_with("WARNING: program mm_page_free missed 5 runs: 5 frees"));
+        assert!(warnings[2].contains("another BPF program was running on that CPU"));
+        for zero in ["stale_records_replaced", "stack_id_eexist", "agg_missing"] {
+            assert!(!warnings.iter().any(|w| w.contains(zero)), "{zero} warned");
+            assert!(t.contains(&format!("{zero}=0")), "{zero} not listed");
+        }
+        assert!(t.contains("unmatched_frees=99"));
+        assert!(t.contains("mm_page_free recursion_misses=5 runs=10 avg=100ns"));
+    }
+
+    #[test]
+    fn every_failure_counter_has_an_explanation() {
+        let s = SessionInfo::default();
+        for c in Counter::ALL.iter().filter(|c| c.is_failure()) {
+            let e = failure_explanation(c.name(), 7, &s);
+            assert!(e.contains('7'), "{}: {e}", c.name());
+            assert!(
+                !e.contains("lost information"),
+                "{} has no explanation",
+                c.name()
+            );
+        }
+    }
+
+    #[test]
+    fn top_limits_and_more_lines() {
+        let r = sample_report(&[], 0);
+        let t = render_text(&r, &RenderOptions { top: 1 });
+        assert!(t.contains("Outstanding by calling function (top 1 of 4):"));
+        assert!(t.contains("  ... 3 more functions holding 20.0 KiB\n"));
+        assert!(t.contains("Top 1 stacks by outstanding bytes (of 3 holding memory):"));
+        assert!(t.contains("... 2 more stacks holding 20.0 KiB"));
+        assert!(!t.contains("#2"));
+        let all = render_text(&r, &RenderOptions { top: 0 });
+        assert!(all.contains("#3") && !all.contains("more stacks"));
+    }
+
+    #[test]
+    fn nothing_outstanding() {
+        let mut r = sample_report(&[], 0);
+        for s in &mut r.stacks {
+            s.bytes = 0;
+            s.allocations = 0;
+        }
+        r.totals.bytes = 0;
+        r.totals.allocations = 0;
+        r.session.min_age_secs = 60.0;
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        assert!(t.contains("  min age:    1m00s (only allocations"));
+        assert!(t.contains("Outstanding older than 1m00s: 0 B (0 bytes) in 0 allocations\n"));
+        assert!(t.contains(
+            "Nothing outstanding older than 1m00s: none of the 426050 page allocations traced"
+        ));
+        assert!(!t.contains("#1"));
+
+        let empty = render_text(&Report::default(), &RenderOptions { top: 10 });
+        assert!(empty.contains("Outstanding: 0 B (0 bytes) in 0 allocations\n"));
+        assert!(!empty.contains("calling function"));
+        assert!(empty.contains("Nothing outstanding: no page allocations were traced.\n"));
+    }
+}
