@@ -16,6 +16,8 @@ pub mod maps {
     /// Array indexed by stack id → [`super::StackAgg`]; the last slot collects allocations whose
     /// stack could not be captured ([`super::Config::stack_none_id`]).
     pub const STACK_AGG: &str = "STACK_AGG";
+    /// One `u64`: records currently kept under a [`super::DETACHED_KEY_BIT`] key.
+    pub const DETACHED_LIVE: &str = "DETACHED_LIVE";
     /// Per-CPU `u64` counters indexed by [`super::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
 }
@@ -67,6 +69,31 @@ pub struct Config {
     /// Index in `STACK_AGG` used for allocations whose stack id could not be obtained.
     pub stack_none_id: u32,
     pub _pad: u32,
+}
+
+impl Config {
+    /// All zero: the value compiled into the object before the loader overrides it.
+    pub const fn zeroed() -> Self {
+        Config {
+            page_alloc: PageAllocLayout {
+                pfn_offset: 0,
+                order_offset: 0,
+                gfp_offset: 0,
+                gfp_size: 0,
+                migratetype_offset: 0,
+                _pad: 0,
+            },
+            page_free: PageFreeLayout {
+                pfn_offset: 0,
+                order_offset: 0,
+            },
+            page_size: 0,
+            self_tgid: 0,
+            max_order: 0,
+            stack_none_id: 0,
+            _pad: 0,
+        }
+    }
 }
 
 /// One outstanding page allocation (value of `OUTSTANDING`, keyed by head pfn).
@@ -127,9 +154,10 @@ pub enum Counter {
     SelfAllocs,
     /// `mm_page_free` events seen.
     FreesSeen,
-    /// Frees that released the last outstanding page of a record.
+    /// Frees that found the allocation they release (by head pfn, or by searching the heads of
+    /// higher-order allocations that cover the freed pfn).
     FreesMatched,
-    /// Frees that released part of a recorded higher-order allocation.
+    /// Of the matched frees: those that released only part of an allocation (split pages).
     PartialFrees,
     /// Frees of pages with no record (allocated before the session, or not traced).
     UnmatchedFrees,
@@ -148,10 +176,12 @@ pub enum Counter {
     StackIdOther,
     /// A record named a stack slot outside `STACK_AGG` (should never happen).
     AggMissing,
+    /// Reading a tracepoint field failed (should never happen): the event was dropped.
+    ReadErrors,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::AggMissing as u32 + 1;
+    pub const COUNT: u32 = Counter::ReadErrors as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -169,6 +199,7 @@ impl Counter {
         Counter::StackIdEnomem,
         Counter::StackIdOther,
         Counter::AggMissing,
+        Counter::ReadErrors,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -189,6 +220,7 @@ impl Counter {
             Counter::StackIdEnomem => "stack_id_enomem",
             Counter::StackIdOther => "stack_id_other",
             Counter::AggMissing => "agg_missing",
+            Counter::ReadErrors => "read_errors",
         }
     }
 
@@ -202,6 +234,7 @@ impl Counter {
                 | Counter::StackIdEnomem
                 | Counter::StackIdOther
                 | Counter::AggMissing
+                | Counter::ReadErrors
         )
     }
 }

@@ -1,1 +1,56 @@
-//! TODO
+//! Errors that end a run, and the exit code each maps to (documented in the README).
+
+use std::process::ExitCode;
+
+/// Exit codes: 0 ok, 1 other failure, 2 usage (clap), 3 not privileged, 4 environment.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PRIVILEGE: u8 = 3;
+    pub const ENVIRONMENT: u8 = 4;
+}
+
+/// Failures that have their own exit code and a one-line message naming the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "memtrace needs privileges to load and attach eBPF programs: run it as root, or grant \
+         CAP_BPF, CAP_PERFMON, CAP_SYSLOG (kernel symbol addresses) and CAP_DAC_READ_SEARCH \
+         (tracefs format files), plus CAP_SYS_ADMIN if tracefs must be mounted (missing: {missing})"
+    )]
+    NotPrivileged { missing: String },
+
+    #[error(transparent)]
+    Tracefs(#[from] crate::tracefs::TracefsError),
+
+    #[error(
+        "this memtrace binary was built without its eBPF object: build it with `cargo xtask build` \
+         (or run `cargo xtask run -- ...`)"
+    )]
+    NoEbpfObject,
+
+    #[error("the kernel rejected memtrace's eBPF programs ({what}): {reason}")]
+    BpfLoad { what: String, reason: String },
+
+    #[error("attaching to tracepoint {event} failed: {reason}")]
+    Attach { event: String, reason: String },
+}
+
+impl SetupError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            SetupError::NotPrivileged { .. } => exit::PRIVILEGE,
+            _ => exit::ENVIRONMENT,
+        }
+    }
+}
+
+/// Maps any error that ends the program to its exit code.
+pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<SetupError>())
+        .map(SetupError::exit_code)
+        .unwrap_or(exit::FAILURE);
+    ExitCode::from(code)
+}

@@ -9,6 +9,7 @@ pub mod collector;
 pub mod error;
 pub mod loader;
 pub mod model;
+pub mod output;
 pub mod render;
 pub mod session;
 pub mod symbolize;

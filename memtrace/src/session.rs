@@ -1,1 +1,187 @@
-//! TODO
+//! A time-boxed tracing session: load, wait for the duration or a signal, detach, collect,
+//! report.
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::TraceArgs,
+    collector,
+    loader::{self, LoadOptions},
+    model::{build::build_report, BuildOptions, SessionInfo},
+    output::write_atomic,
+    render::{self, RenderOptions},
+    symbolize::KernelSymbolizer,
+};
+
+/// How the session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    Duration,
+    Signal(i32),
+}
+
+impl EndedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Duration => "duration",
+            EndedBy::Signal(_) => "signal",
+        }
+    }
+}
+
+/// SIGINT and SIGTERM, blocked so they can be waited for with `sigtimedwait` (no handler, no
+/// async-signal-safety concerns). Must be created before any thread is spawned.
+struct StopSignals {
+    set: libc::sigset_t,
+}
+
+impl StopSignals {
+    fn block() -> anyhow::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it; pthread_sigmask
+        // only changes this thread's mask (threads spawned later inherit it).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc))
+                    .context("blocking SIGINT/SIGTERM");
+            }
+            Ok(StopSignals { set })
+        }
+    }
+
+    /// Waits until `deadline` or until SIGINT/SIGTERM arrives.
+    fn wait_until(&self, deadline: Instant) -> EndedBy {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return EndedBy::Duration;
+            }
+            let ts = libc::timespec {
+                tv_sec: left.as_secs() as libc::time_t,
+                tv_nsec: left.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: `self.set` is an initialised sigset; `ts` lives across the call; a null
+            // siginfo pointer is allowed.
+            let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+            if sig > 0 {
+                return EndedBy::Signal(sig);
+            }
+            // EAGAIN: timed out (loop re-checks the deadline); EINTR: other signal, wait again.
+        }
+    }
+}
+
+impl Drop for StopSignals {
+    fn drop(&mut self) {
+        // SAFETY: restores the default mask for these two signals; a second Ctrl-C after the
+        // session (while reporting) then terminates as usual. Reports are written atomically.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &self.set, std::ptr::null_mut()) };
+    }
+}
+
+fn read_trimmed(path: &str) -> String {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs `memtrace trace`.
+pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
+    let signals = StopSignals::block()?;
+    let mut tracer = loader::load(LoadOptions {
+        max_allocations: args.max_allocations,
+        max_stacks: args.max_stacks,
+    })?;
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "memtrace: tracing page allocations for {} ({}; up to {} outstanding allocations, {} stacks); Ctrl-C ends early and still reports",
+            humantime::format_duration(args.duration),
+            tracer.hooks.join(", "),
+            args.max_allocations,
+            tracer.stack_slots,
+        );
+        let _ = err.flush();
+    }
+
+    let ended_by = signals.wait_until(started + args.duration);
+    let elapsed = started.elapsed();
+    if let EndedBy::Signal(sig) = ended_by {
+        eprintln!(
+            "memtrace: signal {sig} received after {:.1}s: reporting",
+            elapsed.as_secs_f64()
+        );
+    }
+    tracer.detach().context("detaching the programs")?;
+    let raw = collector::collect(&tracer).context("reading the kernel maps")?;
+    let hooks = tracer.hooks.clone();
+    let stack_slots = tracer.stack_slots;
+    // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
+    drop(tracer);
+    drop(signals);
+
+    let info = SessionInfo {
+        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        started_at_unix: started_unix,
+        duration_secs: round_ms(elapsed),
+        requested_duration_secs: round_ms(args.duration),
+        ended_by: ended_by.as_str().to_string(),
+        min_age_secs: round_ms(args.min_age),
+        page_size: raw.page_size,
+        max_allocations: args.max_allocations,
+        max_stacks: stack_slots,
+        hooks,
+    };
+    let symbolizer = KernelSymbolizer::new();
+    let report = build_report(
+        &raw,
+        info,
+        &symbolizer,
+        &BuildOptions {
+            min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
+            max_owners: 5,
+        },
+    );
+    for w in symbolizer.warnings() {
+        eprintln!("memtrace: warning: {w}");
+    }
+
+    if let Some(path) = &args.json {
+        let json = render::json::to_string_pretty(&report).context("rendering JSON")?;
+        write_atomic(path, json.as_bytes())?;
+    }
+    if let Some(path) = &args.folded {
+        write_atomic(path, render::folded::render_folded(&report).as_bytes())?;
+    }
+    let text = render::text::render_text(
+        &report,
+        &RenderOptions {
+            top: usize::try_from(args.top).unwrap_or(usize::MAX),
+        },
+    );
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("writing the report to stdout")?;
+    out.flush().context("writing the report to stdout")?;
+    Ok(())
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}

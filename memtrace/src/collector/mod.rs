@@ -1,1 +1,122 @@
-//! TODO
+//! Reads what the programs left in the kernel maps, once they are detached.
+
+mod syscalls;
+
+use std::{
+    collections::HashMap,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{bail, Context as _};
+use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
+use memtrace_common::{maps, programs, Counter, PageRecord, StackAgg};
+
+use crate::{
+    loader::Tracer,
+    model::{ProgramStats, RawSession},
+};
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass and has no other effect.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Reads counters, aggregates, records, stacks and program statistics.
+pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
+    let ebpf = &tracer.ebpf;
+    let now_ns = monotonic_ns();
+
+    let counters_map: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("COUNTERS map")?;
+    let mut counters = vec![0u64; Counter::COUNT as usize];
+    for (i, slot) in counters.iter_mut().enumerate() {
+        let per_cpu = counters_map
+            .get(&(i as u32), 0)
+            .with_context(|| format!("reading counter {i}"))?;
+        *slot = per_cpu.iter().sum();
+    }
+
+    let agg_map: Array<&MapData, StackAgg> =
+        Array::try_from(map(ebpf, maps::STACK_AGG)?).context("STACK_AGG map")?;
+    let mut aggs = Vec::new();
+    for (slot, agg) in agg_map.iter().enumerate() {
+        let agg = agg.with_context(|| format!("reading STACK_AGG[{slot}]"))?;
+        if agg.allocated_count != 0 || agg.outstanding_count != 0 || agg.outstanding_bytes != 0 {
+            aggs.push((slot as u32, agg));
+        }
+    }
+
+    let records = read_records(map(ebpf, maps::OUTSTANDING)?)?;
+
+    let stack_map: StackTraceMap<&MapData> =
+        StackTraceMap::try_from(map(ebpf, maps::STACKS)?).context("STACKS map")?;
+    let mut stacks = HashMap::new();
+    for (slot, _) in &aggs {
+        if *slot >= tracer.config.stack_none_id {
+            continue;
+        }
+        // A slot without a stack (should not happen) just renders without frames.
+        if let Ok(trace) = stack_map.get(slot, 0) {
+            let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
+            stacks.insert(*slot, ips);
+        }
+    }
+
+    let mut program_stats = Vec::new();
+    for name in [programs::PAGE_ALLOC, programs::PAGE_FREE] {
+        let prog = ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?;
+        let fd = prog.fd().with_context(|| format!("fd of program {name}"))?;
+        let info = syscalls::prog_info(fd.as_fd().as_raw_fd())
+            .with_context(|| format!("bpf_prog_info of {name}"))?;
+        program_stats.push(ProgramStats {
+            name: name.to_string(),
+            recursion_misses: info.recursion_misses,
+            run_count: info.run_cnt,
+            run_time_ns: info.run_time_ns,
+        });
+    }
+
+    Ok(RawSession {
+        page_size: tracer.config.page_size,
+        counters,
+        programs: program_stats,
+        aggs,
+        records,
+        stacks,
+        stack_none_id: tracer.config.stack_none_id,
+        now_ns,
+    })
+}
+
+fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
+    ebpf.map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))
+}
+
+/// All records, in batches of many entries per syscall (one lookup per key for 1 M records
+/// would take seconds); falls back to key-by-key iteration where batching is unsupported.
+fn read_records(m: &Map) -> anyhow::Result<Vec<(u64, PageRecord)>> {
+    let Map::HashMap(data) = m else {
+        bail!("OUTSTANDING is not a hash map");
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    match syscalls::lookup_batch::<u64, PageRecord>(fd, 4096) {
+        Ok(v) => Ok(v),
+        Err(e) if syscalls::batch_unsupported(&e) => {
+            let h: aya::maps::HashMap<&MapData, u64, PageRecord> =
+                aya::maps::HashMap::try_from(m).context("OUTSTANDING map")?;
+            h.iter()
+                .collect::<Result<Vec<_>, _>>()
+                .context("reading OUTSTANDING")
+        }
+        Err(e) => Err(e).context("BPF_MAP_LOOKUP_BATCH on OUTSTANDING"),
+    }
+}
