@@ -1,0 +1,106 @@
+//! Maps, the configuration global and the small helpers every probe uses.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, StackTrace},
+};
+use memtrace_common::{Config, Counter, PageRecord, StackAgg};
+
+/// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
+/// sees the values as constants).
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config::zeroed();
+
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: CONFIG is a plain static; the volatile read keeps the compiler from folding the
+    // compile-time zero value, so the loader's value is what the program sees.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+/// Default sizes; the loader overrides max_entries from the command line.
+#[map]
+pub static OUTSTANDING: HashMap<u64, PageRecord> = HashMap::with_max_entries(1 << 20, 0);
+
+/// Kernel stacks. Flags 0: never `BPF_F_REUSE_STACKID` (it silently re-labels old stacks).
+#[map]
+pub static STACKS: StackTrace = StackTrace::with_max_entries(1 << 14, 0);
+
+/// Per-stack aggregates, indexed by stack id; the last slot is `Config::stack_none_id`.
+#[map]
+pub static STACK_AGG: Array<StackAgg> = Array::with_max_entries((1 << 14) + 1, 0);
+
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Number of records currently kept under a detached key (gates the slow free-path search).
+#[map]
+pub static DETACHED_LIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: per-CPU slot of a map value; a BPF program is not re-entered on the same CPU,
+        // so nothing else writes this slot concurrently.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn atomic_add(p: *mut u64, v: u64) {
+    // SAFETY: `p` points into a map value that lives as long as the map; the kernel's map
+    // memory is 8-byte aligned and these fields are only ever modified atomically.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
+}
+
+/// Atomically subtracts `v` and returns the previous value.
+#[inline(always)]
+pub fn atomic_sub_fetch_u32(p: *mut u32, v: u32) -> u32 {
+    // SAFETY: as for `atomic_add`, for an aligned u32 field.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v.wrapping_neg()) }
+}
+
+/// Adds `(bytes, count)` to the outstanding side of a stack's aggregate (negative via wrapping).
+#[inline(always)]
+pub fn agg_outstanding(slot: u32, bytes: u64, count_delta: u64) {
+    match STACK_AGG.get_ptr_mut(slot) {
+        Some(a) => {
+            // SAFETY: `a` is a valid pointer into the STACK_AGG array value for `slot`.
+            let (b, c) = unsafe { (&raw mut (*a).outstanding_bytes, &raw mut (*a).outstanding_count) };
+            atomic_add(b, bytes);
+            if count_delta != 0 {
+                atomic_add(c, count_delta);
+            }
+        }
+        None => count(Counter::AggMissing),
+    }
+}
+
+/// Subtracts a finished or stale allocation's remaining bytes from its stack.
+#[inline(always)]
+pub fn agg_release(slot: u32, bytes: u64, completed: bool) {
+    agg_outstanding(
+        slot,
+        bytes.wrapping_neg(),
+        if completed { u64::MAX } else { 0 },
+    );
+}
+
+#[inline(always)]
+pub fn detached_live_add(v: u64) {
+    if let Some(p) = DETACHED_LIVE.get_ptr_mut(0) {
+        atomic_add(p, v);
+    }
+}
+
+#[inline(always)]
+pub fn detached_live() -> u64 {
+    match DETACHED_LIVE.get_ptr(0) {
+        // SAFETY: valid pointer into the single-slot array; a torn read is impossible for an
+        // aligned u64 and a stale value only makes the free path search once more or less.
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    }
+}

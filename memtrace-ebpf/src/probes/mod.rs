@@ -1,0 +1,8 @@
+//! One probe per file. Classic tracepoint programs return 1: returning 0 would drop the event
+//! for `perf record` and every other perf consumer of the same tracepoint on the node.
+
+pub mod page_alloc;
+pub mod page_free;
+
+/// Keep the event for other perf consumers of this tracepoint.
+pub const KEEP_EVENT: u32 = 1;
