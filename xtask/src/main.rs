@@ -1,1 +1,370 @@
-fn main(){}
+//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test>`.
+//!
+//! The eBPF crate (`memtrace-ebpf/`, outside the workspace) is built with nightly for
+//! `bpfel-unknown-none` into `<target>/bpf/`; user space embeds the object through
+//! `MEMTRACE_EBPF_OBJECT` (see `memtrace/build.rs`), so plain `cargo check`/`clippy` of the
+//! workspace never needs the BPF toolchain.
+
+mod bootstrap;
+mod cmd;
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use bootstrap::NIGHTLY;
+
+/// The `[[bin]]` name in memtrace-ebpf/Cargo.toml, i.e. the object's file name.
+const EBPF_BIN: &str = "memtrace";
+/// Sub-directory of the cargo target dir that holds the eBPF build (keep in sync with
+/// `memtrace/build.rs`).
+const BPF_TARGET_SUBDIR: &str = "bpf";
+/// Tells `memtrace/build.rs` which object to embed.
+const OBJECT_ENV: &str = "MEMTRACE_EBPF_OBJECT";
+/// Tells the scenario tests (`tests/`) which binary to run.
+const BIN_ENV: &str = "MEMTRACE_BIN";
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "memtrace build tasks",
+    version
+)]
+struct Cli {
+    /// eBPF crate to build instead of memtrace-ebpf/ (for testing this pipeline).
+    #[arg(long, global = true, hide = true, env = "XTASK_EBPF_DIR")]
+    ebpf_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the eBPF build needs: nightly + rust-src, and a bpf-linker built against
+    /// nightly's LLVM. Fast when everything is already there.
+    Bootstrap,
+    /// Build the eBPF object (nightly, bpfel-unknown-none) and print its path.
+    BuildEbpf(EbpfOpts),
+    /// Build the eBPF object, then target/release/memtrace with the object embedded.
+    Build(EbpfOpts),
+    /// Build, then run target/release/memtrace with the given arguments.
+    Run {
+        #[command(flatten)]
+        opts: EbpfOpts,
+        /// Arguments for memtrace (put them after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Build, then check formatting, run clippy (user space and eBPF) and all tests.
+    Test,
+    // Room for `Bench`: it will reuse `build()` and `Ctx` like `Test` does.
+}
+
+#[derive(Args, Clone, Copy)]
+struct EbpfOpts {
+    /// Build the eBPF object with the `dev` profile instead of `release` (user space stays
+    /// release).
+    #[arg(long)]
+    debug: bool,
+}
+
+/// Paths every task needs.
+pub struct Ctx {
+    workspace_root: PathBuf,
+    /// Cargo's target directory (honours CARGO_TARGET_DIR / build.target-dir).
+    target_dir: PathBuf,
+    ebpf_dir: PathBuf,
+    /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
+    cargo_bin: PathBuf,
+}
+
+impl Ctx {
+    fn new(ebpf_dir: Option<PathBuf>) -> Result<Self> {
+        let cargo_home = match env::var_os("CARGO_HOME") {
+            Some(home) => PathBuf::from(home),
+            None => PathBuf::from(env::var_os("HOME").context("neither CARGO_HOME nor HOME set")?)
+                .join(".cargo"),
+        };
+        let cargo_bin = cargo_home.join("bin");
+        // rustup installs put ~/.cargo/bin (its proxies, which understand `+nightly`) on PATH
+        // via a profile script; CI shells may lack it.
+        let path = env::var_os("PATH").unwrap_or_default();
+        if !env::split_paths(&path).any(|p| p == cargo_bin) {
+            let dirs = std::iter::once(cargo_bin.clone()).chain(env::split_paths(&path));
+            env::set_var("PATH", env::join_paths(dirs)?);
+        }
+
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let workspace_root = manifest_dir
+            .parent()
+            .context("xtask has no parent directory")?
+            .to_path_buf();
+        let meta = cmd::output(Command::new("cargo").current_dir(&workspace_root).args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ]))
+        .context("cargo is needed: install rustup (https://rustup.rs) or `source ~/.cargo/env`")?;
+        let meta: serde_json::Value =
+            serde_json::from_str(&meta).context("cannot parse `cargo metadata` output")?;
+        let target_dir = meta["target_directory"]
+            .as_str()
+            .map(PathBuf::from)
+            .context("`cargo metadata` has no target_directory")?;
+        let ebpf_dir = match ebpf_dir {
+            Some(dir) => fs::canonicalize(&dir)
+                .with_context(|| format!("eBPF crate dir {} not found", dir.display()))?,
+            None => workspace_root.join("memtrace-ebpf"),
+        };
+        Ok(Self {
+            workspace_root,
+            target_dir,
+            ebpf_dir,
+            cargo_bin,
+        })
+    }
+
+    fn ebpf_object(&self, debug: bool) -> PathBuf {
+        self.target_dir
+            .join(BPF_TARGET_SUBDIR)
+            .join(bpf_target())
+            .join(if debug { "debug" } else { "release" })
+            .join(EBPF_BIN)
+    }
+
+    fn memtrace_bin(&self) -> PathBuf {
+        self.target_dir.join("release").join("memtrace")
+    }
+
+    fn cargo(&self) -> Command {
+        let mut c = Command::new("cargo");
+        c.current_dir(&self.workspace_root);
+        c
+    }
+}
+
+fn bpf_target() -> &'static str {
+    if cfg!(target_endian = "big") {
+        "bpfeb-unknown-none"
+    } else {
+        "bpfel-unknown-none"
+    }
+}
+
+/// The rustflags aya-build 0.2.0 uses, plus `target-cpu=v3` and the `bpf_target_arch` check-cfg.
+fn ebpf_rustflags() -> Vec<String> {
+    // aya-build: the host arch, with riscv64* collapsed to riscv64.
+    let arch = match env::consts::ARCH {
+        a if a.starts_with("riscv64") => "riscv64",
+        a => a,
+    };
+    vec![
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        // So `#[cfg(bpf_target_arch = …)]` in memtrace-ebpf is not an unexpected cfg.
+        "--check-cfg=cfg(bpf_target_arch,values(\"aarch64\",\"arm\",\"loongarch64\",\"mips\",\
+         \"mips64\",\"powerpc64\",\"riscv64\",\"s390x\",\"x86_64\"))"
+            .to_owned(),
+        "-Cdebuginfo=2".to_owned(),
+        "-Clink-arg=--btf".to_owned(),
+        // Fetching atomics (`r = atomic_fetch_add(..)`) need BPF ISA v3; rustc passes
+        // `--cpu v3` on to bpf-linker. LLVM 22 still lowers a *Relaxed* RMW whose result is
+        // used to the non-fetching form (llvm/llvm-project#210280): use AcqRel/SeqCst there.
+        "-Ctarget-cpu=v3".to_owned(),
+    ]
+}
+
+/// A `cargo +nightly <subcommand>` for the eBPF crate, with aya-build's environment.
+fn ebpf_cargo(ctx: &Ctx, subcommand: &str, debug: bool) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(&ctx.ebpf_dir)
+        .arg(format!("+{NIGHTLY}"))
+        .arg(subcommand)
+        .args(["--bins", "--target", bpf_target(), "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(ctx.target_dir.join(BPF_TARGET_SUBDIR));
+    if !debug {
+        c.arg("--release");
+    }
+    c.env("CARGO_ENCODED_RUSTFLAGS", ebpf_rustflags().join("\x1f"));
+    // As aya-build does: make sure the nightly toolchain's own rustc is used.
+    for key in [
+        "RUSTC",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        c.env_remove(key);
+    }
+    c
+}
+
+fn build_ebpf(ctx: &Ctx, debug: bool) -> Result<PathBuf> {
+    bootstrap::bootstrap(ctx)?;
+    cmd::run(
+        &mut ebpf_cargo(ctx, "build", debug),
+        &format!(
+            "fix the eBPF build errors above ({})",
+            ctx.ebpf_dir.display()
+        ),
+    )?;
+    let object = ctx.ebpf_object(debug);
+    if !object.is_file() {
+        bail!(
+            "the eBPF build produced no {}; is the [[bin]] in {}/Cargo.toml still named {EBPF_BIN:?}?",
+            object.display(),
+            ctx.ebpf_dir.display()
+        );
+    }
+    Ok(object)
+}
+
+fn build(ctx: &Ctx, debug: bool) -> Result<PathBuf> {
+    let object = build_ebpf(ctx, debug)?;
+    cmd::run(
+        ctx.cargo()
+            .args(["build", "--release", "-p", "memtrace"])
+            .env(OBJECT_ENV, &object),
+        "fix the memtrace build errors above",
+    )?;
+    Ok(object)
+}
+
+fn is_root() -> bool {
+    // Effective uid is the second field of `Uid:` in /proc/self/status.
+    fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// memtrace mounts tracefs itself too; doing it here keeps test failures about something else.
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    let empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if empty && is_root() {
+        let mut mount = Command::new("mount");
+        mount.args(["-t", "tracefs", "nodev"]).arg(dir);
+        if let Err(e) = cmd::run(&mut mount, "tracefs stays unmounted") {
+            eprintln!("[xtask] warning: {e:#}");
+        }
+    }
+}
+
+fn test(ctx: &Ctx) -> Result<()> {
+    let object = build(ctx, false)?;
+    let bin = ctx.memtrace_bin();
+
+    cmd::run(
+        ctx.cargo().args(["fmt", "--all", "--", "--check"]),
+        "run `cargo fmt --all`",
+    )?;
+    let mut fmt_ebpf = Command::new("cargo");
+    fmt_ebpf
+        .current_dir(&ctx.ebpf_dir)
+        .args(["fmt", "--", "--check"]);
+    cmd::run(
+        &mut fmt_ebpf,
+        &format!("run `cargo fmt` in {}", ctx.ebpf_dir.display()),
+    )?;
+
+    cmd::run(
+        ctx.cargo()
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env(OBJECT_ENV, &object),
+        "fix the clippy findings above",
+    )?;
+    bootstrap::ensure_component("clippy")?;
+    let mut clippy_ebpf = ebpf_cargo(ctx, "clippy", false);
+    clippy_ebpf.args(["--", "-D", "warnings"]);
+    cmd::run(
+        &mut clippy_ebpf,
+        &format!(
+            "fix the clippy findings above in {}",
+            ctx.ebpf_dir.display()
+        ),
+    )?;
+
+    mount_tracefs();
+    cmd::run(
+        ctx.cargo()
+            .args([
+                "test",
+                "--release",
+                "--no-fail-fast",
+                "--workspace",
+                "--exclude",
+                "memtrace-tests",
+            ])
+            .env(OBJECT_ENV, &object)
+            .env(BIN_ENV, &bin),
+        "fix the failing tests above",
+    )?;
+    // The scenario tests load eBPF programs and share tracefs state: one at a time.
+    cmd::run(
+        ctx.cargo()
+            .args([
+                "test",
+                "--release",
+                "--no-fail-fast",
+                "-p",
+                "memtrace-tests",
+                "--",
+                "--test-threads=1",
+            ])
+            .env(OBJECT_ENV, &object)
+            .env(BIN_ENV, &bin),
+        "fix the failing scenario tests above (tests/)",
+    )?;
+    eprintln!("[xtask] all checks passed");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Ctx::new(cli.ebpf_dir).and_then(|ctx| match cli.task {
+        Task::Bootstrap => bootstrap::bootstrap(&ctx).map(drop),
+        Task::BuildEbpf(opts) => build_ebpf(&ctx, opts.debug).map(|object| {
+            println!("{}", object.display());
+        }),
+        Task::Build(opts) => build(&ctx, opts.debug).map(|object| {
+            eprintln!("[xtask] eBPF object: {}", object.display());
+            println!("{}", ctx.memtrace_bin().display());
+        }),
+        Task::Run { opts, args } => build(&ctx, opts.debug).and_then(|_| {
+            // Run even when not root: memtrace reports missing privileges itself.
+            let mut run = Command::new(ctx.memtrace_bin());
+            run.args(args);
+            cmd::echo(&run);
+            let err = run.exec();
+            Err(err).with_context(|| format!("cannot execute {}", ctx.memtrace_bin().display()))
+        }),
+        Task::Test => test(&ctx),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
