@@ -1,1 +1,51 @@
+//! Harness for the privileged memtrace scenario tests (`tests/tests/*.rs`).
+//!
+//! The scenarios run the real `memtrace` binary (env `MEMTRACE_BIN`, default
+//! `<workspace>/target/release/memtrace`) against real kernel workloads and check its reports
+//! against independently measured truth. Everything needed by more than one scenario lives here:
+//!
+//! - [`require_bpf`]: whether the privileged tests can run here (skip loudly, or fail when
+//!   `MEMTRACE_REQUIRE_BPF=1`).
+//! - [`Tracer`] / [`run_memtrace`]: spawning memtrace, waiting for its ready line, stopping it
+//!   with a signal, collecting stdout / stderr / report files; a drop guard kills what is left.
+//! - [`Report`] and the stack matchers ([`find_stacks`], [`sum_bytes`], ...): the JSON report.
+//! - [`assert_no_memtrace_programs_loaded`]: no `mm_page_alloc` / `mm_page_free` program of ours
+//!   stays loaded after a test.
+//! - Workloads: [`tcp_hold`] (pages held in a loopback TCP receive queue) and [`churn`]
+//!   (anonymous memory faulted in and unmapped again).
 
+mod env;
+mod process;
+mod programs;
+mod report;
+mod workload;
+
+pub use env::{bpf_unavailable_reason, memtrace_bin, require_bpf, workspace_root};
+pub use process::{run_memtrace, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX};
+pub use programs::{
+    assert_no_memtrace_programs_loaded, check_no_memtrace_programs_loaded,
+    loaded_memtrace_programs, LoadedProgram, PROGRAM_NAMES,
+};
+pub use report::{
+    find_stacks, find_stacks_with_all, folded_bytes, owner_bytes_upper_bound, parse_folded,
+    stack_has_function, sum_allocated_bytes, sum_bytes, symbol_matches, Caller, Frame, Owner,
+    ProgramStats, Report, Stack, Totals, REQUIRED_COUNTERS,
+};
+pub use workload::{churn, flush_deferred_skb_frees, tcp_hold, ChurnStats, TcpHold};
+
+/// One mebibyte.
+pub const MIB: u64 = 1 << 20;
+
+/// Writes `msg` and a newline straight to the process's stderr, so it shows up in the CI log
+/// even for a passing test (the test harness captures `eprintln!` output of passing tests).
+/// For the figures a scenario measured; chatter goes through `eprintln!`.
+pub fn log(msg: &str) {
+    use std::io::Write as _;
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{msg}");
+}
+
+/// `bytes` as MiB with two decimals, for log lines.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / MIB as f64)
+}

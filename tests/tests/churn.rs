@@ -1,0 +1,90 @@
+//! Anonymous memory faulted in and unmapped again is seen allocated on the page-fault path
+//! and seen freed: nearly nothing stays outstanding. memtrace must not trace itself.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use memtrace_tests::{
+    assert_no_memtrace_programs_loaded, churn, find_stacks_with_all, log, mib,
+    owner_bytes_upper_bound, require_bpf, sum_allocated_bytes, sum_bytes, Tracer, MIB,
+};
+
+const ITERATIONS: usize = 10;
+const REGION: usize = 256 * MIB as usize;
+
+#[test]
+fn page_fault_churn_is_seen_and_freed() {
+    if !require_bpf() {
+        return;
+    }
+    let result = scenario();
+    assert_no_memtrace_programs_loaded();
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
+fn scenario() -> Result<()> {
+    let mut tracer = Tracer::start("churn", &["--duration", "10m"])?;
+    let stats = churn(ITERATIONS, REGION)?;
+    // Page tables may be freed after an RCU grace period.
+    std::thread::sleep(Duration::from_millis(500));
+    let report = tracer.stop_and_report()?;
+    eprintln!("counters: {}", report.counters_line());
+
+    let fault = find_stacks_with_all(&report, &["handle_mm_fault"]);
+    let allocated = sum_allocated_bytes(&fault);
+    let outstanding = sum_bytes(&fault);
+    // Other processes on this machine fault memory in too (and may hold it at the end): what
+    // the workload itself still holds is bounded through the stacks' owners lists.
+    let child_bound: u64 = fault
+        .iter()
+        .map(|s| owner_bytes_upper_bound(s, stats.pid))
+        .sum();
+    log(&format!(
+        "churn: touched {}; handle_mm_fault stacks ({}): allocated {} ({allocated} bytes), \
+         outstanding {} ({outstanding} bytes, {:.2} % of allocated), of which at most {} \
+         ({child_bound} bytes, {:.3} %) held by the churn child {}",
+        mib(stats.touched_bytes),
+        fault.len(),
+        mib(allocated),
+        mib(outstanding),
+        outstanding as f64 * 100.0 / allocated.max(1) as f64,
+        mib(child_bound),
+        child_bound as f64 * 100.0 / allocated.max(1) as f64,
+        stats.pid
+    ));
+    for (i, stack) in fault.iter().take(5).enumerate() {
+        eprintln!("fault stack {i}: {}", stack.describe());
+    }
+
+    report.check_consistency()?;
+    ensure!(
+        allocated * 10 >= stats.touched_bytes * 8,
+        "the page-fault path allocated only {allocated} bytes according to memtrace; the \
+         workload touched {} (need ≥ 80 %)",
+        stats.touched_bytes
+    );
+    ensure!(
+        child_bound * 50 < allocated,
+        "up to {child_bound} bytes the churn child allocated on the page-fault path may still \
+         be outstanding after it unmapped everything and exited (all processes: \
+         {outstanding}); must be < 2 % of the {allocated} allocated"
+    );
+    let frees_seen = report.counter("frees_seen")?;
+    let allocs_tracked = report.counter("allocs_tracked")?;
+    ensure!(frees_seen > 0, "counter frees_seen is 0");
+    ensure!(allocs_tracked > 0, "counter allocs_tracked is 0");
+    let me = tracer.pid();
+    let self_owned: Vec<String> = report
+        .stacks
+        .iter()
+        .filter(|s| s.owners.iter().any(|o| o.tgid == me))
+        .map(|s| s.describe())
+        .collect();
+    ensure!(
+        self_owned.is_empty(),
+        "memtrace (pid {me}) appears as an owner of its own allocations in: {self_owned:#?}"
+    );
+    Ok(())
+}
