@@ -1,6 +1,6 @@
 //! Maps, the configuration global and the small helpers every probe uses.
 
-use core::intrinsics::{AtomicOrdering, atomic_xadd};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     macros::map,
@@ -56,10 +56,14 @@ pub fn atomic_add(p: *mut u64, v: u64) {
 }
 
 /// Atomically subtracts `v` and returns the previous value.
+///
+/// Not `Relaxed`: LLVM 22's BPF backend lowers a relaxed fetch-add whose result is used to a
+/// plain `lock xadd` that returns nothing, silently leaving the addend where the old value
+/// should be (llvm/llvm-project#210280). `AcqRel` emits `atomic_fetch_add`.
 #[inline(always)]
 pub fn atomic_sub_fetch_u32(p: *mut u32, v: u32) -> u32 {
     // SAFETY: as for `atomic_add`, for an aligned u32 field.
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(p, v.wrapping_neg()) }
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::AcqRel }>(p, v.wrapping_neg()) }
 }
 
 /// Adds `(bytes, count)` to the outstanding side of a stack's aggregate (negative via wrapping).
@@ -68,7 +72,12 @@ pub fn agg_outstanding(slot: u32, bytes: u64, count_delta: u64) {
     match STACK_AGG.get_ptr_mut(slot) {
         Some(a) => {
             // SAFETY: `a` is a valid pointer into the STACK_AGG array value for `slot`.
-            let (b, c) = unsafe { (&raw mut (*a).outstanding_bytes, &raw mut (*a).outstanding_count) };
+            let (b, c) = unsafe {
+                (
+                    &raw mut (*a).outstanding_bytes,
+                    &raw mut (*a).outstanding_count,
+                )
+            };
             atomic_add(b, bytes);
             if count_delta != 0 {
                 atomic_add(c, count_delta);

@@ -4,13 +4,13 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::{TracePointContext, tracing::StackIdContext},
+    programs::{tracing::StackIdContext, TracePointContext},
 };
-use memtrace_common::{Counter, DETACHED_KEY_BIT, PageRecord, record_flags};
+use memtrace_common::{record_flags, Counter, PageRecord, DETACHED_KEY_BIT};
 
 use super::KEEP_EVENT;
 use crate::maps::{
-    OUTSTANDING, STACK_AGG, STACKS, agg_release, atomic_add, config, count, detached_live_add,
+    agg_release, atomic_add, config, count, detached_live_add, OUTSTANDING, STACKS, STACK_AGG,
 };
 
 const BPF_ANY: u64 = 0;
@@ -131,7 +131,11 @@ fn replace_existing(pfn: u64, page_size: u64) {
     // SAFETY: valid pointer to the map value for `pfn`; copied out before it is overwritten.
     let old = unsafe { *old };
     let tails_out = old.flags & record_flags::HEAD_FREED != 0 && old.remaining_pages > 0;
-    if tails_out && OUTSTANDING.insert(pfn | DETACHED_KEY_BIT, old, BPF_ANY).is_ok() {
+    if tails_out
+        && OUTSTANDING
+            .insert(pfn | DETACHED_KEY_BIT, old, BPF_ANY)
+            .is_ok()
+    {
         count(Counter::Detached);
         detached_live_add(1);
     } else {

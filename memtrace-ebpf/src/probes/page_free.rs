@@ -3,11 +3,11 @@
 use core::ffi::c_void;
 
 use aya_ebpf::programs::TracePointContext;
-use memtrace_common::{Config, Counter, DETACHED_KEY_BIT, PageRecord, record_flags};
+use memtrace_common::{record_flags, Config, Counter, PageRecord, DETACHED_KEY_BIT};
 
 use super::KEEP_EVENT;
 use crate::maps::{
-    OUTSTANDING, agg_release, atomic_sub_fetch_u32, config, count, detached_live, detached_live_add,
+    agg_release, atomic_sub_fetch_u32, config, count, detached_live, detached_live_add, OUTSTANDING,
 };
 
 /// Upper bound for the head search loop (the verifier needs a constant); `Config::max_order`
@@ -78,8 +78,13 @@ fn search(cfg: &Config, pfn: u64, pages: u32, key_bit: u64) -> bool {
 fn release(cfg: &Config, key: u64, rec: *mut PageRecord, pfn: u64, pages: u32) {
     count(Counter::FreesMatched);
     // SAFETY: `rec` is a valid pointer to the map value under `key`.
-    let (remaining, stack_id, order) =
-        unsafe { (&raw mut (*rec).remaining_pages, (*rec).stack_id, (*rec).order) };
+    let (remaining, stack_id, order) = unsafe {
+        (
+            &raw mut (*rec).remaining_pages,
+            (*rec).stack_id,
+            (*rec).order,
+        )
+    };
     let old = atomic_sub_fetch_u32(remaining, pages);
     if pages < (1u32 << (order & 31)) {
         count(Counter::PartialFrees);
