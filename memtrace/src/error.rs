@@ -40,6 +40,7 @@ impl SetupError {
     pub fn exit_code(&self) -> u8 {
         match self {
             SetupError::NotPrivileged { .. } => exit::PRIVILEGE,
+            SetupError::Tracefs(e) if e.needs_privilege() => exit::PRIVILEGE,
             _ => exit::ENVIRONMENT,
         }
     }
