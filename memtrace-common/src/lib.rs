@@ -11,10 +11,16 @@ pub const CONFIG_GLOBAL: &str = "CONFIG";
 pub mod maps {
     /// `pfn` → [`super::PageRecord`]: every traced page allocation still outstanding.
     pub const OUTSTANDING: &str = "OUTSTANDING";
+    /// `ObjKey` → [`super::ObjRecord`]: outstanding slab, percpu and vmalloc allocations.
+    pub const OBJECTS: &str = "OBJECTS";
+    /// Array indexed by stack id → slab cache name (NUL-padded), written on the first
+    /// `kmem_cache_alloc` seen from that stack.
+    pub const CACHE_NAMES: &str = "CACHE_NAMES";
     /// Kernel stacks (`BPF_MAP_TYPE_STACK_TRACE`, flags 0).
     pub const STACKS: &str = "STACKS";
-    /// Array indexed by stack id → [`super::StackAgg`]; the last slot collects allocations whose
-    /// stack could not be captured ([`super::Config::stack_none_id`]).
+    /// Array of [`super::StackAgg`], one block of `Config::agg_stride` slots per [`super::Kind`]:
+    /// index = `kind * agg_stride + stack_id`; the last slot of a block (`stack_none_id`)
+    /// collects allocations whose stack could not be captured.
     pub const STACK_AGG: &str = "STACK_AGG";
     /// One `u64`: records currently kept under a [`super::DETACHED_KEY_BIT`] key.
     pub const DETACHED_LIVE: &str = "DETACHED_LIVE";
@@ -26,6 +32,143 @@ pub mod maps {
 pub mod programs {
     pub const PAGE_ALLOC: &str = "mm_page_alloc";
     pub const PAGE_FREE: &str = "mm_page_free";
+    /// Attached to `kmem:kmalloc` (and `kmem:kmalloc_node` on kernels before 6.1).
+    pub const KMALLOC: &str = "kmalloc";
+    /// Attached to `kmem:kmem_cache_alloc` (and `kmem:kmem_cache_alloc_node` before 6.1).
+    pub const KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
+    pub const KFREE: &str = "kfree";
+    pub const KMEM_CACHE_FREE: &str = "kmem_cache_free";
+    pub const PERCPU_ALLOC: &str = "percpu_alloc_percpu";
+    pub const PERCPU_FREE: &str = "percpu_free_percpu";
+    pub const VMALLOC_ALLOC: &str = "alloc_vmap_area";
+    pub const VMALLOC_FREE: &str = "free_vmap_area_noflush";
+}
+
+/// What kind of kernel memory an allocation is.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Buddy allocator pages (`kmem:mm_page_alloc` / `mm_page_free`).
+    Page = 0,
+    /// Slab objects (`kmem:kmalloc`, `kmem:kmem_cache_alloc`, `kfree`, `kmem_cache_free`).
+    Slab = 1,
+    /// Per-CPU allocations (`percpu:percpu_alloc_percpu` / `percpu_free_percpu`).
+    Percpu = 2,
+    /// vmap areas (`vmalloc:alloc_vmap_area` / `free_vmap_area_noflush`).
+    Vmalloc = 3,
+}
+
+impl Kind {
+    pub const COUNT: u32 = 4;
+    pub const ALL: [Kind; 4] = [Kind::Page, Kind::Slab, Kind::Percpu, Kind::Vmalloc];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Page => "page",
+            Kind::Slab => "slab",
+            Kind::Percpu => "percpu",
+            Kind::Vmalloc => "vmalloc",
+        }
+    }
+
+    pub fn from_u32(v: u32) -> Option<Kind> {
+        Kind::ALL.get(v as usize).copied()
+    }
+}
+
+/// Offset value meaning "the event has no such field".
+pub const NO_FIELD: u32 = u32::MAX;
+
+/// Where an object-allocation event (kmalloc, kmem_cache_alloc, percpu_alloc_percpu,
+/// alloc_vmap_area) keeps the fields memtrace reads. Filled from the tracefs format at run
+/// time; absent fields are [`NO_FIELD`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjAllocLayout {
+    /// The object's address (`ptr`; `addr` for vmalloc), 8 bytes.
+    pub ptr_offset: u32,
+    /// Bytes the allocation really takes (`bytes_alloc`; percpu `bytes_alloc` or `size`;
+    /// vmalloc `size`), 8 bytes.
+    pub bytes_offset: u32,
+    /// Multiplier applied to the value at `bytes_offset` (possible CPUs for percpu kernels
+    /// whose event has no `bytes_alloc`, else 1).
+    pub bytes_multiplier: u32,
+    /// Bytes the caller asked for (`bytes_req`), 8 bytes, or NO_FIELD.
+    pub bytes_req_offset: u32,
+    /// `__data_loc char[] name` (slab cache name), 4 bytes, or NO_FIELD.
+    pub name_offset: u32,
+    /// `int failed` (vmalloc), or NO_FIELD.
+    pub failed_offset: u32,
+    /// `gfp_flags`, or NO_FIELD; 4 or 8 bytes (only the low 32 bits are read).
+    pub gfp_offset: u32,
+    pub _pad: u32,
+}
+
+impl ObjAllocLayout {
+    pub const fn absent() -> Self {
+        ObjAllocLayout {
+            ptr_offset: NO_FIELD,
+            bytes_offset: NO_FIELD,
+            bytes_multiplier: 1,
+            bytes_req_offset: NO_FIELD,
+            name_offset: NO_FIELD,
+            failed_offset: NO_FIELD,
+            gfp_offset: NO_FIELD,
+            _pad: 0,
+        }
+    }
+}
+
+impl Default for ObjAllocLayout {
+    fn default() -> Self {
+        Self::absent()
+    }
+}
+
+/// Where an object-free event (kfree, kmem_cache_free, percpu_free_percpu,
+/// free_vmap_area_noflush) keeps the freed address (`ptr`; `va_start` for vmalloc).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjFreeLayout {
+    pub ptr_offset: u32,
+    pub _pad: u32,
+}
+
+impl Default for ObjFreeLayout {
+    fn default() -> Self {
+        ObjFreeLayout {
+            ptr_offset: NO_FIELD,
+            _pad: 0,
+        }
+    }
+}
+
+/// Key of [`maps::OBJECTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjKey {
+    pub addr: u64,
+    /// [`Kind`] as u32 (slab objects and vmap areas could in principle share an address with
+    /// a percpu pointer).
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// One outstanding slab object, percpu allocation or vmap area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObjRecord {
+    pub ts_ns: u64,
+    /// Bytes it takes (`bytes_alloc`, percpu: over all possible CPUs, vmalloc: area size).
+    pub bytes: u64,
+    /// Bytes requested (`bytes_req`; 0 where the event has none).
+    pub bytes_req: u64,
+    /// Stack id (slot within the kind's block of `STACK_AGG`).
+    pub stack_id: u32,
+    pub tgid: u32,
+    pub pid: u32,
+    pub gfp_flags: u32,
+    pub comm: [u8; 16],
 }
 
 /// Set in a [`PageRecord`] key when the record was moved aside because its head pfn was freed
@@ -56,7 +199,7 @@ pub struct PageFreeLayout {
 
 /// Read-only configuration the loader writes into `.rodata` before loading.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub page_alloc: PageAllocLayout,
     pub page_free: PageFreeLayout,
@@ -66,9 +209,19 @@ pub struct Config {
     pub self_tgid: u32,
     /// Highest buddy order on this kernel (10 on x86_64): bounds the partial-free search.
     pub max_order: u32,
-    /// Index in `STACK_AGG` used for allocations whose stack id could not be obtained.
+    /// Stack slot (within each kind's block of `STACK_AGG`) used for allocations whose stack id
+    /// could not be obtained (= number of stack slots).
     pub stack_none_id: u32,
-    pub _pad: u32,
+    /// Slots per kind in `STACK_AGG` (= stack slots + 1).
+    pub agg_stride: u32,
+    pub kmalloc: ObjAllocLayout,
+    pub kmem_cache_alloc: ObjAllocLayout,
+    pub kfree: ObjFreeLayout,
+    pub kmem_cache_free: ObjFreeLayout,
+    pub percpu_alloc: ObjAllocLayout,
+    pub percpu_free: ObjFreeLayout,
+    pub vmalloc_alloc: ObjAllocLayout,
+    pub vmalloc_free: ObjFreeLayout,
 }
 
 impl Config {
@@ -91,7 +244,27 @@ impl Config {
             self_tgid: 0,
             max_order: 0,
             stack_none_id: 0,
-            _pad: 0,
+            agg_stride: 0,
+            kmalloc: ObjAllocLayout::absent(),
+            kmem_cache_alloc: ObjAllocLayout::absent(),
+            kfree: ObjFreeLayout {
+                ptr_offset: NO_FIELD,
+                _pad: 0,
+            },
+            kmem_cache_free: ObjFreeLayout {
+                ptr_offset: NO_FIELD,
+                _pad: 0,
+            },
+            percpu_alloc: ObjAllocLayout::absent(),
+            percpu_free: ObjFreeLayout {
+                ptr_offset: NO_FIELD,
+                _pad: 0,
+            },
+            vmalloc_alloc: ObjAllocLayout::absent(),
+            vmalloc_free: ObjFreeLayout {
+                ptr_offset: NO_FIELD,
+                _pad: 0,
+            },
         }
     }
 }
@@ -178,10 +351,26 @@ pub enum Counter {
     AggMissing,
     /// Reading a tracepoint field failed (should never happen): the event was dropped.
     ReadErrors,
+    /// Slab/percpu/vmalloc allocation events seen.
+    ObjAllocsSeen,
+    /// Of those, recorded in `OBJECTS`.
+    ObjAllocsTracked,
+    /// Failed object allocations (NULL pointer, vmalloc `failed`): ignored.
+    ObjFailedAllocs,
+    /// Object frees seen.
+    ObjFreesSeen,
+    /// Object frees that found their allocation.
+    ObjFreesMatched,
+    /// Object frees with no record (allocated before the session, or not traced).
+    ObjUnmatchedFrees,
+    /// `OBJECTS` was full: the allocation was counted but not recorded.
+    ObjectsFull,
+    /// An object allocation hit an address that still had a record (missed free): replaced.
+    ObjStaleReplaced,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ReadErrors as u32 + 1;
+    pub const COUNT: u32 = Counter::ObjStaleReplaced as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -200,6 +389,14 @@ impl Counter {
         Counter::StackIdOther,
         Counter::AggMissing,
         Counter::ReadErrors,
+        Counter::ObjAllocsSeen,
+        Counter::ObjAllocsTracked,
+        Counter::ObjFailedAllocs,
+        Counter::ObjFreesSeen,
+        Counter::ObjFreesMatched,
+        Counter::ObjUnmatchedFrees,
+        Counter::ObjectsFull,
+        Counter::ObjStaleReplaced,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -221,6 +418,14 @@ impl Counter {
             Counter::StackIdOther => "stack_id_other",
             Counter::AggMissing => "agg_missing",
             Counter::ReadErrors => "read_errors",
+            Counter::ObjAllocsSeen => "obj_allocs_seen",
+            Counter::ObjAllocsTracked => "obj_allocs_tracked",
+            Counter::ObjFailedAllocs => "obj_failed_allocs",
+            Counter::ObjFreesSeen => "obj_frees_seen",
+            Counter::ObjFreesMatched => "obj_frees_matched",
+            Counter::ObjUnmatchedFrees => "obj_unmatched_frees",
+            Counter::ObjectsFull => "objects_map_full",
+            Counter::ObjStaleReplaced => "obj_stale_records_replaced",
         }
     }
 
@@ -235,6 +440,8 @@ impl Counter {
                 | Counter::StackIdOther
                 | Counter::AggMissing
                 | Counter::ReadErrors
+                | Counter::ObjectsFull
+                | Counter::ObjStaleReplaced
         )
     }
 }
@@ -248,6 +455,10 @@ mod pod {
     unsafe impl aya::Pod for super::PageRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackAgg {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ObjKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ObjRecord {}
 }
 
 #[cfg(test)]
@@ -260,7 +471,11 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<PageAllocLayout>(), 24);
         assert_eq!(size_of::<PageFreeLayout>(), 8);
-        assert_eq!(size_of::<Config>(), 24 + 8 + 8 + 16);
+        assert_eq!(size_of::<ObjAllocLayout>(), 32);
+        assert_eq!(size_of::<ObjFreeLayout>(), 8);
+        assert_eq!(size_of::<Config>(), 24 + 8 + 8 + 16 + 4 * 32 + 4 * 8);
+        assert_eq!(size_of::<ObjKey>(), 16);
+        assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16);
         assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16);
         assert_eq!(size_of::<StackAgg>(), 32);
     }

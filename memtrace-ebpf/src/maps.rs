@@ -5,8 +5,9 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, StackTrace},
+    programs::tracing::StackIdContext,
 };
-use memtrace_common::{Config, Counter, PageRecord, StackAgg};
+use memtrace_common::{Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
 /// sees the values as constants).
@@ -24,13 +25,22 @@ pub fn config() -> Config {
 #[map]
 pub static OUTSTANDING: HashMap<u64, PageRecord> = HashMap::with_max_entries(1 << 20, 0);
 
+/// Outstanding slab objects, percpu allocations and vmap areas.
+#[map]
+pub static OBJECTS: HashMap<ObjKey, ObjRecord> = HashMap::with_max_entries(1 << 20, 0);
+
+/// Slab cache name per stack id (written once, on the first kmem_cache_alloc from a stack).
+#[map]
+pub static CACHE_NAMES: Array<[u8; 32]> = Array::with_max_entries(1 << 14, 0);
+
 /// Kernel stacks. Flags 0: never `BPF_F_REUSE_STACKID` (it silently re-labels old stacks).
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(1 << 14, 0);
 
-/// Per-stack aggregates, indexed by stack id; the last slot is `Config::stack_none_id`.
+/// Per-stack aggregates: one block of `Config::agg_stride` slots per kind, indexed by
+/// `kind * agg_stride + stack_id`; the last slot of a block is `Config::stack_none_id`.
 #[map]
-pub static STACK_AGG: Array<StackAgg> = Array::with_max_entries((1 << 14) + 1, 0);
+pub static STACK_AGG: Array<StackAgg> = Array::with_max_entries(4 * ((1 << 14) + 1), 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
@@ -66,7 +76,34 @@ pub fn atomic_sub_fetch_u32(p: *mut u32, v: u32) -> u32 {
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::AcqRel }>(p, v.wrapping_neg()) }
 }
 
-/// Adds `(bytes, count)` to the outstanding side of a stack's aggregate (negative via wrapping).
+/// Index in `STACK_AGG` of a kind's stack slot.
+#[inline(always)]
+pub fn agg_index(cfg: &Config, kind: u32, stack_slot: u32) -> u32 {
+    kind * cfg.agg_stride + stack_slot
+}
+
+/// The stack id of the current event, or `Config::stack_none_id` (counted) when unavailable.
+#[inline(always)]
+pub fn stack_slot<C: StackIdContext>(ctx: &C, cfg: &Config) -> u32 {
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as u32,
+        Err(e) => {
+            count(match e {
+                EEXIST => Counter::StackIdEexist,
+                ENOMEM => Counter::StackIdEnomem,
+                _ => Counter::StackIdOther,
+            });
+            cfg.stack_none_id
+        }
+    }
+}
+
+pub const BPF_ANY: u64 = 0;
+pub const BPF_NOEXIST: u64 = 1;
+pub const EEXIST: i32 = -17;
+pub const ENOMEM: i32 = -12;
+
+/// Adds `(bytes, count)` to the outstanding side of an aggregate slot (negative via wrapping).
 #[inline(always)]
 pub fn agg_outstanding(slot: u32, bytes: u64, count_delta: u64) {
     match STACK_AGG.get_ptr_mut(slot) {
@@ -87,7 +124,7 @@ pub fn agg_outstanding(slot: u32, bytes: u64, count_delta: u64) {
     }
 }
 
-/// Subtracts a finished or stale allocation's remaining bytes from its stack.
+/// Subtracts a finished or stale allocation's remaining bytes from its aggregate slot.
 #[inline(always)]
 pub fn agg_release(slot: u32, bytes: u64, completed: bool) {
     agg_outstanding(

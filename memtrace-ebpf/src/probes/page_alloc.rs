@@ -4,19 +4,15 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::{tracing::StackIdContext, TracePointContext},
+    programs::TracePointContext,
 };
 use memtrace_common::{record_flags, Counter, PageRecord, DETACHED_KEY_BIT};
 
 use super::KEEP_EVENT;
 use crate::maps::{
-    agg_release, atomic_add, config, count, detached_live_add, OUTSTANDING, STACKS, STACK_AGG,
+    agg_release, atomic_add, config, count, detached_live_add, stack_slot, BPF_ANY, BPF_NOEXIST,
+    EEXIST, OUTSTANDING, STACK_AGG,
 };
-
-const BPF_ANY: u64 = 0;
-const BPF_NOEXIST: u64 = 1;
-const EEXIST: i32 = -17;
-const ENOMEM: i32 = -12;
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "tracepoint/kmem/mm_page_alloc")]
@@ -54,17 +50,8 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     // SAFETY: as above.
     let migratetype: i32 = unsafe { ctx.read_at(layout.migratetype_offset as usize)? };
 
-    let stack_id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as u32,
-        Err(e) => {
-            count(match e {
-                EEXIST => Counter::StackIdEexist,
-                ENOMEM => Counter::StackIdEnomem,
-                _ => Counter::StackIdOther,
-            });
-            cfg.stack_none_id
-        }
-    };
+    // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
+    let stack_id = stack_slot(ctx, &cfg);
 
     let order = order & 31;
     let pages = 1u32 << order;

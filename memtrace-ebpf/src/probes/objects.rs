@@ -1,0 +1,179 @@
+//! Shared logic of the object kinds (slab, percpu, vmalloc): an allocation event records the
+//! object under (address, kind) with its stack; a free event takes it out again.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes,
+    },
+    programs::TracePointContext,
+    EbpfContext,
+};
+use memtrace_common::{Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord, NO_FIELD};
+
+use crate::maps::{
+    agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST,
+    CACHE_NAMES, EEXIST, OBJECTS, STACK_AGG,
+};
+
+/// `ZERO_SIZE_PTR`: what kmalloc(0) returns; nothing to track.
+const ZERO_SIZE_PTR: u64 = 16;
+
+#[inline(always)]
+fn read_u64(ctx: &TracePointContext, offset: u32) -> Result<u64, i32> {
+    // SAFETY: offsets come from the tracepoint's format file; bpf_probe_read_kernel checks the
+    // address and returns an error instead of faulting.
+    unsafe { ctx.read_at::<u64>(offset as usize) }
+}
+
+#[inline(always)]
+fn read_u32(ctx: &TracePointContext, offset: u32) -> Result<u32, i32> {
+    // SAFETY: as above.
+    unsafe { ctx.read_at::<u32>(offset as usize) }
+}
+
+/// Records an allocation event of `kind` described by `layout` (whose `name_offset` is set
+/// for events that carry the slab cache name).
+#[inline(always)]
+pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Result<(), i32> {
+    count(Counter::ObjAllocsSeen);
+    let cfg = config();
+    let ptr = read_u64(ctx, layout.ptr_offset)?;
+    if layout.failed_offset != NO_FIELD && read_u32(ctx, layout.failed_offset)? != 0 {
+        count(Counter::ObjFailedAllocs);
+        return Ok(());
+    }
+    if ptr <= ZERO_SIZE_PTR {
+        count(Counter::ObjFailedAllocs);
+        return Ok(());
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == cfg.self_tgid {
+        count(Counter::SelfAllocs);
+        return Ok(());
+    }
+    let bytes = read_u64(ctx, layout.bytes_offset)? * layout.bytes_multiplier as u64;
+    let bytes_req = if layout.bytes_req_offset != NO_FIELD {
+        read_u64(ctx, layout.bytes_req_offset)?
+    } else {
+        0
+    };
+    let gfp_flags = if layout.gfp_offset != NO_FIELD {
+        read_u32(ctx, layout.gfp_offset)?
+    } else {
+        0
+    };
+    let stack_id = stack_slot(ctx, &cfg);
+    let Some(agg) = STACK_AGG.get_ptr_mut(agg_index(&cfg, kind as u32, stack_id)) else {
+        count(Counter::AggMissing);
+        return Ok(());
+    };
+    // SAFETY: valid pointer into the STACK_AGG value.
+    unsafe {
+        atomic_add(&raw mut (*agg).allocated_bytes, bytes);
+        atomic_add(&raw mut (*agg).allocated_count, 1);
+    }
+    if layout.name_offset != NO_FIELD {
+        remember_cache_name(ctx, layout.name_offset, stack_id);
+    }
+
+    let key = ObjKey {
+        addr: ptr,
+        kind: kind as u32,
+        _pad: 0,
+    };
+    let record = ObjRecord {
+        // SAFETY: helper without preconditions.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        bytes,
+        bytes_req,
+        stack_id,
+        tgid,
+        pid: pid_tgid as u32,
+        gfp_flags,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    match OBJECTS.insert(key, record, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(EEXIST) => {
+            // Still recorded: its free was not seen. Drop the stale record's bytes.
+            if let Some(old) = OBJECTS.get_ptr(key) {
+                // SAFETY: valid pointer to the map value; copied before it is overwritten.
+                let old = unsafe { *old };
+                agg_release(agg_index(&cfg, kind as u32, old.stack_id), old.bytes, true);
+            }
+            count(Counter::ObjStaleReplaced);
+            if OBJECTS.insert(key, record, BPF_ANY).is_err() {
+                count(Counter::ObjectsFull);
+                return Ok(());
+            }
+        }
+        Err(_) => {
+            count(Counter::ObjectsFull);
+            return Ok(());
+        }
+    }
+    count(Counter::ObjAllocsTracked);
+    // SAFETY: valid pointer into the STACK_AGG value.
+    unsafe {
+        atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
+        atomic_add(&raw mut (*agg).outstanding_count, 1);
+    }
+    Ok(())
+}
+
+/// Copies the event's `__data_loc char[] name` into `CACHE_NAMES[stack_id]` once.
+#[inline(always)]
+fn remember_cache_name(ctx: &TracePointContext, name_offset: u32, stack_id: u32) {
+    let Some(slot) = CACHE_NAMES.get_ptr_mut(stack_id) else {
+        return;
+    };
+    // SAFETY: valid pointer to the map value (a [u8; 32]).
+    let slot = unsafe { &mut *slot };
+    if slot[0] != 0 {
+        return;
+    }
+    let Ok(loc) = read_u32(ctx, name_offset) else {
+        return;
+    };
+    // __data_loc: low 16 bits = offset of the string from the start of the record.
+    let src = ctx
+        .as_ptr()
+        .cast::<u8>()
+        .wrapping_add((loc & 0xffff) as usize);
+    // SAFETY: bpf_probe_read_kernel_str checks the source address and bounds the copy by the
+    // destination's length.
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(src, slot) };
+}
+
+/// Takes the freed object out of `OBJECTS`.
+#[inline(always)]
+pub fn free(ctx: &TracePointContext, layout: &ObjFreeLayout, kind: Kind) -> Result<(), i32> {
+    count(Counter::ObjFreesSeen);
+    let ptr = read_u64(ctx, layout.ptr_offset)?;
+    if ptr <= ZERO_SIZE_PTR {
+        // kfree(NULL) and friends: nothing was allocated.
+        return Ok(());
+    }
+    let key = ObjKey {
+        addr: ptr,
+        kind: kind as u32,
+        _pad: 0,
+    };
+    let Some(rec) = OBJECTS.get_ptr(key) else {
+        count(Counter::ObjUnmatchedFrees);
+        return Ok(());
+    };
+    // SAFETY: valid pointer to the map value; copied before the entry is removed.
+    let rec = unsafe { *rec };
+    if OBJECTS.remove(key).is_ok() {
+        let cfg = config();
+        agg_release(agg_index(&cfg, kind as u32, rec.stack_id), rec.bytes, true);
+        count(Counter::ObjFreesMatched);
+    } else {
+        // Removed concurrently by another free of the same object (should not happen).
+        count(Counter::ObjUnmatchedFrees);
+    }
+    Ok(())
+}
