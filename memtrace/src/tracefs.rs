@@ -4,14 +4,16 @@
 //! The record layout of `kmem:mm_page_alloc` / `kmem:mm_page_free` differs between kernels
 //! (e.g. `gfp_flags` is a 4-byte `gfp_t` on 4.x and an 8-byte `unsigned long` on 6.x, and
 //! 3.x kernels had a 4-byte `common_padding` in the common header), so the offsets are read
-//! from the event's `format` file at run time and handed to the eBPF programs.
+//! from the event's `format` file at run time and handed to the eBPF programs. The same goes
+//! for the slab (`kmem:kmalloc`, ...), percpu and vmalloc events, whose fields moved around
+//! between 4.x and 6.x (see `tests/fixtures/README.md` for the history).
 
 use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-use memtrace_common::{PageAllocLayout, PageFreeLayout};
+use memtrace_common::{ObjAllocLayout, ObjFreeLayout, PageAllocLayout, PageFreeLayout, NO_FIELD};
 
 /// Where tracefs is mounted on current kernels.
 pub const TRACEFS: &str = "/sys/kernel/tracing";
@@ -84,9 +86,22 @@ pub enum TracefsError {
     /// A field memtrace needs is not in the event record.
     #[error(
         "{event} tracepoint has no `{field}` field; this kernel's {event} layout is not supported \
-         (see events/kmem/{event}/format in tracefs)"
+         (see events/*/{event}/format in tracefs)"
     )]
     MissingField { event: String, field: String },
+
+    /// A field has a C type memtrace cannot read (e.g. a string that is not `__data_loc`).
+    #[error(
+        "{event} tracepoint field `{field}` is `{type_name}` (size {size}), expected {expected}; \
+         this kernel's {event} layout is not supported"
+    )]
+    BadFieldType {
+        event: String,
+        field: String,
+        type_name: String,
+        size: u32,
+        expected: &'static str,
+    },
 
     /// A field has a size memtrace cannot read.
     #[error(
@@ -446,6 +461,245 @@ pub fn page_free_layout(f: &EventFormat) -> Result<PageFreeLayout, TracefsError>
 }
 
 // ---------------------------------------------------------------------------------------------
+// Object allocators: slab, percpu, vmalloc
+// ---------------------------------------------------------------------------------------------
+//
+// Field history (x86_64; details and sources in tests/fixtures/README.md):
+// - kmem:kmalloc / kmem_cache_alloc: `ptr`, `bytes_req`, `bytes_alloc` (size_t) and
+//   `gfp_flags` (4-byte `gfp_t` before 5.19, 8-byte `unsigned long` since) for as long as the
+//   events exist; 6.1 folded `kmalloc_node` / `kmem_cache_alloc_node` into them (adding
+//   `node`); 6.18 added `__data_loc char[] name` to kmem_cache_alloc, which shifts its
+//   `bytes_req` and everything after it.
+// - kmem:kfree / kmem_cache_free: `ptr` (kmem_cache_free has `name` after it since 5.12).
+// - percpu:percpu_alloc_percpu (4.13+): `ptr`, `size` (per CPU); 5.19 added `call_site` in
+//   front (shifting everything) and `bytes_alloc` (all CPUs) and `gfp_flags` at the end.
+// - vmalloc:alloc_vmap_area / free_vmap_area_noflush (6.2+): `addr`, `size`, `failed`;
+//   `va_start`.
+
+const PTR_EXPECTED: &str = "8 (a 64-bit pointer)";
+const SIZE_T_EXPECTED: &str = "8 (size_t / unsigned long)";
+const GFP_EXPECTED: &str = "4 (gfp_t) or 8 (unsigned long)";
+
+/// `field`, which must be there and have one of the sizes in `ok`.
+fn required_sized<'a>(
+    f: &'a EventFormat,
+    field: &str,
+    ok: &[u32],
+    expected: &'static str,
+) -> Result<&'a Field, TracefsError> {
+    let found = required(f, field)?;
+    check_size(f, found, ok, expected)?;
+    Ok(found)
+}
+
+/// `field` if the event has it (then it must have one of the sizes in `ok`).
+fn optional_sized<'a>(
+    f: &'a EventFormat,
+    field: &str,
+    ok: &[u32],
+    expected: &'static str,
+) -> Result<Option<&'a Field>, TracefsError> {
+    match f.field(field) {
+        Some(found) => check_size(f, found, ok, expected).map(|()| Some(found)),
+        None => Ok(None),
+    }
+}
+
+/// A string field if the event has it; it must be a 4-byte `__data_loc char[]` (low 16 bits:
+/// offset of the string from the record start, high 16 bits: its length), the only string
+/// representation the eBPF side decodes.
+fn optional_data_loc_string<'a>(
+    f: &'a EventFormat,
+    field: &str,
+) -> Result<Option<&'a Field>, TracefsError> {
+    let Some(found) = f.field(field) else {
+        return Ok(None);
+    };
+    if found.type_name == "__data_loc char[]" && found.size == 4 {
+        Ok(Some(found))
+    } else {
+        Err(TracefsError::BadFieldType {
+            event: f.name.clone(),
+            field: found.name.clone(),
+            type_name: found.type_name.clone(),
+            size: found.size,
+            expected: "`__data_loc char[]` (size 4)",
+        })
+    }
+}
+
+fn offset_or_absent(field: Option<&Field>) -> u32 {
+    field.map_or(NO_FIELD, |f| f.offset)
+}
+
+/// kmalloc / kmem_cache_alloc (and the pre-6.1 `*_node` variants).
+fn slab_alloc_layout(f: &EventFormat, with_name: bool) -> Result<ObjAllocLayout, TracefsError> {
+    let ptr = required_sized(f, "ptr", &[8], PTR_EXPECTED)?;
+    let bytes_alloc = required_sized(f, "bytes_alloc", &[8], SIZE_T_EXPECTED)?;
+    let bytes_req = required_sized(f, "bytes_req", &[8], SIZE_T_EXPECTED)?;
+    let gfp = required_sized(f, "gfp_flags", &[4, 8], GFP_EXPECTED)?;
+    let name = if with_name {
+        optional_data_loc_string(f, "name")?
+    } else {
+        None
+    };
+    Ok(ObjAllocLayout {
+        ptr_offset: ptr.offset,
+        bytes_offset: bytes_alloc.offset,
+        bytes_multiplier: 1,
+        bytes_req_offset: bytes_req.offset,
+        name_offset: offset_or_absent(name),
+        failed_offset: NO_FIELD,
+        gfp_offset: gfp.offset,
+        _pad: 0,
+    })
+}
+
+/// `kmem:kmalloc` (and `kmem:kmalloc_node` before 6.1): `ptr`, `bytes_alloc`, `bytes_req`,
+/// `gfp_flags`; no name (kmalloc caches are not named in the event).
+pub fn kmalloc_layout(f: &EventFormat) -> Result<ObjAllocLayout, TracefsError> {
+    slab_alloc_layout(f, false)
+}
+
+/// `kmem:kmem_cache_alloc` (and `kmem:kmem_cache_alloc_node` before 6.1): as
+/// [`kmalloc_layout`], plus the cache `name` on kernels whose event has it (6.18+), else
+/// [`NO_FIELD`].
+pub fn kmem_cache_alloc_layout(f: &EventFormat) -> Result<ObjAllocLayout, TracefsError> {
+    slab_alloc_layout(f, true)
+}
+
+/// `kmem:kfree` and `kmem:kmem_cache_free`: `ptr`.
+pub fn slab_free_layout(f: &EventFormat) -> Result<ObjFreeLayout, TracefsError> {
+    let ptr = required_sized(f, "ptr", &[8], PTR_EXPECTED)?;
+    Ok(ObjFreeLayout {
+        ptr_offset: ptr.offset,
+        _pad: 0,
+    })
+}
+
+/// `percpu:percpu_alloc_percpu`: `ptr`; bytes from `bytes_alloc` (5.19+: already the size
+/// over all possible CPUs plus memcg overhead, `pcpu_obj_full_size()`), else from the
+/// per-CPU `size` times `possible_cpus` (0 counts as 1); `gfp_flags` when present (5.19+).
+pub fn percpu_alloc_layout(
+    f: &EventFormat,
+    possible_cpus: u32,
+) -> Result<ObjAllocLayout, TracefsError> {
+    let ptr = required_sized(f, "ptr", &[8], PTR_EXPECTED)?;
+    let (bytes, multiplier) = match optional_sized(f, "bytes_alloc", &[8], SIZE_T_EXPECTED)? {
+        Some(bytes_alloc) => (bytes_alloc, 1),
+        None => (
+            required_sized(f, "size", &[8], SIZE_T_EXPECTED)?,
+            possible_cpus.max(1),
+        ),
+    };
+    let gfp = optional_sized(f, "gfp_flags", &[4, 8], GFP_EXPECTED)?;
+    Ok(ObjAllocLayout {
+        ptr_offset: ptr.offset,
+        bytes_offset: bytes.offset,
+        bytes_multiplier: multiplier,
+        bytes_req_offset: NO_FIELD,
+        name_offset: NO_FIELD,
+        failed_offset: NO_FIELD,
+        gfp_offset: offset_or_absent(gfp),
+        _pad: 0,
+    })
+}
+
+/// `percpu:percpu_free_percpu`: `ptr`.
+pub fn percpu_free_layout(f: &EventFormat) -> Result<ObjFreeLayout, TracefsError> {
+    slab_free_layout(f)
+}
+
+/// `vmalloc:alloc_vmap_area`: `addr` (as the pointer), `size` (of the area as allocated,
+/// including the guard page where there is one) and `failed` (`addr` is an error value then).
+pub fn vmalloc_alloc_layout(f: &EventFormat) -> Result<ObjAllocLayout, TracefsError> {
+    let addr = required_sized(f, "addr", &[8], "8 (unsigned long)")?;
+    let size = required_sized(f, "size", &[8], "8 (unsigned long)")?;
+    let failed = required_sized(f, "failed", &[4], "4 (int)")?;
+    Ok(ObjAllocLayout {
+        ptr_offset: addr.offset,
+        bytes_offset: size.offset,
+        bytes_multiplier: 1,
+        bytes_req_offset: NO_FIELD,
+        name_offset: NO_FIELD,
+        failed_offset: failed.offset,
+        gfp_offset: NO_FIELD,
+        _pad: 0,
+    })
+}
+
+/// `vmalloc:free_vmap_area_noflush`: `va_start` (as the pointer).
+pub fn vmalloc_free_layout(f: &EventFormat) -> Result<ObjFreeLayout, TracefsError> {
+    let va_start = required_sized(f, "va_start", &[8], "8 (unsigned long)")?;
+    Ok(ObjFreeLayout {
+        ptr_offset: va_start.offset,
+        _pad: 0,
+    })
+}
+
+/// True when every one of `fields` sits at the same offset with the same size in both events,
+/// or is missing from both; e.g. `kmem:kmalloc_node` against `kmem:kmalloc` on pre-6.1
+/// kernels before attaching the kmalloc program to both. (Comparing the layouts computed by
+/// [`kmalloc_layout`] / [`kmem_cache_alloc_layout`] for the two events is equivalent for the
+/// fields memtrace reads.)
+pub fn same_layout_prefix(a: &EventFormat, b: &EventFormat, fields: &[&str]) -> bool {
+    fields
+        .iter()
+        .all(|name| match (a.field(name), b.field(name)) {
+            (Some(x), Some(y)) => x.offset == y.offset && x.size == y.size,
+            (None, None) => true,
+            _ => false,
+        })
+}
+
+/// Whether `<root>/events/<category>/<event>/format` exists. Unreadable (permission denied)
+/// counts as missing, so call it after [`locate`] / [`read_format`] have proven access.
+pub fn event_exists(root: &Path, category: &str, event: &str) -> bool {
+    root.join("events")
+        .join(category)
+        .join(event)
+        .join("format")
+        .exists()
+}
+
+/// Number of possible CPUs (`num_possible_cpus()`, what percpu allocations are sized by),
+/// from `/sys/devices/system/cpu/possible`; 1 if that cannot be read or parsed.
+pub fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|text| parse_cpu_list(&text))
+        .unwrap_or(1)
+}
+
+/// Counts the CPUs in a kernel CPU list (`0`, `0-3`, `0-3,8-11`, with a trailing newline as
+/// sysfs prints it). Ranges must be ascending and disjoint, as the kernel prints them; any
+/// other text gives `None`.
+pub fn parse_cpu_list(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut count = 0u32;
+    let mut next_free = 0u32; // lowest CPU number the next range may start at
+    for part in text.split(',') {
+        let part = part.trim();
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?),
+            None => {
+                let cpu = part.parse::<u32>().ok()?;
+                (cpu, cpu)
+            }
+        };
+        if first > last || (count > 0 && first < next_free) {
+            return None;
+        }
+        count = count.checked_add((last - first).checked_add(1)?)?;
+        next_free = last.checked_add(1)?;
+    }
+    Some(count)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Page allocator facts
 // ---------------------------------------------------------------------------------------------
 
@@ -793,6 +1047,681 @@ mod tests {
         std::fs::write(primary.join("trace"), "").unwrap();
         let err = locate_with(&primary, &fallback, |_| panic!("must not mount")).unwrap_err();
         assert!(err.to_string().contains("CONFIG_EVENT_TRACING"), "{err}");
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Slab, percpu and vmalloc layouts
+    // -----------------------------------------------------------------------------------------
+
+    /// Every object-allocator fixture: (kernel, category, event).
+    const OBJ_FIXTURES: &[(&str, &str, &str)] = &[
+        ("4.19", "kmem", "kmalloc"),
+        ("4.19", "kmem", "kmalloc_node"),
+        ("4.19", "kmem", "kmem_cache_alloc"),
+        ("4.19", "kmem", "kmem_cache_alloc_node"),
+        ("4.19", "kmem", "kfree"),
+        ("4.19", "kmem", "kmem_cache_free"),
+        ("4.19", "percpu", "percpu_alloc_percpu"),
+        ("4.19", "percpu", "percpu_free_percpu"),
+        ("6.1", "kmem", "kmalloc"),
+        ("6.1", "kmem", "kmem_cache_alloc"),
+        ("6.1", "kmem", "kfree"),
+        ("6.1", "kmem", "kmem_cache_free"),
+        ("6.1", "percpu", "percpu_alloc_percpu"),
+        ("6.1", "percpu", "percpu_free_percpu"),
+        ("6.18", "kmem", "kmalloc"),
+        ("6.18", "kmem", "kmem_cache_alloc"),
+        ("6.18", "kmem", "kfree"),
+        ("6.18", "kmem", "kmem_cache_free"),
+        ("6.18", "percpu", "percpu_alloc_percpu"),
+        ("6.18", "percpu", "percpu_free_percpu"),
+        ("6.18", "vmalloc", "alloc_vmap_area"),
+        ("6.18", "vmalloc", "free_vmap_area_noflush"),
+    ];
+
+    fn obj_fixture(kernel: &str, event: &str) -> EventFormat {
+        let f = parse_fixture(&format!("tracefs/{kernel}/{event}.format"));
+        assert_eq!(f.name, event);
+        assert_common_header(&f);
+        f
+    }
+
+    /// A fake tracefs root holding `kernel`'s object-allocator fixtures.
+    fn fixture_tree(kernel: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for &(k, category, event) in OBJ_FIXTURES.iter().filter(|(k, ..)| *k == kernel) {
+            let event_dir = dir.path().join("events").join(category).join(event);
+            std::fs::create_dir_all(&event_dir).unwrap();
+            std::fs::write(
+                event_dir.join("format"),
+                fixture(&format!("tracefs/{k}/{event}.format")),
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    fn alloc(
+        ptr: u32,
+        bytes: u32,
+        multiplier: u32,
+        bytes_req: u32,
+        name: u32,
+        failed: u32,
+        gfp: u32,
+    ) -> ObjAllocLayout {
+        ObjAllocLayout {
+            ptr_offset: ptr,
+            bytes_offset: bytes,
+            bytes_multiplier: multiplier,
+            bytes_req_offset: bytes_req,
+            name_offset: name,
+            failed_offset: failed,
+            gfp_offset: gfp,
+            _pad: 0,
+        }
+    }
+
+    fn free(ptr: u32) -> ObjFreeLayout {
+        ObjFreeLayout {
+            ptr_offset: ptr,
+            _pad: 0,
+        }
+    }
+
+    const N: u32 = NO_FIELD;
+
+    #[test]
+    fn slab_layouts_6_18() {
+        let kmalloc = obj_fixture("6.18", "kmalloc");
+        assert_eq!(kmalloc.id, Some(658));
+        let gfp = kmalloc.field("gfp_flags").unwrap();
+        assert_eq!((gfp.type_name.as_str(), gfp.size), ("unsigned long", 8));
+        assert_eq!(
+            kmalloc_layout(&kmalloc).unwrap(),
+            alloc(16, 32, 1, 24, N, N, 40)
+        );
+
+        let cache_alloc = obj_fixture("6.18", "kmem_cache_alloc");
+        let name = cache_alloc.field("name").unwrap();
+        assert_eq!(
+            (name.type_name.as_str(), name.offset, name.size),
+            ("__data_loc char[]", 24, 4)
+        );
+        assert_eq!(cache_alloc.field("accounted").unwrap().type_name, "bool");
+        // The name pushes bytes_req and the rest 8 bytes further than kmalloc's.
+        assert_eq!(
+            kmem_cache_alloc_layout(&cache_alloc).unwrap(),
+            alloc(16, 40, 1, 32, 24, N, 48)
+        );
+        // kmalloc_layout never reports a name.
+        assert_eq!(kmalloc_layout(&cache_alloc).unwrap().name_offset, N);
+
+        assert_eq!(
+            slab_free_layout(&obj_fixture("6.18", "kfree")).unwrap(),
+            free(16)
+        );
+        let cache_free = obj_fixture("6.18", "kmem_cache_free");
+        assert_eq!(cache_free.field("name").unwrap().offset, 24);
+        assert_eq!(slab_free_layout(&cache_free).unwrap(), free(16));
+    }
+
+    #[test]
+    fn percpu_layouts_6_18_use_bytes_alloc() {
+        let f = obj_fixture("6.18", "percpu_alloc_percpu");
+        let ptr = f.field("ptr").unwrap();
+        assert_eq!(
+            (ptr.type_name.as_str(), ptr.offset, ptr.size),
+            ("void __seg_gs *", 56, 8)
+        );
+        for cpus in [0, 1, 2, 64] {
+            // bytes_alloc already covers all possible CPUs: no multiplier.
+            assert_eq!(
+                percpu_alloc_layout(&f, cpus).unwrap(),
+                alloc(56, 64, 1, N, N, N, 72)
+            );
+        }
+        assert_eq!(
+            percpu_free_layout(&obj_fixture("6.18", "percpu_free_percpu")).unwrap(),
+            free(24)
+        );
+    }
+
+    #[test]
+    fn vmalloc_layouts_6_18() {
+        let f = obj_fixture("6.18", "alloc_vmap_area");
+        let failed = f.field("failed").unwrap();
+        assert_eq!((failed.offset, failed.size, failed.signed), (48, 4, true));
+        assert_eq!(
+            vmalloc_alloc_layout(&f).unwrap(),
+            alloc(8, 16, 1, N, N, 48, N)
+        );
+        assert_eq!(
+            vmalloc_free_layout(&obj_fixture("6.18", "free_vmap_area_noflush")).unwrap(),
+            free(8)
+        );
+    }
+
+    #[test]
+    fn slab_layouts_4_19_with_node_events() {
+        let kmalloc = obj_fixture("4.19", "kmalloc");
+        let gfp = kmalloc.field("gfp_flags").unwrap();
+        assert_eq!(
+            (gfp.type_name.as_str(), gfp.offset, gfp.size),
+            ("gfp_t", 40, 4)
+        );
+        let expected = alloc(16, 32, 1, 24, N, N, 40);
+        assert_eq!(kmalloc_layout(&kmalloc).unwrap(), expected);
+
+        let kmalloc_node = obj_fixture("4.19", "kmalloc_node");
+        let node = kmalloc_node.field("node").unwrap();
+        assert_eq!((node.offset, node.size, node.signed), (44, 4, true));
+        assert_eq!(kmalloc_layout(&kmalloc_node).unwrap(), expected);
+
+        // No cache name on 4.19 (kmem_cache_alloc shares the kmem_alloc class with kmalloc).
+        let cache_alloc = obj_fixture("4.19", "kmem_cache_alloc");
+        assert!(cache_alloc.field("name").is_none());
+        assert_eq!(kmem_cache_alloc_layout(&cache_alloc).unwrap(), expected);
+        let cache_alloc_node = obj_fixture("4.19", "kmem_cache_alloc_node");
+        assert_eq!(
+            kmem_cache_alloc_layout(&cache_alloc_node).unwrap(),
+            expected
+        );
+
+        for event in ["kfree", "kmem_cache_free"] {
+            let f = obj_fixture("4.19", event);
+            assert!(f.field("name").is_none(), "{event}");
+            assert_eq!(slab_free_layout(&f).unwrap(), free(16), "{event}");
+        }
+    }
+
+    #[test]
+    fn percpu_layouts_4_19_multiply_size_by_possible_cpus() {
+        let f = obj_fixture("4.19", "percpu_alloc_percpu");
+        assert!(f.field("bytes_alloc").is_none() && f.field("gfp_flags").is_none());
+        assert!(f.field("call_site").is_none());
+        assert_eq!(f.field("ptr").unwrap().type_name, "void *");
+        assert_eq!(
+            percpu_alloc_layout(&f, 8).unwrap(),
+            alloc(48, 16, 8, N, N, N, N)
+        );
+        assert_eq!(percpu_alloc_layout(&f, 1).unwrap().bytes_multiplier, 1);
+        assert_eq!(percpu_alloc_layout(&f, 0).unwrap().bytes_multiplier, 1);
+        assert_eq!(
+            percpu_free_layout(&obj_fixture("4.19", "percpu_free_percpu")).unwrap(),
+            free(24)
+        );
+    }
+
+    #[test]
+    fn layouts_6_1_merged_node_events() {
+        let kmalloc = obj_fixture("6.1", "kmalloc");
+        assert_eq!(kmalloc.field("node").unwrap().offset, 48);
+        assert!(kmalloc.field("accounted").is_none());
+        assert_eq!(
+            kmalloc_layout(&kmalloc).unwrap(),
+            alloc(16, 32, 1, 24, N, N, 40)
+        );
+        // kmem_cache_alloc: `accounted` but no `name` yet (that came in 6.18).
+        let cache_alloc = obj_fixture("6.1", "kmem_cache_alloc");
+        assert_eq!(cache_alloc.field("accounted").unwrap().offset, 52);
+        assert!(cache_alloc.field("name").is_none());
+        assert_eq!(
+            kmem_cache_alloc_layout(&cache_alloc).unwrap(),
+            alloc(16, 32, 1, 24, N, N, 40)
+        );
+        // kmem_cache_free has had `name` since 5.12.
+        let cache_free = obj_fixture("6.1", "kmem_cache_free");
+        assert_eq!(
+            cache_free.field("name").unwrap().type_name,
+            "__data_loc char[]"
+        );
+        assert_eq!(slab_free_layout(&cache_free).unwrap(), free(16));
+        assert_eq!(
+            slab_free_layout(&obj_fixture("6.1", "kfree")).unwrap(),
+            free(16)
+        );
+
+        let percpu = obj_fixture("6.1", "percpu_alloc_percpu");
+        assert_eq!(percpu.field("ptr").unwrap().type_name, "void *");
+        assert_eq!(
+            percpu_alloc_layout(&percpu, 4).unwrap(),
+            alloc(56, 64, 1, N, N, N, 72)
+        );
+        assert_eq!(
+            percpu_free_layout(&obj_fixture("6.1", "percpu_free_percpu")).unwrap(),
+            free(24)
+        );
+    }
+
+    /// Each layout function against every fixture: the event it is meant for parses, any other
+    /// event is rejected with the first field it lacks.
+    #[test]
+    fn every_layout_function_on_every_fixture() {
+        type Check = fn(&EventFormat) -> Result<(), TracefsError>;
+        let functions: [(&str, &[&str], Check); 7] = [
+            (
+                "kmalloc",
+                // The kmem_cache_alloc formats carry every field kmalloc_layout reads.
+                &[
+                    "kmalloc",
+                    "kmalloc_node",
+                    "kmem_cache_alloc",
+                    "kmem_cache_alloc_node",
+                ],
+                |f| kmalloc_layout(f).map(drop),
+            ),
+            (
+                "kmem_cache_alloc",
+                // And vice versa (the name is optional).
+                &[
+                    "kmem_cache_alloc",
+                    "kmem_cache_alloc_node",
+                    "kmalloc",
+                    "kmalloc_node",
+                ],
+                |f| kmem_cache_alloc_layout(f).map(drop),
+            ),
+            (
+                "slab_free",
+                // Every slab event has `ptr`, and so do the percpu ones.
+                &[
+                    "kfree",
+                    "kmem_cache_free",
+                    "kmalloc",
+                    "kmalloc_node",
+                    "kmem_cache_alloc",
+                    "kmem_cache_alloc_node",
+                    "percpu_alloc_percpu",
+                    "percpu_free_percpu",
+                ],
+                |f| slab_free_layout(f).map(drop),
+            ),
+            (
+                "percpu_alloc",
+                &[
+                    "percpu_alloc_percpu",
+                    "kmalloc",
+                    "kmalloc_node",
+                    "kmem_cache_alloc",
+                    "kmem_cache_alloc_node",
+                ],
+                |f| percpu_alloc_layout(f, 4).map(drop),
+            ),
+            (
+                "percpu_free",
+                &[
+                    "percpu_free_percpu",
+                    "percpu_alloc_percpu",
+                    "kfree",
+                    "kmem_cache_free",
+                    "kmalloc",
+                    "kmalloc_node",
+                    "kmem_cache_alloc",
+                    "kmem_cache_alloc_node",
+                ],
+                |f| percpu_free_layout(f).map(drop),
+            ),
+            ("vmalloc_alloc", &["alloc_vmap_area"], |f| {
+                vmalloc_alloc_layout(f).map(drop)
+            }),
+            ("vmalloc_free", &["free_vmap_area_noflush"], |f| {
+                vmalloc_free_layout(f).map(drop)
+            }),
+        ];
+        for &(kernel, _, event) in OBJ_FIXTURES {
+            let f = obj_fixture(kernel, event);
+            for (function, accepts, check) in &functions {
+                let result = check(&f);
+                if accepts.contains(&event) {
+                    assert!(result.is_ok(), "{function} on {kernel}/{event}: {result:?}");
+                } else {
+                    let err = result.expect_err(&format!("{function} on {kernel}/{event}"));
+                    assert!(
+                        matches!(err, TracefsError::MissingField { .. }),
+                        "{function} on {kernel}/{event}: {err:?}"
+                    );
+                    assert!(err.to_string().contains(event), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slab_layout_errors() {
+        let base = fixture("tracefs/6.18/kmem_cache_alloc.format");
+        let edit = |from: &str, to: &str| {
+            assert!(base.contains(from), "{from}");
+            parse_format(&base.replace(from, to)).unwrap()
+        };
+
+        let f = edit("const void * ptr;", "const void * p;");
+        for err in [
+            kmalloc_layout(&f).unwrap_err(),
+            kmem_cache_alloc_layout(&f).unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, TracefsError::MissingField { ref field, .. } if field == "ptr"),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(
+                msg.contains("kmem_cache_alloc tracepoint has no `ptr` field"),
+                "{msg}"
+            );
+            assert!(msg.contains("events/*/kmem_cache_alloc/format"), "{msg}");
+        }
+        let err = slab_free_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("no `ptr` field"), "{err}");
+
+        let f = edit(
+            "const void * ptr;\toffset:16;\tsize:8;",
+            "const void * ptr;\toffset:16;\tsize:4;",
+        );
+        for err in [
+            kmem_cache_alloc_layout(&f).unwrap_err(),
+            slab_free_layout(&f).unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(msg.contains("`ptr` has size 4, expected 8"), "{msg}");
+        }
+
+        let f = edit(
+            "size_t bytes_alloc;\toffset:40;\tsize:8;",
+            "unsigned int bytes_alloc;\toffset:40;\tsize:4;",
+        );
+        let err = kmem_cache_alloc_layout(&f).unwrap_err();
+        assert!(
+            err.to_string().contains("`bytes_alloc` has size 4"),
+            "{err}"
+        );
+
+        let f = edit(
+            "size_t bytes_req;\toffset:32;\tsize:8;",
+            "u16 bytes_req;\toffset:32;\tsize:2;",
+        );
+        let err = kmem_cache_alloc_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("`bytes_req` has size 2"), "{err}");
+
+        let f = edit("size_t bytes_req;", "size_t req;");
+        let err = kmalloc_layout(&f).unwrap_err();
+        assert!(
+            matches!(err, TracefsError::MissingField { ref field, .. } if field == "bytes_req")
+        );
+
+        let f = edit(
+            "unsigned long gfp_flags;\toffset:48;\tsize:8;",
+            "unsigned short gfp_flags;\toffset:48;\tsize:2;",
+        );
+        let err = kmem_cache_alloc_layout(&f).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`gfp_flags` has size 2, expected 4 (gfp_t) or 8"),
+            "{msg}"
+        );
+        let f = edit("unsigned long gfp_flags;", "unsigned long flags;");
+        let err = kmalloc_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("no `gfp_flags` field"), "{err}");
+        // A 4-byte gfp_t is fine (4.x).
+        let f = edit(
+            "unsigned long gfp_flags;\toffset:48;\tsize:8;",
+            "gfp_t gfp_flags;\toffset:48;\tsize:4;",
+        );
+        assert_eq!(kmem_cache_alloc_layout(&f).unwrap().gfp_offset, 48);
+
+        // The name must be a __data_loc string (5.12-rc1 briefly had `const char * name`).
+        let f = edit(
+            "__data_loc char[] name;\toffset:24;\tsize:4;",
+            "const char * name;\toffset:24;\tsize:8;",
+        );
+        let err = kmem_cache_alloc_layout(&f).unwrap_err();
+        assert!(matches!(err, TracefsError::BadFieldType { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("field `name` is `const char *` (size 8)")
+                && msg.contains("expected `__data_loc char[]` (size 4)"),
+            "{msg}"
+        );
+        // ... which kmalloc_layout and the free layout do not read.
+        assert!(kmalloc_layout(&f).is_ok());
+        let f = edit(
+            "__data_loc char[] name;\toffset:24;\tsize:4;",
+            "__data_loc char[] name;\toffset:24;\tsize:8;",
+        );
+        let err = kmem_cache_alloc_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("(size 8)"), "{err}");
+        let f = edit("__data_loc char[] name;", "__rel_loc char[] name;");
+        assert!(kmem_cache_alloc_layout(&f).is_err());
+    }
+
+    #[test]
+    fn percpu_layout_errors() {
+        let new = fixture("tracefs/6.18/percpu_alloc_percpu.format");
+        let old = fixture("tracefs/4.19/percpu_alloc_percpu.format");
+
+        let f = parse_format(&new.replace("void __seg_gs * ptr;", "void __seg_gs * p;")).unwrap();
+        let err = percpu_alloc_layout(&f, 2).unwrap_err();
+        assert!(
+            matches!(err, TracefsError::MissingField { ref field, .. } if field == "ptr"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("percpu_alloc_percpu"), "{err}");
+
+        // Without bytes_alloc the per-CPU size is needed.
+        let f = parse_format(&old.replace("size_t size;", "size_t sz;")).unwrap();
+        let err = percpu_alloc_layout(&f, 2).unwrap_err();
+        assert!(
+            matches!(err, TracefsError::MissingField { ref field, .. } if field == "size"),
+            "{err:?}"
+        );
+        // With bytes_alloc it is not.
+        let f = parse_format(&new.replace("size_t size;", "size_t sz;")).unwrap();
+        assert_eq!(percpu_alloc_layout(&f, 2).unwrap().bytes_offset, 64);
+
+        let f = parse_format(&new.replace(
+            "size_t bytes_alloc;\toffset:64;\tsize:8;",
+            "unsigned int bytes_alloc;\toffset:64;\tsize:4;",
+        ))
+        .unwrap();
+        let err = percpu_alloc_layout(&f, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("`bytes_alloc` has size 4"),
+            "{err}"
+        );
+
+        let f = parse_format(&old.replace(
+            "size_t size;\toffset:16;\tsize:8;",
+            "unsigned int size;\toffset:16;\tsize:4;",
+        ))
+        .unwrap();
+        let err = percpu_alloc_layout(&f, 2).unwrap_err();
+        assert!(err.to_string().contains("`size` has size 4"), "{err}");
+
+        let f = parse_format(&new.replace(
+            "unsigned long gfp_flags;\toffset:72;\tsize:8;",
+            "unsigned char gfp_flags;\toffset:72;\tsize:1;",
+        ))
+        .unwrap();
+        let err = percpu_alloc_layout(&f, 2).unwrap_err();
+        assert!(err.to_string().contains("`gfp_flags` has size 1"), "{err}");
+
+        let free = fixture("tracefs/6.18/percpu_free_percpu.format");
+        let f = parse_format(&free.replace(
+            "void __seg_gs * ptr;\toffset:24;\tsize:8;",
+            "void __seg_gs * ptr;\toffset:24;\tsize:4;",
+        ))
+        .unwrap();
+        let err = percpu_free_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("`ptr` has size 4"), "{err}");
+    }
+
+    #[test]
+    fn vmalloc_layout_errors() {
+        let base = fixture("tracefs/6.18/alloc_vmap_area.format");
+        for field in ["addr", "size", "failed"] {
+            let f = parse_format(&base.replace(&format!(" {field};"), " other;")).unwrap();
+            let err = vmalloc_alloc_layout(&f).unwrap_err();
+            assert!(
+                matches!(err, TracefsError::MissingField { field: ref missing, .. } if missing == field),
+                "{field}: {err:?}"
+            );
+            assert!(err.to_string().contains("alloc_vmap_area"), "{err}");
+        }
+        let f = parse_format(&base.replace(
+            "int failed;\toffset:48;\tsize:4;",
+            "long failed;\toffset:48;\tsize:8;",
+        ))
+        .unwrap();
+        let err = vmalloc_alloc_layout(&f).unwrap_err();
+        assert!(
+            err.to_string().contains("`failed` has size 8, expected 4"),
+            "{err}"
+        );
+        let f = parse_format(&base.replace(
+            "unsigned long addr;\toffset:8;\tsize:8;",
+            "unsigned int addr;\toffset:8;\tsize:4;",
+        ))
+        .unwrap();
+        let err = vmalloc_alloc_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("`addr` has size 4"), "{err}");
+
+        let free = fixture("tracefs/6.18/free_vmap_area_noflush.format");
+        let f = parse_format(&free.replace("va_start;", "start;")).unwrap();
+        let err = vmalloc_free_layout(&f).unwrap_err();
+        assert!(err.to_string().contains("no `va_start` field"), "{err}");
+        let f = parse_format(&free.replace(
+            "unsigned long va_start;\toffset:8;\tsize:8;",
+            "unsigned int va_start;\toffset:8;\tsize:4;",
+        ))
+        .unwrap();
+        assert!(vmalloc_free_layout(&f).is_err());
+    }
+
+    #[test]
+    fn same_layout_prefix_compares_the_named_fields() {
+        const READ: &[&str] = &["ptr", "bytes_req", "bytes_alloc", "gfp_flags", "name"];
+        let kmalloc = obj_fixture("4.19", "kmalloc");
+        let kmalloc_node = obj_fixture("4.19", "kmalloc_node");
+        assert!(same_layout_prefix(&kmalloc, &kmalloc_node, READ));
+        assert!(same_layout_prefix(&kmalloc_node, &kmalloc, READ));
+        assert!(same_layout_prefix(
+            &obj_fixture("4.19", "kmem_cache_alloc"),
+            &obj_fixture("4.19", "kmem_cache_alloc_node"),
+            READ
+        ));
+        // `node` exists in one only.
+        assert!(!same_layout_prefix(
+            &kmalloc,
+            &kmalloc_node,
+            &["ptr", "node"]
+        ));
+        assert!(same_layout_prefix(&kmalloc, &kmalloc_node, &[]));
+
+        // 6.18 kmem_cache_alloc has a name that shifts bytes_req etc. against kmalloc.
+        let kmalloc = obj_fixture("6.18", "kmalloc");
+        let cache_alloc = obj_fixture("6.18", "kmem_cache_alloc");
+        assert!(same_layout_prefix(
+            &kmalloc,
+            &cache_alloc,
+            &["call_site", "ptr"]
+        ));
+        assert!(!same_layout_prefix(
+            &kmalloc,
+            &cache_alloc,
+            &["ptr", "bytes_req"]
+        ));
+        // gfp_t (4.19) vs unsigned long (6.1) at the same offset: different size.
+        assert!(!same_layout_prefix(
+            &obj_fixture("4.19", "kmalloc"),
+            &obj_fixture("6.1", "kmalloc"),
+            &["gfp_flags"]
+        ));
+
+        // What the loader does instead: compare the computed layouts.
+        assert_eq!(
+            kmalloc_layout(&obj_fixture("4.19", "kmalloc_node")).unwrap(),
+            kmalloc_layout(&obj_fixture("4.19", "kmalloc")).unwrap()
+        );
+    }
+
+    #[test]
+    fn event_exists_per_kernel() {
+        let cases: [(&str, &str, &str, [bool; 3]); 10] = [
+            //                                        4.19   6.1    6.18
+            ("kmem", "kmalloc", "", [true, true, true]),
+            ("kmem", "kmem_cache_alloc", "", [true, true, true]),
+            ("kmem", "kfree", "", [true, true, true]),
+            ("kmem", "kmem_cache_free", "", [true, true, true]),
+            (
+                "kmem",
+                "kmalloc_node",
+                "merged into kmalloc in 6.1",
+                [true, false, false],
+            ),
+            ("kmem", "kmem_cache_alloc_node", "", [true, false, false]),
+            ("percpu", "percpu_alloc_percpu", "4.13+", [true, true, true]),
+            ("percpu", "percpu_free_percpu", "", [true, true, true]),
+            ("vmalloc", "alloc_vmap_area", "6.2+", [false, false, true]),
+            (
+                "vmalloc",
+                "free_vmap_area_noflush",
+                "",
+                [false, false, true],
+            ),
+        ];
+        for (i, kernel) in ["4.19", "6.1", "6.18"].into_iter().enumerate() {
+            let tree = fixture_tree(kernel);
+            for (category, event, why, exists) in &cases {
+                assert_eq!(
+                    event_exists(tree.path(), category, event),
+                    exists[i],
+                    "{kernel} {category}:{event} ({why})"
+                );
+                if exists[i] {
+                    assert_eq!(
+                        read_format(tree.path(), category, event).unwrap().name,
+                        *event
+                    );
+                }
+            }
+            // Wrong category, unknown event, missing root.
+            assert!(!event_exists(tree.path(), "percpu", "kmalloc"));
+            assert!(!event_exists(tree.path(), "kmem", "no_such_event"));
+        }
+        assert!(!event_exists(
+            Path::new("/nonexistent/tracing"),
+            "kmem",
+            "kmalloc"
+        ));
+        // A directory without a format file is not an event.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("events/kmem/kmalloc")).unwrap();
+        assert!(!event_exists(dir.path(), "kmem", "kmalloc"));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0\n"), Some(1));
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,8-11"), Some(8));
+        assert_eq!(parse_cpu_list("0-3,5,7-8\n"), Some(7));
+        assert_eq!(parse_cpu_list("0-8191"), Some(8192));
+        assert_eq!(parse_cpu_list(" 2-3 "), Some(2));
+        assert_eq!(parse_cpu_list(""), None);
+        assert_eq!(parse_cpu_list("\n"), None);
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("0-3,2-5"), None);
+        assert_eq!(parse_cpu_list("4,2"), None);
+        assert_eq!(parse_cpu_list("0,,1"), None);
+        assert_eq!(parse_cpu_list("0-"), None);
+        assert_eq!(parse_cpu_list("a-b"), None);
+        assert_eq!(parse_cpu_list("0-7:2/4"), None);
+        assert_eq!(parse_cpu_list("0-4294967295"), None);
+        let cpus = possible_cpus();
+        assert!(cpus >= 1, "{cpus}");
+        if let Ok(text) = std::fs::read_to_string("/sys/devices/system/cpu/possible") {
+            assert_eq!(Some(cpus), parse_cpu_list(&text), "{text:?}");
+        }
     }
 
     #[test]
