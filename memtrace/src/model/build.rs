@@ -1,13 +1,15 @@
-//! Turns a [`RawSession`] into a [`Report`]: per-stack outstanding memory, owners, orders,
-//! ages, symbolized frames, the calling function of each stack and a per-caller summary.
+//! Turns a [`RawSession`] into a [`Report`]: per-(kind, stack) outstanding memory, owners,
+//! orders, ages, slab caches, symbolized frames, the calling function and class of each stack,
+//! and summaries by class and by calling function.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use memtrace_common::{Counter, PageRecord, StackAgg};
+use memtrace_common::{Counter, Kind, StackAgg};
 
+use super::classify::{class_detail, classify, Class, ClassifyInput};
 use super::{
-    BuildOptions, CallerSummary, Frame, Owner, RawSession, Report, SessionInfo, StackReport,
-    Symbolize, Totals,
+    BuildOptions, CallerSummary, ClassSummary, Frame, Owner, RawSession, Report, SessionInfo,
+    StackReport, Symbolize, Totals,
 };
 
 /// Owners listed per stack when `BuildOptions::max_owners` is 0.
@@ -19,12 +21,13 @@ pub const STACK_UNAVAILABLE: &str = "[stack unavailable]";
 /// Caller of a stack none of whose frames could be resolved.
 pub const UNKNOWN_CALLER: &str = "[unknown]";
 
-/// How a symbol name is matched against an entry of [`ALLOCATOR_INTERNALS`].
+/// How a name is matched against a pattern of [`ALLOCATOR_INTERNALS`] or of the class rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SymbolPattern {
     Exact(&'static str),
     Prefix(&'static str),
     Suffix(&'static str),
+    Contains(&'static str),
 }
 
 impl SymbolPattern {
@@ -33,13 +36,14 @@ impl SymbolPattern {
             SymbolPattern::Exact(p) => name == p,
             SymbolPattern::Prefix(p) => name.starts_with(p),
             SymbolPattern::Suffix(p) => name.ends_with(p),
+            SymbolPattern::Contains(p) => name.contains(p),
         }
     }
 }
 
-/// Functions that are part of the page allocator itself (or of the tracing/BPF machinery that
-/// sits on top of a stack captured from a tracepoint). The "caller" of a stack is its first
-/// frame, from the innermost, that matches none of these.
+/// Functions that are part of the allocators themselves (page, slab, percpu, vmalloc) or of
+/// the tracing/BPF machinery that sits on top of a stack captured from a tracepoint. The
+/// "caller" of a stack is its first frame, from the innermost, that matches none of these.
 ///
 /// Names are matched after stripping compiler suffixes such as `.isra.0`, `.constprop.0`,
 /// `.part.0` or `.cold` (see [`base_symbol`]).
@@ -60,6 +64,37 @@ pub const ALLOCATOR_INTERNALS: &[SymbolPattern] = &[
     SymbolPattern::Exact("prep_new_page"),
     SymbolPattern::Prefix("rmqueue"),
     SymbolPattern::Prefix("__rmqueue"),
+    // Slab allocator entry points and internals (before the `_noprof` names of 6.10).
+    SymbolPattern::Prefix("kmem_cache_alloc"),
+    SymbolPattern::Prefix("__kmem_cache_alloc"),
+    SymbolPattern::Prefix("slab_alloc"),
+    SymbolPattern::Exact("__slab_alloc"),
+    SymbolPattern::Exact("___slab_alloc"),
+    SymbolPattern::Exact("__kmalloc"),
+    SymbolPattern::Prefix("__kmalloc_node"),
+    SymbolPattern::Prefix("__kmalloc_cache"),
+    SymbolPattern::Prefix("__kmalloc_track_caller"),
+    SymbolPattern::Prefix("__do_kmalloc"),
+    SymbolPattern::Prefix("kmalloc_trace"),
+    SymbolPattern::Prefix("kmalloc_node_trace"),
+    // Large kmalloc (straight from the page allocator).
+    SymbolPattern::Prefix("kmalloc_large"),
+    SymbolPattern::Prefix("__kmalloc_large"),
+    SymbolPattern::Prefix("___kmalloc_large"),
+    // Percpu allocator.
+    SymbolPattern::Exact("pcpu_alloc"),
+    SymbolPattern::Prefix("__alloc_percpu"),
+    // vmalloc.
+    SymbolPattern::Exact("alloc_vmap_area"),
+    SymbolPattern::Prefix("__get_vm_area"),
+    SymbolPattern::Prefix("__vmalloc_node"),
+    SymbolPattern::Exact("__vmalloc_area_node"),
+    SymbolPattern::Exact("vm_area_alloc_pages"),
+    SymbolPattern::Exact("__vmalloc"),
+    SymbolPattern::Exact("vmalloc"),
+    SymbolPattern::Exact("vzalloc"),
+    SymbolPattern::Prefix("__kvmalloc_node"),
+    SymbolPattern::Exact("kvmalloc_node"),
     // Memory-allocation-profiling wrappers (alloc_pages_noprof, __kmalloc_large_node_noprof...).
     SymbolPattern::Suffix("_noprof"),
     // Tracepoint and BPF machinery above the allocation.
@@ -81,7 +116,7 @@ pub fn base_symbol(name: &str) -> &str {
     }
 }
 
-/// Whether `symbol` is a page-allocator internal (see [`ALLOCATOR_INTERNALS`]).
+/// Whether `symbol` is an allocator internal (see [`ALLOCATOR_INTERNALS`]).
 pub fn is_allocator_internal(symbol: &str) -> bool {
     let base = base_symbol(symbol);
     ALLOCATOR_INTERNALS.iter().any(|p| p.matches(base))
@@ -103,6 +138,54 @@ pub fn select_caller(frames: &[Frame]) -> String {
         .to_string()
 }
 
+/// Function names of `frames`, innermost first, with the functions inlined at each address
+/// (innermost first, before the function that contains them); unresolved frames left out.
+pub fn frame_names(frames: &[Frame]) -> Vec<&str> {
+    let mut names = Vec::with_capacity(frames.len());
+    for f in frames {
+        names.extend(
+            f.inlined
+                .iter()
+                .rev()
+                .map(String::as_str)
+                .filter(|n| !n.is_empty()),
+        );
+        if let Some(sym) = f.symbol.as_deref().filter(|s| !s.is_empty()) {
+            names.push(sym);
+        }
+    }
+    names
+}
+
+/// The detail of a stack's class (`dirty` for page-cache pages allocated to be written).
+pub fn stack_class_detail(s: &StackReport) -> Option<&'static str> {
+    class_detail(s.class, &frame_names(&s.frames))
+}
+
+/// Whether stacks of `class` count in the report's totals (see [`ClassSummary::in_total`]).
+/// Classes missing from `classes` count.
+pub fn class_in_total(classes: &[ClassSummary], class: Class) -> bool {
+    classes
+        .iter()
+        .find(|c| c.class == class)
+        .is_none_or(|c| c.in_total)
+}
+
+/// The classes of the report's stacks that hold memory but are left out of the totals.
+pub fn excluded_from_totals(report: &Report) -> Vec<&ClassSummary> {
+    let present: BTreeSet<Class> = report
+        .stacks
+        .iter()
+        .filter(|s| s.bytes > 0 || s.allocated_bytes > 0)
+        .map(|s| s.class)
+        .collect();
+    report
+        .classes
+        .iter()
+        .filter(|c| !c.in_total && present.contains(&c.class))
+        .collect()
+}
+
 /// Reads a two's-complement aggregate that may transiently be "negative": clamps it to 0.
 fn clamp_agg(v: u64) -> u64 {
     if v > i64::MAX as u64 {
@@ -118,7 +201,24 @@ fn comm_string(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-/// What the walk over `OUTSTANDING` found for one stack slot.
+/// A (kind, stack slot) pair: one stack report.
+type Key = (Kind, u32);
+
+/// One outstanding allocation, page or object, as the walk sees it.
+struct Alloc<'a> {
+    bytes: u64,
+    age_ns: u64,
+    tgid: u32,
+    pid: u32,
+    comm: &'a [u8],
+    /// Pages only.
+    order: Option<u8>,
+    /// Objects only; 0 when the event has no `bytes_req`.
+    bytes_req: u64,
+}
+
+/// What the walk over the outstanding records found for one (kind, slot), respecting
+/// `--min-age`.
 #[derive(Default)]
 struct WalkAcc {
     bytes: u64,
@@ -127,19 +227,28 @@ struct WalkAcc {
     oldest_age_ns: Option<u64>,
     /// (tgid, pid, comm) → (bytes, allocations)
     owners: HashMap<(u32, u32, String), (u64, u64)>,
+    bytes_req: u64,
+    /// Some record carried a requested size.
+    req_seen: bool,
 }
 
 impl WalkAcc {
-    fn add(&mut self, rec: &PageRecord, bytes: u64, age_ns: u64) {
-        self.bytes = self.bytes.saturating_add(bytes);
+    fn add(&mut self, a: &Alloc<'_>) {
+        self.bytes = self.bytes.saturating_add(a.bytes);
         self.count = self.count.saturating_add(1);
-        self.orders.insert(rec.order);
-        self.oldest_age_ns = Some(self.oldest_age_ns.map_or(age_ns, |a| a.max(age_ns)));
+        if let Some(order) = a.order {
+            self.orders.insert(order);
+        }
+        if a.bytes_req > 0 {
+            self.req_seen = true;
+            self.bytes_req = self.bytes_req.saturating_add(a.bytes_req);
+        }
+        self.oldest_age_ns = Some(self.oldest_age_ns.map_or(a.age_ns, |o| o.max(a.age_ns)));
         let owner = self
             .owners
-            .entry((rec.tgid, rec.pid, comm_string(&rec.comm)))
+            .entry((a.tgid, a.pid, comm_string(a.comm)))
             .or_default();
-        owner.0 = owner.0.saturating_add(bytes);
+        owner.0 = owner.0.saturating_add(a.bytes);
         owner.1 = owner.1.saturating_add(1);
     }
 
@@ -166,6 +275,63 @@ impl WalkAcc {
         owners.truncate(max);
         owners
     }
+
+    /// Requested bytes of a slab stack whose outstanding bytes are `bytes`. When the records
+    /// hold less than the aggregate (a full table), the walk's requested/allocated ratio is
+    /// applied to `bytes`. `None` when nothing says what was requested.
+    fn bytes_req(&self, bytes: u64) -> Option<u64> {
+        if !self.req_seen {
+            return (bytes == 0).then_some(0);
+        }
+        let req = if self.bytes == 0 || self.bytes == bytes {
+            self.bytes_req
+        } else {
+            let scaled = u128::from(self.bytes_req) * u128::from(bytes) / u128::from(self.bytes);
+            u64::try_from(scaled).unwrap_or(u64::MAX)
+        };
+        Some(req.min(bytes))
+    }
+}
+
+/// What every outstanding record of a (kind, slot) says about its class and cache, whatever
+/// its age (so that `--min-age` does not change them).
+#[derive(Default)]
+struct Hints {
+    /// (gfp flags, migrate type for pages) → allocations.
+    flags: BTreeMap<(u32, Option<u8>), u64>,
+    /// Object size → allocations.
+    sizes: BTreeMap<u64, u64>,
+}
+
+/// The most frequent key (the smallest on a tie).
+fn most_common<K: Copy + Ord>(counts: &BTreeMap<K, u64>) -> Option<K> {
+    let mut best: Option<(K, u64)> = None;
+    for (k, n) in counts {
+        if best.is_none_or(|(_, b)| *n > b) {
+            best = Some((*k, *n));
+        }
+    }
+    best.map(|(k, _)| k)
+}
+
+/// The kinds traced in this session: those `session.kinds` says were, and those that
+/// produced data anyway.
+fn traced_kinds(raw: &RawSession, session: &SessionInfo) -> BTreeSet<Kind> {
+    let mut traced: BTreeSet<Kind> = Kind::ALL
+        .iter()
+        .copied()
+        .filter(|k| session.kinds.iter().any(|s| s.traced && s.kind == k.name()))
+        .collect();
+    traced.extend(raw.aggs.iter().map(|(k, _, _)| *k));
+    traced.extend(
+        raw.objects
+            .iter()
+            .filter_map(|(k, _)| Kind::from_u32(k.kind)),
+    );
+    if !raw.records.is_empty() {
+        traced.insert(Kind::Page);
+    }
+    traced
 }
 
 /// Builds the report. `symbols.symbolize` is called at most once, with every distinct address
@@ -186,31 +352,70 @@ pub fn build_report(
         .map(|c| c.name())
         .collect();
 
-    // Slot → aggregate (summed, should a slot ever appear twice).
-    let mut aggs: BTreeMap<u32, StackAgg> = BTreeMap::new();
-    for (slot, agg) in &raw.aggs {
-        let e = aggs.entry(*slot).or_default();
+    // (kind, slot) → aggregate (summed, should a slot ever appear twice).
+    let mut aggs: BTreeMap<Key, StackAgg> = BTreeMap::new();
+    for (kind, slot, agg) in &raw.aggs {
+        let e = aggs.entry((*kind, *slot)).or_default();
         e.outstanding_bytes = e.outstanding_bytes.wrapping_add(agg.outstanding_bytes);
         e.outstanding_count = e.outstanding_count.wrapping_add(agg.outstanding_count);
         e.allocated_bytes = e.allocated_bytes.saturating_add(agg.allocated_bytes);
         e.allocated_count = e.allocated_count.saturating_add(agg.allocated_count);
     }
 
-    // Walk the outstanding records. The key (head pfn, maybe DETACHED_KEY_BIT) does not matter
-    // here: every record is a distinct allocation.
-    let mut walk: BTreeMap<u32, WalkAcc> = BTreeMap::new();
+    // Walk the outstanding records. The keys (head pfn, maybe DETACHED_KEY_BIT; object
+    // address) do not matter here: every record is a distinct allocation.
+    let mut walk: BTreeMap<Key, WalkAcc> = BTreeMap::new();
+    let mut hints: HashMap<Key, Hints> = HashMap::new();
+    let young = |age_ns: u64| opts.min_age_ns > 0 && age_ns < opts.min_age_ns;
     for (_key, rec) in &raw.records {
         if rec.remaining_pages == 0 {
             continue;
         }
+        let key = (Kind::Page, rec.stack_id);
+        *hints
+            .entry(key)
+            .or_default()
+            .flags
+            .entry((rec.gfp_flags, Some(rec.migratetype)))
+            .or_default() += 1;
         let age_ns = raw.now_ns.saturating_sub(rec.ts_ns);
-        if opts.min_age_ns > 0 && age_ns < opts.min_age_ns {
+        if young(age_ns) {
             continue;
         }
-        let bytes = u64::from(rec.remaining_pages).saturating_mul(raw.page_size);
-        walk.entry(rec.stack_id)
-            .or_default()
-            .add(rec, bytes, age_ns);
+        walk.entry(key).or_default().add(&Alloc {
+            bytes: u64::from(rec.remaining_pages).saturating_mul(raw.page_size),
+            age_ns,
+            tgid: rec.tgid,
+            pid: rec.pid,
+            comm: &rec.comm,
+            order: Some(rec.order),
+            bytes_req: 0,
+        });
+    }
+    for (okey, rec) in &raw.objects {
+        // The objects table never holds pages; anything else is not a kind we know.
+        let Some(kind) = Kind::from_u32(okey.kind).filter(|k| *k != Kind::Page) else {
+            continue;
+        };
+        let key = (kind, rec.stack_id);
+        let h = hints.entry(key).or_default();
+        *h.flags.entry((rec.gfp_flags, None)).or_default() += 1;
+        if rec.bytes > 0 {
+            *h.sizes.entry(rec.bytes).or_default() += 1;
+        }
+        let age_ns = raw.now_ns.saturating_sub(rec.ts_ns);
+        if young(age_ns) {
+            continue;
+        }
+        walk.entry(key).or_default().add(&Alloc {
+            bytes: rec.bytes,
+            age_ns,
+            tgid: rec.tgid,
+            pid: rec.pid,
+            comm: &rec.comm,
+            order: None,
+            bytes_req: if kind == Kind::Slab { rec.bytes_req } else { 0 },
+        });
     }
 
     let max_owners = if opts.max_owners == 0 {
@@ -219,12 +424,13 @@ pub fn build_report(
         opts.max_owners
     };
 
-    let slots: BTreeSet<u32> = aggs.keys().chain(walk.keys()).copied().collect();
+    let keys: BTreeSet<Key> = aggs.keys().chain(walk.keys()).copied().collect();
     let empty_walk = WalkAcc::default();
     let mut stacks: Vec<StackReport> = Vec::new();
-    for slot in slots {
-        let agg = aggs.get(&slot);
-        let w = walk.get(&slot).unwrap_or(&empty_walk);
+    for key in keys {
+        let (kind, slot) = key;
+        let agg = aggs.get(&key);
+        let w = walk.get(&key).unwrap_or(&empty_walk);
         let (bytes, allocations) = match agg {
             Some(a) if opts.min_age_ns == 0 => (
                 clamp_agg(a.outstanding_bytes),
@@ -237,8 +443,13 @@ pub fn build_report(
         if allocated_count == 0 && bytes == 0 {
             continue;
         }
+        let stack_id = (slot != raw.stack_none_id).then_some(slot);
         stacks.push(StackReport {
-            stack_id: (slot != raw.stack_none_id).then_some(slot),
+            kind,
+            class: Class::OtherKernel, // classified once the frames are known
+            cache: cache_name(raw, kind, stack_id, hints.get(&key)),
+            bytes_req: (kind == Kind::Slab).then(|| w.bytes_req(bytes)).flatten(),
+            stack_id,
             bytes,
             allocations,
             allocated_bytes,
@@ -257,17 +468,41 @@ pub fn build_report(
             None => STACK_UNAVAILABLE.to_string(),
             Some(_) => select_caller(&s.frames),
         };
+        let (gfp_flags, migratetype) = hints
+            .get(&(s.kind, s.stack_id.unwrap_or(raw.stack_none_id)))
+            .and_then(|h| most_common(&h.flags))
+            .map_or((None, None), |(gfp, mt)| (Some(gfp), mt));
+        let names = frame_names(&s.frames);
+        s.class = classify(&ClassifyInput {
+            kind: Some(s.kind),
+            frames: &names,
+            cache: s.cache.as_deref(),
+            gfp_flags,
+            migratetype,
+        });
     }
 
+    let traced = traced_kinds(raw, &session);
+    let in_total = |c: Class| c.backs().is_none_or(|k| !traced.contains(&k));
+    let classes = summarize_classes(&stacks, in_total);
+
+    if let Some(selected) = &opts.classes {
+        stacks.retain(|s| selected.contains(&s.class));
+    }
     stacks.sort_by(|a, b| {
         b.bytes
             .cmp(&a.bytes)
             .then(b.allocated_bytes.cmp(&a.allocated_bytes))
+            .then(a.kind.cmp(&b.kind))
             .then(sort_id(a.stack_id).cmp(&sort_id(b.stack_id)))
     });
 
-    let callers = summarize_callers(&stacks);
-    let totals = stacks.iter().fold(Totals::default(), |t, s| Totals {
+    // Callers and totals over the same stacks, so that callers add up to the totals and
+    // nothing is counted twice (a large kmalloc'ed skb head is a slab object *and* pages
+    // whose caller is the same function).
+    let counted: Vec<&StackReport> = stacks.iter().filter(|s| in_total(s.class)).collect();
+    let callers = summarize_callers(&counted);
+    let totals = counted.iter().fold(Totals::default(), |t, s| Totals {
         bytes: t.bytes.saturating_add(s.bytes),
         allocations: t.allocations.saturating_add(s.allocations),
         allocated_bytes: t.allocated_bytes.saturating_add(s.allocated_bytes),
@@ -280,9 +515,59 @@ pub fn build_report(
         failure_counters,
         programs: raw.programs.clone(),
         totals,
+        classes,
+        class_filter: opts.classes.clone(),
         callers,
         stacks,
     }
+}
+
+/// The slab cache of a slab stack: the name recorded for its stack id (`kmem_cache_alloc`),
+/// else `kmalloc-<bytes>` from the most common size of its outstanding objects (kmalloc does
+/// not name its cache). `None` for other kinds, for the "stack unavailable" bucket (a mix of
+/// caches) and when nothing is outstanding.
+fn cache_name(
+    raw: &RawSession,
+    kind: Kind,
+    stack_id: Option<u32>,
+    hints: Option<&Hints>,
+) -> Option<String> {
+    if kind != Kind::Slab {
+        return None;
+    }
+    let id = stack_id?;
+    if let Some(name) = raw.cache_names.get(&id).filter(|n| !n.is_empty()) {
+        return Some(name.clone());
+    }
+    most_common(&hints?.sizes).map(|bytes| format!("kmalloc-{bytes}"))
+}
+
+/// Outstanding memory by class over every stack, by bytes descending.
+fn summarize_classes(
+    stacks: &[StackReport],
+    in_total: impl Fn(Class) -> bool,
+) -> Vec<ClassSummary> {
+    let mut by_class: BTreeMap<Class, ClassSummary> = BTreeMap::new();
+    for s in stacks {
+        let c = by_class.entry(s.class).or_insert_with(|| ClassSummary {
+            class: s.class,
+            bytes: 0,
+            allocations: 0,
+            stacks: 0,
+            in_total: in_total(s.class),
+        });
+        c.bytes = c.bytes.saturating_add(s.bytes);
+        c.allocations = c.allocations.saturating_add(s.allocations);
+        c.stacks += 1;
+    }
+    let mut classes: Vec<ClassSummary> = by_class.into_values().collect();
+    classes.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(b.allocations.cmp(&a.allocations))
+            .then(a.class.cmp(&b.class))
+    });
+    classes
 }
 
 /// The "stack unavailable" bucket sorts after every real stack id.
@@ -335,7 +620,9 @@ fn symbolize_stacks(stacks: &mut [StackReport], raw: &RawSession, symbols: &dyn 
     }
 }
 
-fn summarize_callers(stacks: &[StackReport]) -> Vec<CallerSummary> {
+/// By calling function, across kinds: a function that holds pages and slab objects is one
+/// row (its stacks differ anyway; the kind of each is in the stacks list).
+fn summarize_callers(stacks: &[&StackReport]) -> Vec<CallerSummary> {
     let mut by_caller: HashMap<&str, CallerSummary> = HashMap::new();
     for s in stacks {
         let c = by_caller
@@ -363,8 +650,10 @@ fn summarize_callers(stacks: &[StackReport]) -> Vec<CallerSummary> {
 pub(crate) mod tests {
     use std::cell::RefCell;
 
-    use memtrace_common::DETACHED_KEY_BIT;
+    use memtrace_common::Kind::{Page, Percpu, Slab, Vmalloc};
+    use memtrace_common::{ObjKey, ObjRecord, PageRecord, DETACHED_KEY_BIT};
 
+    use super::super::{KindStatus, ProgramStats};
     use super::*;
 
     pub(crate) const PAGE: u64 = 4096;
@@ -442,7 +731,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn raw_base() -> RawSession {
+    pub(crate) fn raw_base() -> RawSession {
         RawSession {
             page_size: PAGE,
             counters: vec![0; Counter::COUNT as usize],
@@ -456,14 +745,20 @@ pub(crate) mod tests {
         BuildOptions {
             min_age_ns,
             max_owners,
+            classes: None,
         }
     }
 
+    /// The page stack `id`.
     fn find(report: &Report, id: Option<u32>) -> &StackReport {
+        find_k(report, Page, id)
+    }
+
+    fn find_k(report: &Report, kind: Kind, id: Option<u32>) -> &StackReport {
         report
             .stacks
             .iter()
-            .find(|s| s.stack_id == id)
+            .find(|s| s.kind == kind && s.stack_id == id)
             .expect("stack in report")
     }
 
@@ -527,11 +822,12 @@ pub(crate) mod tests {
             "__get_free_pages",
             "get_zeroed_page_noprof",
             "__kmalloc_large_node_noprof",
+            "___kmalloc_large_node",
             "UNRESOLVED",
-            "__kmalloc_large_node.constprop.0",
+            "kmalloc_reserve.constprop.0",
         ]);
-        frames[16].symbol = None;
-        assert_eq!(select_caller(&frames), "__kmalloc_large_node.constprop.0");
+        frames[17].symbol = None;
+        assert_eq!(select_caller(&frames), "kmalloc_reserve.constprop.0");
     }
 
     #[test]
@@ -565,6 +861,28 @@ pub(crate) mod tests {
             "kmalloc_noprof",
             "bpf_prog_123_x",
             "__traceiter_mm_page_alloc",
+            // Slab, percpu and vmalloc internals (older names without `_noprof` too).
+            "kmalloc_large",
+            "___kmalloc_large_node",
+            "kmem_cache_alloc",
+            "kmem_cache_alloc_node",
+            "kmem_cache_alloc_lru_noprof",
+            "___slab_alloc",
+            "__slab_alloc.isra.0",
+            "slab_alloc_node",
+            "__kmalloc",
+            "__kmalloc_node_track_caller",
+            "__kmalloc_cache_noprof",
+            "kmalloc_trace",
+            "pcpu_alloc",
+            "pcpu_alloc_noprof",
+            "__alloc_percpu_gfp",
+            "alloc_vmap_area",
+            "__get_vm_area_node",
+            "__vmalloc_node_range",
+            "__vmalloc_node_range_noprof",
+            "__kvmalloc_node_noprof",
+            "vmalloc",
         ] {
             assert!(is_allocator_internal(s), "{s} should be internal");
         }
@@ -573,8 +891,14 @@ pub(crate) mod tests {
             "do_anonymous_page",
             "tcp_sendmsg_locked",
             "page_pool_alloc_pages",
-            "kmalloc_large",
             "get_page_from_freelist_wrapper_in_driver_x", // exact rule, not prefix
+            "allocate_slab",                              // the slab-backing pages' caller
+            "kmalloc_reserve",
+            "pcpu_alloc_pages",
+            "pcpu_populate_chunk",
+            "vmalloc_to_page",
+            "copy_process",
+            "__bpf_map_area_alloc",
             "noprof_helper",
             ".cold",
         ] {
@@ -587,7 +911,7 @@ pub(crate) mod tests {
     #[test]
     fn aggs_are_authoritative_without_min_age() {
         let mut raw = raw_base();
-        raw.aggs = vec![(1, agg(10 * PAGE, 3, 100 * PAGE, 50))];
+        raw.aggs = vec![(Page, 1, agg(10 * PAGE, 3, 100 * PAGE, 50))];
         // The walk sees fewer (e.g. outstanding map full): aggregates still win for totals.
         raw.records = vec![
             (100, rec(1, 990 * SEC, 10, 11, "nginx", 3, 8)),
@@ -610,7 +934,7 @@ pub(crate) mod tests {
     #[test]
     fn min_age_uses_the_walk() {
         let mut raw = raw_base();
-        raw.aggs = vec![(1, agg(10 * PAGE, 3, 100 * PAGE, 50))];
+        raw.aggs = vec![(Page, 1, agg(10 * PAGE, 3, 100 * PAGE, 50))];
         raw.records = vec![
             (100, rec(1, 990 * SEC, 10, 11, "young", 3, 8)), // 10 s old
             (200, rec(1, 400 * SEC, 20, 20, "old", 0, 1)),   // 600 s old
@@ -640,7 +964,7 @@ pub(crate) mod tests {
     #[test]
     fn negative_transient_aggregate_is_clamped() {
         let mut raw = raw_base();
-        raw.aggs = vec![(1, agg((-4096i64) as u64, (-1i64) as u64, 8 * PAGE, 2))];
+        raw.aggs = vec![(Page, 1, agg((-4096i64) as u64, (-1i64) as u64, 8 * PAGE, 2))];
         let sym = FakeSymbols::new(&[]);
         let r = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 0));
         let s = find(&r, Some(1));
@@ -652,7 +976,7 @@ pub(crate) mod tests {
     #[test]
     fn detached_records_and_missing_aggs_are_counted() {
         let mut raw = raw_base();
-        raw.aggs = vec![(1, agg(12 * PAGE, 2, 12 * PAGE, 2))];
+        raw.aggs = vec![(Page, 1, agg(12 * PAGE, 2, 12 * PAGE, 2))];
         raw.records = vec![
             // Same head pfn: the original (detached, tail pages still held) and a new one.
             (
@@ -680,8 +1004,8 @@ pub(crate) mod tests {
     fn stack_unavailable_bucket() {
         let mut raw = raw_base();
         raw.aggs = vec![
-            (NONE_ID, agg(2 * PAGE, 2, 5 * PAGE, 5)),
-            (1, agg(2 * PAGE, 1, 2 * PAGE, 1)),
+            (Page, NONE_ID, agg(2 * PAGE, 2, 5 * PAGE, 5)),
+            (Page, 1, agg(2 * PAGE, 1, 2 * PAGE, 1)),
         ];
         raw.records = vec![(5, rec(NONE_ID, 999 * SEC, 4, 4, "x", 0, 1))];
         // Even if the stack map happened to hold an entry for that slot, it is not used.
@@ -704,7 +1028,7 @@ pub(crate) mod tests {
     #[test]
     fn owners_grouped_sorted_truncated() {
         let mut raw = raw_base();
-        raw.aggs = vec![(1, agg(0, 0, PAGE, 1))];
+        raw.aggs = vec![(Page, 1, agg(0, 0, PAGE, 1))];
         raw.records = vec![
             (1, rec(1, 1, 100, 100, "nginx", 0, 1)),
             (2, rec(1, 1, 100, 101, "nginx", 0, 2)),
@@ -751,10 +1075,10 @@ pub(crate) mod tests {
         raw.stacks.insert(3, tcp2);
         raw.stacks.insert(4, vec![0x9999]); // not reported: no agg, no record
         raw.aggs = vec![
-            (1, agg(30 * PAGE, 3, 30 * PAGE, 3)),
-            (2, agg(20 * PAGE, 20, 20 * PAGE, 20)),
-            (3, agg(0, 0, 50 * PAGE, 7)),
-            (5, agg(PAGE, 1, PAGE, 1)), // no stack in the map
+            (Page, 1, agg(30 * PAGE, 3, 30 * PAGE, 3)),
+            (Page, 2, agg(20 * PAGE, 20, 20 * PAGE, 20)),
+            (Page, 3, agg(0, 0, 50 * PAGE, 7)),
+            (Page, 5, agg(PAGE, 1, PAGE, 1)), // no stack in the map
         ];
         let mut all: Vec<(u64, &str)> = TCP_STACK.to_vec();
         all.extend_from_slice(ANON_STACK);
@@ -838,7 +1162,7 @@ pub(crate) mod tests {
         raw.counters[Counter::OutstandingFull as usize] = 7;
         raw.counters[Counter::AllocsSeen as usize] = 1234;
         raw.counters.truncate(Counter::COUNT as usize - 1); // short vector: missing → 0
-        raw.programs = vec![super::super::ProgramStats {
+        raw.programs = vec![ProgramStats {
             name: "mm_page_free".into(),
             recursion_misses: 3,
             ..Default::default()
@@ -867,5 +1191,527 @@ pub(crate) mod tests {
         }
         assert!(!r.failure_counters.contains(&"unmatched_frees"));
         assert_eq!(r.programs, raw.programs);
+    }
+
+    pub(crate) fn obj(
+        kind: Kind,
+        addr: u64,
+        stack_id: u32,
+        ts_ns: u64,
+        bytes: u64,
+        bytes_req: u64,
+        comm: &str,
+    ) -> (ObjKey, ObjRecord) {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        (
+            ObjKey {
+                addr,
+                kind: kind as u32,
+                _pad: 0,
+            },
+            ObjRecord {
+                ts_ns,
+                bytes,
+                bytes_req,
+                stack_id,
+                tgid: 1,
+                pid: 1,
+                gfp_flags: 0xcc0,
+                comm: c,
+            },
+        )
+    }
+
+    /// Puts a stack of these function names (innermost first) under `id`, with made-up
+    /// addresses, and returns the symbol table entries for them.
+    pub(crate) fn add_stack(
+        raw: &mut RawSession,
+        id: u32,
+        names: &[&'static str],
+    ) -> Vec<(u64, &'static str)> {
+        let syms: Vec<(u64, &'static str)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    0xffff_ffff_9000_0000 + u64::from(id) * 0x1000 + i as u64 * 0x10,
+                    *n,
+                )
+            })
+            .collect();
+        raw.stacks
+            .insert(id, syms.iter().map(|(a, _)| *a).collect());
+        syms
+    }
+
+    pub(crate) fn kind_status(kind: Kind, traced: bool) -> KindStatus {
+        KindStatus {
+            kind: kind.name().to_string(),
+            traced,
+            hooks: Vec::new(),
+            note: None,
+        }
+    }
+
+    pub(crate) const SKB_SLAB_PAGE: &[&str] = &[
+        "__alloc_frozen_pages_noprof",
+        "alloc_pages_mpol",
+        "allocate_slab",
+        "___slab_alloc",
+        "kmem_cache_alloc_node_noprof",
+        "kmalloc_reserve",
+        "__alloc_skb",
+        "tcp_stream_alloc_skb",
+    ];
+
+    /// Every kind at once: page stacks 1 (TCP frags, network), 2 (anonymous), 10 (slab
+    /// pages), 14 (vmalloc pages), 16 (percpu chunk pages); slab stacks 11 (skbuff_head_cache)
+    /// and 12 (kmalloc, no cache name) and the slab "stack unavailable" bucket; vmalloc stack 13
+    /// (a BPF map, the same allocation as stack 14's pages). Page, slab and vmalloc were
+    /// traced, percpu was not.
+    pub(crate) fn mixed_raw() -> (RawSession, FakeSymbols, SessionInfo) {
+        let mut raw = raw_base();
+        let mut syms: Vec<(u64, &'static str)> = Vec::new();
+        let tcp: Vec<&'static str> = TCP_STACK.iter().map(|(_, n)| *n).collect();
+        let anon: Vec<&'static str> = ANON_STACK.iter().map(|(_, n)| *n).collect();
+        syms.extend(add_stack(&mut raw, 1, &tcp));
+        syms.extend(add_stack(&mut raw, 2, &anon));
+        syms.extend(add_stack(&mut raw, 10, SKB_SLAB_PAGE));
+        syms.extend(add_stack(
+            &mut raw,
+            11,
+            &[
+                "kmem_cache_alloc_node_noprof",
+                "__alloc_skb",
+                "tcp_stream_alloc_skb",
+                "tcp_sendmsg_locked",
+            ],
+        ));
+        syms.extend(add_stack(
+            &mut raw,
+            12,
+            &[
+                "__kmalloc_cache_noprof",
+                "kernfs_fop_open",
+                "do_dentry_open",
+            ],
+        ));
+        syms.extend(add_stack(
+            &mut raw,
+            13,
+            &[
+                "alloc_vmap_area",
+                "__get_vm_area_node",
+                "__vmalloc_node_range_noprof",
+                "__bpf_map_area_alloc",
+                "array_map_alloc",
+            ],
+        ));
+        syms.extend(add_stack(
+            &mut raw,
+            14,
+            &[
+                "__alloc_pages_noprof",
+                "alloc_pages_bulk_noprof",
+                "__vmalloc_node_range_noprof",
+                "__bpf_map_area_alloc",
+                "array_map_alloc",
+            ],
+        ));
+        syms.extend(add_stack(
+            &mut raw,
+            16,
+            &[
+                "__alloc_pages_noprof",
+                "pcpu_populate_chunk",
+                "pcpu_balance_populated",
+            ],
+        ));
+        raw.cache_names.insert(11, "skbuff_head_cache".to_string());
+        raw.aggs = vec![
+            (Page, 1, agg(8 * PAGE, 1, 16 * PAGE, 2)),
+            (Page, 2, agg(3 * PAGE, 3, 5 * PAGE, 5)),
+            (Page, 10, agg(4 * PAGE, 2, 4 * PAGE, 2)),
+            (Slab, 11, agg(768, 3, 1024, 4)),
+            (Slab, 12, agg(1280, 3, 1280, 3)),
+            (Vmalloc, 13, agg(17 * PAGE, 1, 17 * PAGE, 1)),
+            (Page, 14, agg(16 * PAGE, 16, 16 * PAGE, 16)),
+            (Page, 16, agg(2 * PAGE, 2, 2 * PAGE, 2)),
+            (Slab, NONE_ID, agg(64, 1, 64, 1)),
+        ];
+        raw.records = vec![
+            (1, rec(1, 990 * SEC, 10, 11, "nginx", 3, 8)),
+            (2, rec(2, 900 * SEC, 20, 20, "bash", 0, 1)),
+            (3, rec(2, 900 * SEC, 20, 20, "bash", 0, 1)),
+            (4, rec(2, 900 * SEC, 20, 20, "bash", 0, 1)),
+            (5, rec(10, 500 * SEC, 10, 11, "nginx", 1, 2)),
+            (6, rec(10, 500 * SEC, 10, 11, "nginx", 1, 2)),
+        ];
+        raw.objects = vec![
+            obj(Slab, 0xa000, 11, 990 * SEC, 256, 232, "nginx"),
+            obj(Slab, 0xa100, 11, 990 * SEC, 256, 232, "nginx"),
+            obj(Slab, 0xa200, 11, 990 * SEC, 256, 232, "nginx"),
+            obj(Slab, 0xb000, 12, 100 * SEC, 512, 300, "cat"),
+            obj(Slab, 0xb200, 12, 100 * SEC, 512, 300, "cat"),
+            obj(Slab, 0xb400, 12, 990 * SEC, 256, 200, "cat"),
+            obj(Vmalloc, 0xc000, 13, 800 * SEC, 17 * PAGE, 0, "bpftool"),
+            obj(Slab, 0xd000, NONE_ID, 990 * SEC, 64, 50, "x"),
+        ];
+        let session = SessionInfo {
+            page_size: PAGE,
+            kinds: vec![
+                kind_status(Page, true),
+                kind_status(Slab, true),
+                kind_status(Percpu, false),
+                kind_status(Vmalloc, true),
+            ],
+            ..Default::default()
+        };
+        (raw, FakeSymbols::new(&syms), session)
+    }
+
+    fn classes_of(r: &Report) -> Vec<(Class, u64, u64, u64, bool)> {
+        r.classes
+            .iter()
+            .map(|c| (c.class, c.bytes, c.allocations, c.stacks, c.in_total))
+            .collect()
+    }
+
+    #[test]
+    fn mixed_kinds_classes_and_totals() {
+        let (raw, sym, session) = mixed_raw();
+        let r = build_report(&raw, session, &sym, &opts(0, 0));
+        assert_eq!(sym.calls.borrow().len(), 1, "symbolized once");
+
+        let got: Vec<(Kind, Option<u32>, Class)> = r
+            .stacks
+            .iter()
+            .map(|s| (s.kind, s.stack_id, s.class))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Vmalloc, Some(13), Class::OtherKernel),
+                (Page, Some(14), Class::VmallocBacking),
+                (Page, Some(1), Class::Network),
+                (Page, Some(10), Class::SlabBacking),
+                (Page, Some(2), Class::UserAnon),
+                (Page, Some(16), Class::PercpuBacking),
+                (Slab, Some(12), Class::OtherKernel),
+                (Slab, Some(11), Class::Network),
+                (Slab, None, Class::OtherKernel),
+            ]
+        );
+        assert_eq!(
+            classes_of(&r),
+            [
+                (Class::OtherKernel, 17 * PAGE + 1280 + 64, 5, 3, true),
+                (Class::VmallocBacking, 16 * PAGE, 16, 1, false),
+                (Class::Network, 8 * PAGE + 768, 4, 2, true),
+                (Class::SlabBacking, 4 * PAGE, 2, 1, false),
+                (Class::UserAnon, 3 * PAGE, 3, 1, true),
+                // Percpu was not traced: its chunk pages count.
+                (Class::PercpuBacking, 2 * PAGE, 2, 1, true),
+            ]
+        );
+        // Totals leave out the slab and vmalloc pages (counted as slab objects and vmalloc
+        // areas).
+        assert_eq!(
+            r.totals,
+            Totals {
+                bytes: 30 * PAGE + 768 + 1280 + 64,
+                allocations: 1 + 3 + 3 + 3 + 1 + 2 + 1,
+                allocated_bytes: 16 * PAGE + 5 * PAGE + 1024 + 1280 + 17 * PAGE + 2 * PAGE + 64,
+                allocated_count: 2 + 5 + 4 + 3 + 1 + 2 + 1,
+            }
+        );
+        let excluded: Vec<Class> = excluded_from_totals(&r).iter().map(|c| c.class).collect();
+        assert_eq!(excluded, [Class::VmallocBacking, Class::SlabBacking]);
+        // Callers cover the same stacks as the totals: the BPF map counts once (as its vmalloc
+        // area), allocate_slab (the slab pages) not at all.
+        let bpf = r
+            .callers
+            .iter()
+            .find(|c| c.function == "__bpf_map_area_alloc")
+            .expect("bpf caller");
+        assert_eq!((bpf.bytes, bpf.stacks), (17 * PAGE, 1));
+        assert!(r.callers.iter().all(|c| c.function != "allocate_slab"));
+        assert_eq!(
+            r.callers.iter().map(|c| c.bytes).sum::<u64>(),
+            r.totals.bytes
+        );
+        let callers: Vec<&str> = r.callers.iter().map(|c| c.function.as_str()).collect();
+        assert!(callers.contains(&"__alloc_skb") && callers.contains(&"kernfs_fop_open"));
+        assert_eq!(r.class_filter, None);
+        // Objects: no orders; owners and ages from the records.
+        let s11 = find_k(&r, Slab, Some(11));
+        assert!(s11.orders.is_empty());
+        assert_eq!(s11.oldest_age_secs, Some(10.0));
+        assert_eq!(s11.owners.len(), 1);
+        assert_eq!((s11.owners[0].bytes, s11.owners[0].allocations), (768, 3));
+        assert_eq!(s11.caller, "__alloc_skb");
+        let s13 = find_k(&r, Vmalloc, Some(13));
+        assert_eq!(s13.caller, "__bpf_map_area_alloc");
+        assert_eq!((s13.cache.as_deref(), s13.bytes_req), (None, None));
+        assert_eq!(find(&r, Some(10)).caller, "allocate_slab");
+        assert_eq!(find(&r, Some(10)).orders, [1]);
+    }
+
+    #[test]
+    fn backing_pages_count_when_their_kind_was_not_traced() {
+        let (mut raw, sym, mut session) = mixed_raw();
+        // Pages only: slab and vmalloc skipped, nothing of theirs collected.
+        raw.aggs.retain(|(k, _, _)| *k == Page);
+        raw.objects.clear();
+        session.kinds = vec![
+            kind_status(Page, true),
+            kind_status(Slab, false),
+            kind_status(Vmalloc, false),
+        ];
+        let r = build_report(&raw, session.clone(), &sym, &opts(0, 0));
+        assert!(r.classes.iter().all(|c| c.in_total), "{:?}", r.classes);
+        assert_eq!(r.totals.bytes, (8 + 3 + 4 + 16 + 2) * PAGE);
+        assert!(excluded_from_totals(&r).is_empty());
+        assert!(r.callers.iter().any(|c| c.function == "allocate_slab"));
+
+        // A kind that produced data counts as traced even if the session info does not say
+        // so (e.g. no kinds listed at all).
+        let (raw, sym, mut session) = mixed_raw();
+        session.kinds.clear();
+        let r = build_report(&raw, session, &sym, &opts(0, 0));
+        let slab_backing = r
+            .classes
+            .iter()
+            .find(|c| c.class == Class::SlabBacking)
+            .expect("slab-backing");
+        assert!(!slab_backing.in_total);
+        let percpu_backing = r
+            .classes
+            .iter()
+            .find(|c| c.class == Class::PercpuBacking)
+            .expect("percpu-backing");
+        assert!(percpu_backing.in_total);
+    }
+
+    #[test]
+    fn class_filter_restricts_stacks_callers_totals() {
+        let (raw, sym, session) = mixed_raw();
+        let all = build_report(&raw, session.clone(), &sym, &opts(0, 0));
+        let filter = |classes: Vec<Class>| BuildOptions {
+            classes: Some(classes),
+            ..opts(0, 0)
+        };
+
+        let r = build_report(&raw, session.clone(), &sym, &filter(vec![Class::Network]));
+        let ids: Vec<(Kind, Option<u32>)> = r.stacks.iter().map(|s| (s.kind, s.stack_id)).collect();
+        assert_eq!(ids, [(Page, Some(1)), (Slab, Some(11))]);
+        assert_eq!(r.totals.bytes, 8 * PAGE + 768);
+        assert_eq!(r.totals.allocations, 4);
+        assert_eq!(r.totals.allocated_bytes, 16 * PAGE + 1024);
+        let callers: Vec<&str> = r.callers.iter().map(|c| c.function.as_str()).collect();
+        assert_eq!(callers, ["skb_page_frag_refill", "__alloc_skb"]);
+        // The class summary is from before the filter.
+        assert_eq!(r.classes, all.classes);
+        assert_eq!(r.class_filter, Some(vec![Class::Network]));
+
+        // Only backing pages of traced kinds: listed, but nothing counts in the totals.
+        let r = build_report(
+            &raw,
+            session.clone(),
+            &sym,
+            &filter(vec![Class::SlabBacking]),
+        );
+        assert_eq!(r.stacks.len(), 1);
+        assert_eq!(r.stacks[0].stack_id, Some(10));
+        assert_eq!(r.totals, Totals::default());
+        assert!(r.callers.is_empty());
+        let excluded: Vec<Class> = excluded_from_totals(&r).iter().map(|c| c.class).collect();
+        assert_eq!(excluded, [Class::SlabBacking]);
+
+        // Several classes, and the `kernel` shorthand.
+        let kernel = crate::model::classify::parse_class_list("kernel").expect("kernel");
+        let r = build_report(&raw, session, &sym, &filter(kernel));
+        assert!(r
+            .stacks
+            .iter()
+            .all(|s| s.class != Class::UserAnon && s.class != Class::PageCache));
+        assert_eq!(r.stacks.len(), all.stacks.len() - 1);
+        assert_eq!(r.totals.bytes, all.totals.bytes - 3 * PAGE);
+    }
+
+    #[test]
+    fn slab_cache_names_and_requested_bytes() {
+        let (raw, sym, session) = mixed_raw();
+        let r = build_report(&raw, session.clone(), &sym, &opts(0, 0));
+        let s11 = find_k(&r, Slab, Some(11));
+        assert_eq!(s11.cache.as_deref(), Some("skbuff_head_cache"));
+        assert_eq!(s11.bytes_req, Some(3 * 232));
+        // kmalloc: no recorded name, the most common object size names the cache.
+        let s12 = find_k(&r, Slab, Some(12));
+        assert_eq!(s12.cache.as_deref(), Some("kmalloc-512"));
+        assert_eq!(s12.bytes, 1280);
+        assert_eq!(s12.bytes_req, Some(800));
+        // The "stack unavailable" bucket mixes caches: no name.
+        let none = find_k(&r, Slab, None);
+        assert_eq!(none.cache, None);
+        assert_eq!(none.caller, STACK_UNAVAILABLE);
+        assert_eq!(none.bytes_req, Some(50));
+        // Other kinds have neither.
+        for s in r.stacks.iter().filter(|s| s.kind != Slab) {
+            assert_eq!((&s.cache, s.bytes_req), (&None, None), "{:?}", s.stack_id);
+        }
+
+        // --min-age: the young 256-byte object no longer counts; the cache name does not
+        // change with it.
+        let r = build_report(&raw, session.clone(), &sym, &opts(60 * SEC, 0));
+        let s12 = find_k(&r, Slab, Some(12));
+        assert_eq!((s12.bytes, s12.allocations), (1024, 2));
+        assert_eq!(s12.bytes_req, Some(600));
+        assert_eq!(s12.cache.as_deref(), Some("kmalloc-512"));
+        assert_eq!(s12.oldest_age_secs, Some(900.0));
+        let s11 = find_k(&r, Slab, Some(11));
+        assert_eq!((s11.bytes, s11.bytes_req), (0, Some(0)));
+        assert_eq!(s11.cache.as_deref(), Some("skbuff_head_cache"));
+
+        // Records missing (table full): the requested share is scaled to the aggregate.
+        let mut raw2 = raw.clone();
+        raw2.aggs.push((Slab, 12, agg(1280, 2, 0, 0))); // summed: 2560 bytes outstanding
+        let r = build_report(&raw2, session.clone(), &sym, &opts(0, 0));
+        let s12 = find_k(&r, Slab, Some(12));
+        assert_eq!((s12.bytes, s12.bytes_req), (2560, Some(1600)));
+
+        // No requested size in the records (event without bytes_req): unknown, not 0.
+        let mut raw3 = raw.clone();
+        for (_, o) in &mut raw3.objects {
+            o.bytes_req = 0;
+        }
+        let r = build_report(&raw3, session.clone(), &sym, &opts(0, 0));
+        assert_eq!(find_k(&r, Slab, Some(12)).bytes_req, None);
+
+        // Sizes tie: the smaller wins (deterministic); no outstanding objects: no name.
+        let mut raw4 = raw.clone();
+        raw4.objects
+            .retain(|(_, o)| o.stack_id != 12 || o.ts_ns != 100 * SEC);
+        raw4.objects
+            .push(obj(Slab, 0xb600, 12, 990 * SEC, 1024, 1000, "cat"));
+        raw4.objects.retain(|(_, o)| o.stack_id != 11);
+        raw4.cache_names.clear();
+        let r = build_report(&raw4, session, &sym, &opts(0, 0));
+        assert_eq!(
+            find_k(&r, Slab, Some(12)).cache.as_deref(),
+            Some("kmalloc-256")
+        );
+        assert_eq!(find_k(&r, Slab, Some(11)).cache, None);
+    }
+
+    #[test]
+    fn same_slot_in_two_kinds_are_two_stacks() {
+        let mut raw = raw_base();
+        raw.aggs = vec![
+            (Page, NONE_ID, agg(PAGE, 1, PAGE, 1)),
+            (Slab, NONE_ID, agg(PAGE, 8, PAGE, 8)),
+            (Slab, 5, agg(PAGE, 1, PAGE, 1)),
+            (Page, 5, agg(PAGE, 1, PAGE, 1)),
+        ];
+        let sym = FakeSymbols::new(&[]);
+        let r = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 0));
+        let got: Vec<(Kind, Option<u32>)> = r.stacks.iter().map(|s| (s.kind, s.stack_id)).collect();
+        // Equal bytes and allocated bytes: by kind, then slot (unavailable last).
+        assert_eq!(
+            got,
+            [(Page, Some(5)), (Page, None), (Slab, Some(5)), (Slab, None)]
+        );
+        assert_eq!(r.totals.bytes, 4 * PAGE);
+        assert_eq!(r.totals.allocations, 11);
+        assert_eq!(r.callers.len(), 2); // [unknown] and [stack unavailable]
+    }
+
+    #[test]
+    fn page_class_uses_the_most_common_flags_whatever_their_age() {
+        let mut raw = raw_base();
+        let syms = add_stack(&mut raw, 3, &["__alloc_pages_noprof", "mystery_fn"]);
+        let sym = FakeSymbols::new(&syms);
+        let movable = |ts| PageRecord {
+            gfp_flags: 0x100cca,
+            migratetype: 1,
+            ..rec(3, ts, 1, 1, "a", 0, 1)
+        };
+        let kernel = |ts| PageRecord {
+            gfp_flags: 0xcc0,
+            migratetype: 0,
+            ..rec(3, ts, 1, 1, "a", 0, 1)
+        };
+        raw.aggs = vec![(Page, 3, agg(3 * PAGE, 3, 3 * PAGE, 3))];
+        raw.records = vec![
+            (1, movable(999 * SEC)),
+            (2, movable(999 * SEC)),
+            (3, kernel(10 * SEC)),
+        ];
+        let r = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 0));
+        assert_eq!(find(&r, Some(3)).class, Class::UserAnon);
+        // Only the kernel record is old enough to count, but the class stays.
+        let r = build_report(&raw, SessionInfo::default(), &sym, &opts(60 * SEC, 0));
+        assert_eq!(find(&r, Some(3)).bytes, PAGE);
+        assert_eq!(find(&r, Some(3)).class, Class::UserAnon);
+        raw.records.push((4, kernel(10 * SEC)));
+        raw.records.push((5, kernel(10 * SEC)));
+        let r = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 0));
+        assert_eq!(find(&r, Some(3)).class, Class::OtherKernel);
+    }
+
+    #[test]
+    fn inlined_functions_take_part_in_classification() {
+        let mut raw = raw_base();
+        let syms = add_stack(&mut raw, 4, &["__alloc_pages_noprof", "copy_process"]);
+        raw.aggs = vec![(Page, 4, agg(4 * PAGE, 1, 4 * PAGE, 1))];
+        let r = build_report(
+            &raw,
+            SessionInfo::default(),
+            &FakeSymbols::new(&syms),
+            &opts(0, 0),
+        );
+        assert_eq!(find(&r, Some(4)).class, Class::KernelStack);
+        let mut s = find(&r, Some(4)).clone();
+        // A page-cache stack whose write_begin was inlined: frame_names lists it, the detail
+        // sees it.
+        s.class = Class::PageCache;
+        s.frames[1].symbol = Some("filemap_read".into());
+        assert_eq!(stack_class_detail(&s), None);
+        s.frames[1].symbol = Some("vfs_write".into());
+        s.frames[1].inlined = vec!["generic_perform_write".into(), "ext4_write_begin".into()];
+        assert_eq!(
+            frame_names(&s.frames),
+            [
+                "__alloc_pages_noprof",
+                "ext4_write_begin",
+                "generic_perform_write",
+                "vfs_write"
+            ]
+        );
+        assert_eq!(stack_class_detail(&s), Some("dirty"));
+    }
+
+    #[test]
+    fn objects_of_unknown_kinds_are_ignored() {
+        let mut raw = raw_base();
+        raw.objects = vec![
+            obj(Page, 1, 1, 0, 4096, 0, "a"),
+            (
+                ObjKey {
+                    addr: 2,
+                    kind: 9,
+                    _pad: 0,
+                },
+                ObjRecord::default(),
+            ),
+        ];
+        let r = build_report(
+            &raw,
+            SessionInfo::default(),
+            &FakeSymbols::new(&[]),
+            &opts(1, 0),
+        );
+        assert!(r.stacks.is_empty(), "{:?}", r.stacks);
     }
 }

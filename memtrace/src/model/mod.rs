@@ -5,10 +5,13 @@
 //! (symbolized, grouped, sorted), which the renderers print.
 
 pub mod build;
+pub mod classify;
 
 use std::collections::HashMap;
 
-use memtrace_common::{Counter, PageRecord, StackAgg};
+use memtrace_common::{Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
+
+pub use classify::Class;
 use serde::Serialize;
 
 /// Per-program statistics read from `bpf_prog_info`.
@@ -30,10 +33,15 @@ pub struct RawSession {
     /// Counter values summed over CPUs, indexed by `Counter as usize`.
     pub counters: Vec<u64>,
     pub programs: Vec<ProgramStats>,
-    /// Slot in `STACK_AGG` → aggregate, only slots with `allocated_count > 0`.
-    pub aggs: Vec<(u32, StackAgg)>,
-    /// `OUTSTANDING` key (head pfn, possibly with `DETACHED_KEY_BIT`) → record.
+    /// (kind, stack slot within the kind's block, aggregate); only slots that saw allocations.
+    /// The slot equals the stack id, or `stack_none_id` for "stack unavailable".
+    pub aggs: Vec<(Kind, u32, StackAgg)>,
+    /// Page kind: `OUTSTANDING` key (head pfn, possibly with `DETACHED_KEY_BIT`) → record.
     pub records: Vec<(u64, PageRecord)>,
+    /// Slab, percpu and vmalloc kinds: `OBJECTS` entries (`key.kind` says which).
+    pub objects: Vec<(ObjKey, ObjRecord)>,
+    /// Stack id → slab cache name, for stacks that allocated from a named kmem_cache.
+    pub cache_names: HashMap<u32, String>,
     /// Stack id → instruction pointers, innermost first.
     pub stacks: HashMap<u32, Vec<u64>>,
     /// Slot used for "stack unavailable".
@@ -66,6 +74,20 @@ pub struct SessionInfo {
     pub max_stacks: u32,
     /// How the events were attached, e.g. "tracepoint kmem:mm_page_alloc".
     pub hooks: Vec<String>,
+    /// Every kind that was asked for, traced or skipped.
+    pub kinds: Vec<KindStatus>,
+}
+
+/// Whether a kind of memory was traced in this session, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindStatus {
+    /// `page`, `slab`, `percpu`, `vmalloc`.
+    pub kind: String,
+    pub traced: bool,
+    /// Tracepoints attached for it, e.g. `kmem:kmalloc`.
+    pub hooks: Vec<String>,
+    /// Why it was skipped, or what is approximate about it (one line).
+    pub note: Option<String>,
 }
 
 /// A symbolized frame.
@@ -105,8 +127,16 @@ pub struct Owner {
 }
 
 /// One kernel stack and the memory allocated from it.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StackReport {
+    /// Which allocator the memory came from.
+    pub kind: Kind,
+    /// What the memory is used for (see `classify`).
+    pub class: Class,
+    /// Slab cache (`kmem_cache_alloc`: the cache's name; `kmalloc`: `kmalloc-<bytes_alloc>`).
+    pub cache: Option<String>,
+    /// Outstanding bytes the callers asked for (slab only; `bytes` minus this is slack).
+    pub bytes_req: Option<u64>,
     /// `None` for the "stack unavailable" bucket.
     pub stack_id: Option<u32>,
     /// Outstanding bytes (respecting `--min-age`).
@@ -126,6 +156,18 @@ pub struct StackReport {
     pub owners: Vec<Owner>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+}
+
+/// Outstanding memory summed by class.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ClassSummary {
+    pub class: Class,
+    pub bytes: u64,
+    pub allocations: u64,
+    pub stacks: u64,
+    /// False for backing pages whose owning kind was traced too (`slab-backing` when slab is
+    /// traced, ...): shown, but left out of the totals so nothing is counted twice.
+    pub in_total: bool,
 }
 
 /// Outstanding memory summed by calling function.
@@ -156,7 +198,14 @@ pub struct Report {
     /// Names of the counters whose non-zero value means lost or approximate information.
     pub failure_counters: Vec<&'static str>,
     pub programs: Vec<ProgramStats>,
+    /// Sums over the stacks of the selected classes, without double counting (see
+    /// `ClassSummary::in_total`).
     pub totals: Totals,
+    /// Every class that holds or allocated memory (before `--class` filtering), by bytes.
+    pub classes: Vec<ClassSummary>,
+    /// The `--class` selection the stacks, callers and totals were restricted to (`None`:
+    /// every class).
+    pub class_filter: Option<Vec<Class>>,
     /// Sorted by outstanding bytes, descending.
     pub callers: Vec<CallerSummary>,
     /// Every stack that allocated during the session, sorted by outstanding bytes descending,
@@ -177,4 +226,6 @@ pub struct BuildOptions {
     pub min_age_ns: u64,
     /// Owners listed per stack.
     pub max_owners: usize,
+    /// Only stacks of these classes are reported (`None`: all).
+    pub classes: Option<Vec<Class>>,
 }

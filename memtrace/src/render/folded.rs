@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::model::build::class_in_total;
 use crate::model::{Frame, Report};
 
 /// Frame text of the "stack unavailable" bucket.
@@ -12,10 +13,19 @@ pub const FOLDED_STACK_UNAVAILABLE: &str = "[stack unavailable]";
 pub const FOLDED_UNKNOWN: &str = "[unknown]";
 
 /// One line per distinct stack holding memory: frames outermost first joined by `;`, a space,
-/// and the outstanding bytes. Identical keys are merged; lines are sorted lexicographically.
+/// and the outstanding bytes. Identical keys are merged (stacks of different kinds differ by
+/// their allocator frames; if two still folded the same, merging them is right for a flame
+/// graph); lines are sorted lexicographically.
+///
+/// Like the totals, the graph leaves out backing pages whose kind was traced too (pages under
+/// slabs when slab objects are traced, ...), so that no memory is drawn twice.
 pub fn render_folded(report: &Report) -> String {
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for s in report.stacks.iter().filter(|s| s.bytes > 0) {
+    for s in report
+        .stacks
+        .iter()
+        .filter(|s| s.bytes > 0 && class_in_total(&report.classes, s.class))
+    {
         let key = if s.stack_id.is_none() {
             FOLDED_STACK_UNAVAILABLE.to_string()
         } else if s.frames.is_empty() {
@@ -64,7 +74,7 @@ fn sanitize(name: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::StackReport;
-    use crate::render::text::tests::sample_report;
+    use crate::render::text::tests::{mixed_report, sample_report};
 
     /// Parses a line the way flamegraph.pl / inferno do: frames, last space, integer.
     fn parse(line: &str) -> (Vec<&str>, u64) {
@@ -85,7 +95,8 @@ mod tests {
         r.stacks.push(StackReport {
             stack_id: Some(43),
             bytes: 7,
-            ..Default::default()
+            frames: Vec::new(),
+            ..r.stacks[0].clone()
         });
         // Frame names that would break the format.
         r.stacks[1].frames[1].symbol = Some("odd name;x\ty\nz".into());
@@ -136,5 +147,30 @@ mod tests {
     #[test]
     fn empty_report_is_empty() {
         assert_eq!(render_folded(&Report::default()), "");
+    }
+
+    #[test]
+    fn backing_pages_of_traced_kinds_are_left_out() {
+        let r = mixed_report(None);
+        let out = render_folded(&r);
+        print!("{out}");
+        let lines: Vec<(Vec<&str>, u64)> = out.lines().map(parse).collect();
+        // Every kind is there, as in the totals; the slab and vmalloc pages are not.
+        let total: u64 = lines.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, r.totals.bytes);
+        assert!(!out.contains("allocate_slab"));
+        assert!(!out.contains("alloc_pages_bulk_noprof"));
+        assert!(out.contains("pcpu_populate_chunk")); // percpu not traced: its pages count
+        assert!(lines.contains(&(
+            vec![
+                "array_map_alloc",
+                "__bpf_map_area_alloc",
+                "__vmalloc_node_range_noprof",
+                "__get_vm_area_node",
+                "alloc_vmap_area",
+            ],
+            69632
+        )));
+        assert!(lines.contains(&(vec!["[stack unavailable]"], 64)));
     }
 }

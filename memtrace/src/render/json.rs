@@ -4,8 +4,10 @@
 use anyhow::{Context, Result};
 use serde_json::{json, Map, Value};
 
+use crate::model::build::stack_class_detail;
 use crate::model::{
-    CallerSummary, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport, Totals,
+    CallerSummary, ClassSummary, Frame, KindStatus, Owner, ProgramStats, Report, SessionInfo,
+    StackReport, Totals,
 };
 
 pub const JSON_SCHEMA_VERSION: u64 = 1;
@@ -23,6 +25,11 @@ pub fn render_json(report: &Report) -> Value {
         "counters": counters,
         "programs": report.programs.iter().map(program).collect::<Vec<_>>(),
         "totals": totals(&report.totals),
+        "classes": report.classes.iter().map(class).collect::<Vec<_>>(),
+        "class_filter": report
+            .class_filter
+            .as_ref()
+            .map(|cs| cs.iter().map(|c| c.name()).collect::<Vec<_>>()),
         "callers": report.callers.iter().map(caller).collect::<Vec<_>>(),
         "stacks": report.stacks.iter().map(stack).collect::<Vec<_>>(),
     })
@@ -52,6 +59,7 @@ fn session(s: &SessionInfo) -> Value {
         max_allocations,
         max_stacks,
         hooks,
+        kinds,
     } = s;
     json!({
         "hostname": hostname,
@@ -65,6 +73,39 @@ fn session(s: &SessionInfo) -> Value {
         "max_allocations": max_allocations,
         "max_stacks": max_stacks,
         "hooks": hooks,
+        "kinds": kinds.iter().map(kind_status).collect::<Vec<_>>(),
+    })
+}
+
+fn kind_status(k: &KindStatus) -> Value {
+    let KindStatus {
+        kind,
+        traced,
+        hooks,
+        note,
+    } = k;
+    json!({
+        "kind": kind,
+        "traced": traced,
+        "hooks": hooks,
+        "note": note,
+    })
+}
+
+fn class(c: &ClassSummary) -> Value {
+    let ClassSummary {
+        class,
+        bytes,
+        allocations,
+        stacks,
+        in_total,
+    } = c;
+    json!({
+        "class": class.name(),
+        "bytes": bytes,
+        "allocations": allocations,
+        "stacks": stacks,
+        "in_total": in_total,
     })
 }
 
@@ -155,6 +196,10 @@ fn frame(f: &Frame) -> Value {
 
 fn stack(s: &StackReport) -> Value {
     let StackReport {
+        kind,
+        class,
+        cache,
+        bytes_req,
         stack_id,
         bytes,
         allocations,
@@ -167,6 +212,11 @@ fn stack(s: &StackReport) -> Value {
         frames,
     } = s;
     json!({
+        "kind": kind.name(),
+        "class": class.name(),
+        "class_detail": stack_class_detail(s),
+        "cache": cache,
+        "bytes_req": bytes_req,
         "stack_id": stack_id,
         "bytes": bytes,
         "allocations": allocations,
@@ -185,7 +235,8 @@ mod tests {
     use memtrace_common::Counter;
 
     use super::*;
-    use crate::render::text::tests::sample_report;
+    use crate::model::Class;
+    use crate::render::text::tests::{mixed_report, sample_report};
 
     fn keys(v: &Value) -> Vec<&str> {
         let mut k: Vec<&str> = v
@@ -207,7 +258,17 @@ mod tests {
 
         assert_eq!(
             keys(&v),
-            ["callers", "counters", "programs", "schema", "session", "stacks", "totals"]
+            [
+                "callers",
+                "class_filter",
+                "classes",
+                "counters",
+                "programs",
+                "schema",
+                "session",
+                "stacks",
+                "totals"
+            ]
         );
         assert_eq!(v["schema"], 1);
 
@@ -220,6 +281,7 @@ mod tests {
                 "hooks",
                 "hostname",
                 "kernel",
+                "kinds",
                 "max_allocations",
                 "max_stacks",
                 "min_age_secs",
@@ -278,14 +340,27 @@ mod tests {
                 "allocated_count",
                 "allocations",
                 "bytes",
+                "bytes_req",
+                "cache",
                 "caller",
+                "class",
+                "class_detail",
                 "frames",
+                "kind",
                 "oldest_age_secs",
                 "orders",
                 "owners",
                 "stack_id",
             ]
         );
+        assert_eq!(s0["kind"], "page");
+        assert_eq!(s0["class"], "network");
+        assert!(s0["class_detail"].is_null() && s0["cache"].is_null());
+        assert!(s0["bytes_req"].is_null());
+        assert_eq!(sess["kinds"], json!([]));
+        assert!(v["class_filter"].is_null());
+        assert_eq!(v["classes"][0]["class"], "network");
+        assert_eq!(v["classes"][0]["in_total"], true);
         assert_eq!(s0["stack_id"].as_u64(), Some(1));
         assert_eq!(s0["bytes"].as_u64(), Some(300 << 20));
         assert_eq!(s0["orders"], json!([3]));
@@ -328,5 +403,95 @@ mod tests {
         // The churn-only stack is listed too.
         assert_eq!(stacks[3]["bytes"].as_u64(), Some(0));
         assert_eq!(stacks[3]["allocated_bytes"].as_u64(), Some(1 << 30));
+    }
+
+    #[test]
+    fn mixed_kinds_fields() {
+        let mut r = mixed_report(Some(vec![Class::Network, Class::SlabBacking]));
+        r.stacks[0].frames.clear();
+        let v: Value =
+            serde_json::from_str(&to_string_pretty(&r).expect("serialize")).expect("parse back");
+
+        let kinds = v["session"]["kinds"].as_array().expect("kinds");
+        assert_eq!(kinds.len(), 4);
+        assert_eq!(keys(&kinds[0]), ["hooks", "kind", "note", "traced"]);
+        assert_eq!(kinds[1]["kind"], "slab");
+        assert_eq!(kinds[1]["traced"], true);
+        assert_eq!(kinds[1]["hooks"][0], "kmem:kmalloc");
+        assert!(kinds[1]["note"].is_null());
+        assert_eq!(kinds[2]["traced"], false);
+        assert_eq!(
+            kinds[2]["note"],
+            "percpu:percpu_alloc_percpu not found in tracefs"
+        );
+
+        assert_eq!(v["class_filter"], json!(["network", "slab-backing"]));
+        let classes = v["classes"].as_array().expect("classes");
+        assert_eq!(classes.len(), r.classes.len());
+        assert_eq!(
+            keys(&classes[0]),
+            ["allocations", "bytes", "class", "in_total", "stacks"]
+        );
+        let by_name = |name: &str| {
+            classes
+                .iter()
+                .find(|c| c["class"] == name)
+                .unwrap_or_else(|| panic!("class {name}"))
+        };
+        assert_eq!(by_name("slab-backing")["in_total"], false);
+        assert_eq!(by_name("slab-backing")["bytes"].as_u64(), Some(16384));
+        assert_eq!(by_name("network")["in_total"], true);
+        assert_eq!(by_name("network")["stacks"].as_u64(), Some(2));
+        assert_eq!(by_name("user-anon")["allocations"].as_u64(), Some(3));
+        for c in classes {
+            let name = c["class"].as_str().expect("class name");
+            assert!(Class::from_name(name).is_some(), "{name}");
+        }
+
+        // Stacks of the selected classes only, with their kind, class, cache and request.
+        let stacks = v["stacks"].as_array().expect("stacks");
+        let got: Vec<(&str, &str, Option<&str>, Option<u64>)> = stacks
+            .iter()
+            .map(|s| {
+                (
+                    s["kind"].as_str().expect("kind"),
+                    s["class"].as_str().expect("class"),
+                    s["cache"].as_str(),
+                    s["bytes_req"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("page", "network", None, None),
+                ("page", "slab-backing", None, None),
+                ("slab", "network", Some("skbuff_head_cache"), Some(696)),
+            ]
+        );
+        assert_eq!(stacks[0]["orders"], json!([3]));
+        assert_eq!(stacks[2]["orders"], json!([]));
+        assert!(stacks.iter().all(|s| s["class_detail"].is_null()));
+        // Totals: the slab-backing pages are listed but not counted.
+        assert_eq!(v["totals"]["bytes"].as_u64(), Some(32768 + 768));
+
+        // A page-cache stack on the write path.
+        let mut r = mixed_report(None);
+        let s = r
+            .stacks
+            .iter_mut()
+            .find(|s| s.stack_id == Some(2))
+            .expect("stack 2");
+        s.class = Class::PageCache;
+        s.frames[5].symbol = Some("ext4_da_write_begin".into());
+        let v = render_json(&r);
+        let s2 = v["stacks"]
+            .as_array()
+            .expect("stacks")
+            .iter()
+            .find(|s| s["stack_id"] == 2)
+            .expect("stack 2");
+        assert_eq!(s2["class"], "page-cache");
+        assert_eq!(s2["class_detail"], "dirty");
     }
 }

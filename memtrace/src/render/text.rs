@@ -1,11 +1,13 @@
-//! The human report: header, totals, counters and warnings, callers table, top stacks.
+//! The human report: header, totals, counters and warnings, classes table, callers table,
+//! top stacks.
 
 use std::fmt::Write as _;
 
-use memtrace_common::Counter;
+use memtrace_common::{Counter, Kind};
 
 use super::{format_bytes, format_duration, format_unix_utc, RenderOptions};
-use crate::model::{Frame, ProgramStats, Report, SessionInfo, StackReport};
+use crate::model::build::{class_in_total, excluded_from_totals, stack_class_detail};
+use crate::model::{Class, Frame, ProgramStats, Report, SessionInfo, StackReport};
 
 /// `writeln!` into a `String` (which cannot fail).
 macro_rules! line {
@@ -25,12 +27,16 @@ const COUNTERS_WIDTH: usize = 96;
 pub fn render_text(report: &Report, opts: &RenderOptions) -> String {
     let top = if opts.top == 0 { usize::MAX } else { opts.top };
     let mut out = String::new();
-    header(&mut out, &report.session);
+    header(&mut out, report);
     line!(out);
     totals(&mut out, report);
     line!(out);
     counters(&mut out, report);
     programs(&mut out, &report.programs);
+    if !report.classes.is_empty() {
+        line!(out);
+        classes(&mut out, report);
+    }
     if !report.callers.is_empty() {
         line!(out);
         callers(&mut out, report, top);
@@ -39,8 +45,44 @@ pub fn render_text(report: &Report, opts: &RenderOptions) -> String {
     out
 }
 
-fn header(out: &mut String, s: &SessionInfo) {
-    line!(out, "memtrace — outstanding kernel page allocations");
+/// Whether the session traced pages only (or does not say: reports of page-only sessions).
+fn pages_only(s: &SessionInfo) -> bool {
+    s.kinds
+        .iter()
+        .filter(|k| k.traced)
+        .all(|k| k.kind == Kind::Page.name())
+}
+
+/// What the session traced, for sentences: `page allocations` or `allocations`.
+fn allocations_noun(s: &SessionInfo) -> &'static str {
+    if pages_only(s) {
+        "page allocations"
+    } else {
+        "allocations"
+    }
+}
+
+/// How a backing class's kind names what it counts, for "counted as slab objects".
+fn counted_as(class: Class) -> &'static str {
+    match class.backs() {
+        Some(Kind::Slab) => "counted as slab objects",
+        Some(Kind::Vmalloc) => "counted as vmalloc areas",
+        Some(Kind::Percpu) => "counted as percpu allocations",
+        Some(Kind::Page) | None => "counted elsewhere",
+    }
+}
+
+fn class_names(classes: &[Class]) -> String {
+    classes
+        .iter()
+        .map(|c| c.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn header(out: &mut String, r: &Report) {
+    let s = &r.session;
+    line!(out, "memtrace — outstanding kernel {}", allocations_noun(s));
     line!(out, "  host:       {}", s.hostname);
     line!(out, "  kernel:     {}", s.kernel);
     let started = if s.started_at_unix > 0.0 {
@@ -71,8 +113,44 @@ fn header(out: &mut String, s: &SessionInfo) {
             format_duration(s.min_age_secs)
         );
     }
-    if !s.hooks.is_empty() {
-        line!(out, "  hooks:      {}", s.hooks.join(", "));
+    if s.kinds.is_empty() {
+        if !s.hooks.is_empty() {
+            line!(out, "  hooks:      {}", s.hooks.join(", "));
+        }
+    } else {
+        line!(out, "  kinds:");
+        let width = s
+            .kinds
+            .iter()
+            .map(|k| k.kind.chars().count())
+            .max()
+            .unwrap_or(0);
+        for k in &s.kinds {
+            let mut text = if k.traced {
+                let mut t = "traced".to_string();
+                if !k.hooks.is_empty() {
+                    let _ = write!(t, " ({})", k.hooks.join(", "));
+                }
+                if let Some(note) = &k.note {
+                    let _ = write!(t, "; {note}");
+                }
+                t
+            } else {
+                match &k.note {
+                    Some(note) => format!("skipped: {note}"),
+                    None => "skipped".to_string(),
+                }
+            };
+            text.insert_str(0, &format!("    {:<width$}  ", k.kind));
+            line!(out, "{text}");
+        }
+    }
+    if let Some(selected) = &r.class_filter {
+        line!(
+            out,
+            "  classes:    {} (--class: totals, callers and stacks cover only these)",
+            class_names(selected)
+        );
     }
     line!(out, "  page size:  {} bytes", s.page_size);
 }
@@ -107,6 +185,58 @@ fn totals(out: &mut String, r: &Report) {
         t.allocated_bytes,
         allocs(t.allocated_count)
     );
+    let excluded = excluded_from_totals(r);
+    if !excluded.is_empty() {
+        let items: Vec<String> = excluded
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {} ({})",
+                    c.class.name(),
+                    format_bytes(c.bytes),
+                    counted_as(c.class)
+                )
+            })
+            .collect();
+        line!(
+            out,
+            "  Not in the totals, to count nothing twice: {}.",
+            items.join(", ")
+        );
+    }
+}
+
+fn classes(out: &mut String, r: &Report) {
+    let filtered = if r.class_filter.is_some() {
+        " (before --class)"
+    } else {
+        ""
+    };
+    line!(out, "Outstanding by class{filtered}:");
+    let rows: Vec<Vec<String>> = r
+        .classes
+        .iter()
+        .map(|c| {
+            let mut name = c.class.name().to_string();
+            if !c.in_total {
+                let _ = write!(name, " (not in total: {})", counted_as(c.class));
+            }
+            if r.class_filter
+                .as_ref()
+                .is_some_and(|sel| !sel.contains(&c.class))
+            {
+                name.push_str(" (not selected)");
+            }
+            vec![
+                format_bytes(c.bytes),
+                c.bytes.to_string(),
+                c.allocations.to_string(),
+                c.stacks.to_string(),
+                name,
+            ]
+        })
+        .collect();
+    table(out, &["BYTES", "EXACT", "ALLOCS", "STACKS", "CLASS"], &rows);
 }
 
 fn counters(out: &mut String, r: &Report) {
@@ -176,6 +306,18 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
             "reading a tracepoint field failed {n} times (internal error); those allocations or \
              frees were dropped, so the report is approximate. Please report this."
         ),
+        Counter::ObjectsFull => format!(
+            "{n} slab/percpu/vmalloc allocations were not recorded because the object table was \
+             full; they are missing from the per-record details (owners, ages, caches) and from \
+             the outstanding numbers when --min-age is used. Raise --max-allocations \
+             (currently {}).",
+            s.max_allocations
+        ),
+        Counter::ObjStaleReplaced => format!(
+            "{n} object frees were missed (BPF recursion protection or lost events) and their \
+             addresses were allocated again; the stale records were replaced and their bytes \
+             removed from their stacks."
+        ),
         _ => format!("{n} events lost information; the report is approximate."),
     }
 }
@@ -206,9 +348,14 @@ fn programs(out: &mut String, programs: &[ProgramStats]) {
         }
         let n = p.recursion_misses;
         let what = if p.name.contains("free") {
+            let what = if p.name.contains("page") {
+                "pages stay listed as outstanding until they are allocated again"
+            } else {
+                "allocations stay listed as outstanding until their address is allocated again"
+            };
             format!(
                 "{n} frees were not seen because another BPF program was running on that CPU; \
-                 those pages stay listed as outstanding until they are allocated again."
+                 those {what}."
             )
         } else if p.name.contains("alloc") {
             format!(
@@ -303,14 +450,23 @@ fn stacks(out: &mut String, r: &Report, top: usize) {
         } else {
             String::new()
         };
-        if r.totals.allocated_count == 0 {
-            line!(out, "Nothing outstanding: no page allocations were traced.");
+        let noun = allocations_noun(&r.session);
+        let of_classes = if r.class_filter.is_some() {
+            " of the selected classes"
+        } else {
+            ""
+        };
+        let allocated: u64 = r.stacks.iter().map(|s| s.allocated_count).sum();
+        if allocated == 0 {
+            line!(
+                out,
+                "Nothing outstanding: no {noun}{of_classes} were traced."
+            );
         } else {
             line!(
                 out,
-                "Nothing outstanding{older}: none of the {} page allocations traced during the \
-                 session is still held.",
-                r.totals.allocated_count
+                "Nothing outstanding{older}: none of the {allocated} {noun}{of_classes} traced \
+                 during the session is still held."
             );
         }
         return;
@@ -323,7 +479,7 @@ fn stacks(out: &mut String, r: &Report, top: usize) {
     );
     for (i, s) in holding.iter().take(shown).enumerate() {
         line!(out);
-        stack(out, i + 1, s);
+        stack(out, i + 1, s, r);
     }
     let rest = &holding[shown..];
     if !rest.is_empty() {
@@ -338,7 +494,7 @@ fn stacks(out: &mut String, r: &Report, top: usize) {
     }
 }
 
-fn stack(out: &mut String, rank: usize, s: &StackReport) {
+fn stack(out: &mut String, rank: usize, s: &StackReport, r: &Report) {
     line!(
         out,
         "#{rank}  {} ({} bytes) in {}",
@@ -346,6 +502,17 @@ fn stack(out: &mut String, rank: usize, s: &StackReport) {
         s.bytes,
         allocs(s.allocations)
     );
+    let mut what = format!("    kind: {}, class: {}", s.kind.name(), s.class.name());
+    if let Some(detail) = stack_class_detail(s) {
+        let _ = write!(what, " ({detail})");
+    }
+    if !class_in_total(&r.classes, s.class) {
+        let _ = write!(what, " (not in total: {})", counted_as(s.class));
+    }
+    if let Some(cache) = &s.cache {
+        let _ = write!(what, ", cache: {cache}");
+    }
+    line!(out, "{what}");
     line!(out, "    caller: {}", s.caller);
     line!(
         out,
@@ -353,14 +520,24 @@ fn stack(out: &mut String, rank: usize, s: &StackReport) {
         format_bytes(s.allocated_bytes),
         allocs(s.allocated_count)
     );
-    let mut facts = vec![match s.orders.as_slice() {
-        [] => "order unknown".to_string(),
-        [o] => format!("order {o}"),
-        os => format!(
-            "orders {}",
-            os.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")
-        ),
-    }];
+    let mut facts = Vec::new();
+    if s.kind == Kind::Page {
+        facts.push(match s.orders.as_slice() {
+            [] => "order unknown".to_string(),
+            [o] => format!("order {o}"),
+            os => format!(
+                "orders {}",
+                os.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    if let Some(req) = s.bytes_req {
+        facts.push(format!(
+            "requested {} (slack {})",
+            format_bytes(req),
+            format_bytes(s.bytes.saturating_sub(req))
+        ));
+    }
     if let Some(age) = s.oldest_age_secs {
         facts.push(format!("oldest {}", format_duration(age)));
     }
@@ -446,7 +623,7 @@ pub(crate) mod tests {
     use memtrace_common::StackAgg;
 
     use super::*;
-    use crate::model::build::tests::{agg, rec, FakeSymbols, NONE_ID, PAGE};
+    use crate::model::build::tests::{agg, mixed_raw, rec, FakeSymbols, NONE_ID, PAGE};
     use crate::model::build::{build_report, STACK_UNAVAILABLE};
     use crate::model::{BuildOptions, ProgramStats, RawSession};
 
@@ -513,10 +690,10 @@ pub(crate) mod tests {
         ]);
         let agg3: StackAgg = agg(0, 0, 1 << 30, 262_144);
         raw.aggs = vec![
-            (1, agg(300 << 20, 9600, 5 << 30, 163_840)),
-            (2, agg(4 * PAGE, 4, 64 * PAGE, 64)),
-            (3, agg3),
-            (NONE_ID, agg(PAGE, 1, 2 * PAGE, 2)),
+            (Kind::Page, 1, agg(300 << 20, 9600, 5 << 30, 163_840)),
+            (Kind::Page, 2, agg(4 * PAGE, 4, 64 * PAGE, 64)),
+            (Kind::Page, 3, agg3),
+            (Kind::Page, NONE_ID, agg(PAGE, 1, 2 * PAGE, 2)),
         ];
         raw.records = vec![
             (10, rec(1, 748_000_000_000, 1234, 1235, "nginx", 3, 8)),
@@ -539,6 +716,7 @@ pub(crate) mod tests {
                 "tracepoint kmem:mm_page_alloc".into(),
                 "tracepoint kmem:mm_page_free".into(),
             ],
+            kinds: Vec::new(),
         };
         let mut r = build_report(
             &raw,
@@ -585,7 +763,8 @@ pub(crate) mod tests {
         // Stacks: only the three holding memory.
         assert!(t.contains("Top 3 stacks by outstanding bytes (of 3 holding memory):"));
         assert!(t.contains(
-            "#1  300.0 MiB (314572800 bytes) in 9600 allocations\n    caller: skb_page_frag_refill\n    \
+            "#1  300.0 MiB (314572800 bytes) in 9600 allocations\n    kind: page, class: network\n    \
+             caller: skb_page_frag_refill\n    \
              allocated during session: 5.0 GiB in 163840 allocations\n    order 3, oldest 4m12s, \
              stack id 1\n    owners (task running at allocation time):\n      nginx/1235 (1234) \
              64.0 KiB in 2 allocations\n      swapper/3/0 (0) 32.0 KiB in 1 allocation\n    frames"
@@ -600,9 +779,19 @@ pub(crate) mod tests {
         ));
         assert!(t.contains("      0xffffffffdeadbeef\n"));
         assert!(
-            t.contains("#3  4.0 KiB (4096 bytes) in 1 allocation\n    caller: [stack unavailable]")
+            t.contains("#3  4.0 KiB (4096 bytes) in 1 allocation\n    kind: page, class: other-kernel\n    caller: [stack unavailable]")
         );
         assert!(t.contains("order unknown, stack unavailable\n    owners: not recorded\n"));
+        assert!(t.contains("    kind: page, class: user-anon\n    caller: do_anonymous_page\n"));
+        // Classes table: page-only session, everything counts.
+        let classes_at = t.find("Outstanding by class:\n").expect("classes table");
+        let rows: Vec<&str> = t[classes_at..].lines().skip(1).take(4).collect();
+        assert!(rows[0].contains("BYTES") && rows[0].ends_with("CLASS"));
+        assert!(rows[1].contains(" 314572800 ") && rows[1].ends_with("  network"));
+        assert!(rows[2].ends_with("  user-anon"));
+        assert!(rows[3].contains(" 4096 ") && rows[3].ends_with("  other-kernel"));
+        assert!(!t.contains("not in total") && !t.contains("Not in the totals"));
+        assert!(!t.contains("kinds:") && !t.contains("classes:"));
         assert!(!t.contains("#4"));
         assert!(!t.contains("more stacks"));
     }
@@ -683,5 +872,147 @@ pub(crate) mod tests {
         assert!(empty.contains("Outstanding: 0 B (0 bytes) in 0 allocations\n"));
         assert!(!empty.contains("calling function"));
         assert!(empty.contains("Nothing outstanding: no page allocations were traced.\n"));
+    }
+
+    /// The mixed-kind fixture of the model tests, with kinds' hooks and notes.
+    pub(crate) fn mixed_report(classes: Option<Vec<Class>>) -> Report {
+        let (raw, sym, mut session) = mixed_raw();
+        session.kinds[0].hooks = vec!["kmem:mm_page_alloc".into(), "kmem:mm_page_free".into()];
+        session.kinds[1].hooks = vec![
+            "kmem:kmalloc".into(),
+            "kmem:kmem_cache_alloc".into(),
+            "kmem:kfree".into(),
+            "kmem:kmem_cache_free".into(),
+        ];
+        session.kinds[2].note = Some("percpu:percpu_alloc_percpu not found in tracefs".into());
+        session.kinds[3].hooks = vec![
+            "vmalloc:alloc_vmap_area".into(),
+            "vmalloc:free_vmap_area_noflush".into(),
+        ];
+        session.kinds[3].note = Some("sizes include the guard page".into());
+        build_report(
+            &raw,
+            session,
+            &sym,
+            &BuildOptions {
+                classes,
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn mixed_kinds_layout() {
+        let r = mixed_report(None);
+        let t = render_text(&r, &RenderOptions { top: 0 });
+        println!("{t}");
+        assert!(t.starts_with("memtrace — outstanding kernel allocations\n"));
+        assert!(t.contains(
+            "  kinds:\n    page     traced (kmem:mm_page_alloc, kmem:mm_page_free)\n    \
+             slab     traced (kmem:kmalloc, kmem:kmem_cache_alloc, kmem:kfree, \
+             kmem:kmem_cache_free)\n    percpu   skipped: percpu:percpu_alloc_percpu not found \
+             in tracefs\n    vmalloc  traced (vmalloc:alloc_vmap_area, \
+             vmalloc:free_vmap_area_noflush); sizes include the guard page\n"
+        ));
+        assert!(!t.contains("hooks:"));
+        // Totals say what they leave out.
+        assert!(t.contains(&format!(
+            "Outstanding: {} ({} bytes) in 14 allocations\n",
+            format_bytes(r.totals.bytes),
+            r.totals.bytes
+        )));
+        assert!(t.contains(
+            "  Not in the totals, to count nothing twice: vmalloc-backing 64.0 KiB (counted as \
+             vmalloc areas), slab-backing 16.0 KiB (counted as slab objects).\n"
+        ));
+        // Classes table, with the excluded rows marked.
+        let at = t.find("Outstanding by class:\n").expect("classes table");
+        let rows: Vec<&str> = t[at..].lines().skip(2).take(6).collect();
+        assert!(rows[0].ends_with("  other-kernel"), "{rows:#?}");
+        assert!(rows[1].contains(" 65536 ") && rows[1].contains(" 16 "));
+        assert!(rows[1].ends_with("  vmalloc-backing (not in total: counted as vmalloc areas)"));
+        assert!(rows[3].ends_with("  slab-backing (not in total: counted as slab objects)"));
+        assert!(rows[5].ends_with("  percpu-backing"));
+        // Stacks: kind, class, cache, requested/slack; no orders for objects.
+        assert!(t.contains(
+            "    kind: slab, class: other-kernel, cache: kmalloc-512\n    caller: kernfs_fop_open\n    \
+             allocated during session: 1.2 KiB in 3 allocations\n    requested 800 B (slack 480 B), \
+             oldest 15m00s, stack id 12\n"
+        ));
+        assert!(t.contains("    kind: slab, class: network, cache: skbuff_head_cache\n"));
+        assert!(t.contains("requested 696 B (slack 72 B), oldest 10s, stack id 11\n"));
+        assert!(t.contains(
+            "    kind: page, class: slab-backing (not in total: counted as slab objects)\n    \
+             caller: allocate_slab\n"
+        ));
+        assert!(t.contains(
+            "    kind: vmalloc, class: other-kernel\n    caller: __bpf_map_area_alloc\n    \
+             allocated during session: 68.0 KiB in 1 allocation\n    oldest 3m20s, stack id 13\n"
+        ));
+        assert!(!t.contains("order unknown, oldest 3m20s"));
+    }
+
+    #[test]
+    fn class_filter_in_header_and_empty_selection() {
+        let r = mixed_report(Some(vec![Class::Network, Class::Shmem]));
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        assert!(t.contains(
+            "  classes:    network, shmem (--class: totals, callers and stacks cover only these)\n"
+        ));
+        assert!(t.contains("Outstanding by class (before --class):\n"));
+        assert!(t.contains("  user-anon (not selected)\n"));
+        assert!(!t.contains("  network (not selected)"));
+        assert!(t.contains("Top 2 stacks by outstanding bytes (of 2 holding memory):"));
+        assert!(!t.contains("Not in the totals"));
+
+        // Only classes left out of the totals: the stacks are listed, the totals say why 0.
+        let r = mixed_report(Some(vec![Class::SlabBacking]));
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        assert!(t.contains("Outstanding: 0 B (0 bytes) in 0 allocations\n"));
+        assert!(t.contains("Not in the totals, to count nothing twice: slab-backing 16.0 KiB"));
+        assert!(t.contains("#1  16.0 KiB (16384 bytes) in 2 allocations\n"));
+        assert!(!t.contains("calling function"));
+
+        // Nothing of the selected classes.
+        let r = mixed_report(Some(vec![Class::PageCache]));
+        let t = render_text(&r, &RenderOptions { top: 10 });
+        assert!(t.contains(
+            "Nothing outstanding: no allocations of the selected classes were traced.\n"
+        ));
+    }
+
+    #[test]
+    fn page_cache_dirty_detail_and_object_failures() {
+        let mut r = mixed_report(None);
+        let s = r
+            .stacks
+            .iter_mut()
+            .find(|s| s.stack_id == Some(2))
+            .expect("stack 2");
+        s.class = Class::PageCache;
+        s.frames[5].inlined = vec!["generic_perform_write".into()];
+        let t = render_text(&r, &RenderOptions { top: 0 });
+        assert!(t.contains("    kind: page, class: page-cache (dirty)\n"));
+
+        r.counters = vec![
+            (Counter::ObjectsFull.name(), 4),
+            (Counter::ObjStaleReplaced.name(), 2),
+        ];
+        r.failure_counters = vec![
+            Counter::ObjectsFull.name(),
+            Counter::ObjStaleReplaced.name(),
+        ];
+        r.programs = vec![ProgramStats {
+            name: "kfree".into(),
+            recursion_misses: 3,
+            ..Default::default()
+        }];
+        let t = render_text(&r, &RenderOptions { top: 0 });
+        assert!(t.contains("WARNING: objects_map_full=4: 4 slab/percpu/vmalloc allocations"));
+        assert!(t.contains("WARNING: obj_stale_records_replaced=2: 2 object frees were missed"));
+        assert!(t.contains(
+            "WARNING: program kfree missed 3 runs: 3 frees were not seen because another BPF \
+             program was running on that CPU; those allocations stay listed"
+        ));
     }
 }
