@@ -3,6 +3,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use memtrace_common::Kind;
+
+use crate::model::classify::{parse_class_list, Class};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,13 +51,55 @@ pub struct TraceArgs {
     #[arg(long, value_name = "FILE")]
     pub folded: Option<PathBuf>,
 
-    /// Capacity of the in-kernel table of outstanding allocations (one entry per allocation).
+    /// Kinds of kernel memory to trace: any of page, slab, percpu, vmalloc (comma-separated),
+    /// or `all`. A kind whose events this kernel lacks is skipped with a warning.
+    #[arg(long, default_value = "page,slab", value_parser = parse_kinds, value_name = "KINDS")]
+    pub kind: std::vec::Vec<Kind>,
+
+    /// Report only stacks of these classes (comma-separated): user-anon, page-cache, shmem,
+    /// network, slab-backing, vmalloc-backing, percpu-backing, page-tables, kernel-stack,
+    /// other-kernel; `all`; or `kernel` = memory no process accounts for (all but user-anon
+    /// and page-cache).
+    #[arg(long, value_parser = parse_classes, value_name = "CLASSES")]
+    pub class: Option<std::vec::Vec<Class>>,
+
+    /// Capacity of each in-kernel table of outstanding allocations (pages; slab, percpu and
+    /// vmalloc objects), one entry per allocation.
     #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
     pub max_allocations: u32,
 
     /// Capacity of the in-kernel stack table (rounded up to a power of two).
     #[arg(long, default_value_t = 1 << 14, value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
     pub max_stacks: u32,
+}
+
+/// Parses `page,slab`, `all`, ... into a de-duplicated list in canonical order.
+pub fn parse_kinds(s: &str) -> Result<Vec<Kind>, String> {
+    let mut kinds = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part == "all" {
+            kinds.extend(Kind::ALL);
+            continue;
+        }
+        match Kind::ALL.iter().find(|k| k.name() == part) {
+            Some(k) => kinds.push(*k),
+            None => {
+                return Err(format!(
+                    "unknown kind `{part}` (valid: page, slab, percpu, vmalloc, all)"
+                ))
+            }
+        }
+    }
+    if kinds.is_empty() {
+        return Err("no kind given (valid: page, slab, percpu, vmalloc, all)".into());
+    }
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
+}
+
+fn parse_classes(s: &str) -> Result<Vec<Class>, String> {
+    parse_class_list(s)
 }
 
 /// Parses `30s`, `10m`, `1h30m`, `500ms`; a bare number means seconds.
@@ -110,5 +155,28 @@ mod tests {
         assert_eq!(t.max_stacks, 100);
         assert!(Cli::try_parse_from(["memtrace", "trace", "--duration", "x"]).is_err());
         assert!(Cli::try_parse_from(["memtrace", "trace", "--top", "0"]).is_err());
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(parse_kinds("page,slab"), Ok(vec![Kind::Page, Kind::Slab]));
+        assert_eq!(
+            parse_kinds("vmalloc, page,page"),
+            Ok(vec![Kind::Page, Kind::Vmalloc])
+        );
+        assert_eq!(parse_kinds("all"), Ok(Kind::ALL.to_vec()));
+        assert!(parse_kinds("pages").unwrap_err().contains("valid: page"));
+        assert!(parse_kinds("").is_err());
+        let cli = Cli::try_parse_from(["memtrace", "trace"]).unwrap();
+        let Command::Trace(t) = cli.command;
+        assert_eq!(t.kind, vec![Kind::Page, Kind::Slab]);
+        assert_eq!(t.class, None);
+        let cli = Cli::try_parse_from(["memtrace", "trace", "--kind", "all", "--class", "kernel"])
+            .unwrap();
+        let Command::Trace(t) = cli.command;
+        assert_eq!(t.kind.len(), 4);
+        let classes = t.class.unwrap();
+        assert!(!classes.contains(&Class::UserAnon) && !classes.contains(&Class::PageCache));
+        assert!(classes.contains(&Class::Network));
     }
 }

@@ -32,6 +32,9 @@ pub enum SetupError {
     #[error("the kernel rejected memtrace's eBPF programs ({what}): {reason}")]
     BpfLoad { what: String, reason: String },
 
+    #[error("none of the requested kinds can be traced on this kernel ({reasons})")]
+    NoKind { reasons: String },
+
     #[error("attaching to tracepoint {event} failed: {reason}")]
     Attach { event: String, reason: String },
 }

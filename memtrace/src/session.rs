@@ -100,7 +100,15 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     let mut tracer = loader::load(LoadOptions {
         max_allocations: args.max_allocations,
         max_stacks: args.max_stacks,
+        kinds: args.kind.clone(),
     })?;
+    for k in tracer.kinds.iter().filter(|k| !k.traced) {
+        eprintln!(
+            "memtrace: warning: not tracing {}: {}",
+            k.kind,
+            k.note.as_deref().unwrap_or("unavailable")
+        );
+    }
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -110,7 +118,14 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
-            "memtrace: tracing page allocations for {} ({}; up to {} outstanding allocations, {} stacks); Ctrl-C ends early and still reports",
+            "memtrace: tracing {} allocations for {} ({}; up to {} outstanding allocations, {} stacks); Ctrl-C ends early and still reports",
+            tracer
+                .kinds
+                .iter()
+                .filter(|k| k.traced)
+                .map(|k| k.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             humantime::format_duration(args.duration),
             tracer.hooks.join(", "),
             args.max_allocations,
@@ -130,6 +145,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     tracer.detach().context("detaching the programs")?;
     let raw = collector::collect(&tracer).context("reading the kernel maps")?;
     let hooks = tracer.hooks.clone();
+    let kinds = tracer.kinds.clone();
     let stack_slots = tracer.stack_slots;
     // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
     drop(tracer);
@@ -147,6 +163,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         max_allocations: args.max_allocations,
         max_stacks: stack_slots,
         hooks,
+        kinds,
     };
     let symbolizer = KernelSymbolizer::new();
     let report = build_report(
@@ -156,6 +173,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         &BuildOptions {
             min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
             max_owners: 5,
+            classes: args.class.clone(),
         },
     );
     for w in symbolizer.warnings() {

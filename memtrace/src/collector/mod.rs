@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
-use memtrace_common::{maps, programs, Counter, PageRecord, StackAgg};
+use memtrace_common::{maps, Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 use crate::{
     loader::Tracer,
@@ -44,21 +44,38 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
 
     let agg_map: Array<&MapData, StackAgg> =
         Array::try_from(map(ebpf, maps::STACK_AGG)?).context("STACK_AGG map")?;
+    let stride = tracer.config.agg_stride.max(1);
     let mut aggs = Vec::new();
-    for (slot, agg) in agg_map.iter().enumerate() {
-        let agg = agg.with_context(|| format!("reading STACK_AGG[{slot}]"))?;
-        if agg.allocated_count != 0 || agg.outstanding_count != 0 || agg.outstanding_bytes != 0 {
-            aggs.push((slot as u32, agg));
+    for (index, agg) in agg_map.iter().enumerate() {
+        let agg = agg.with_context(|| format!("reading STACK_AGG[{index}]"))?;
+        if agg.allocated_count == 0 && agg.outstanding_count == 0 && agg.outstanding_bytes == 0 {
+            continue;
         }
+        let index = index as u32;
+        let kind = Kind::from_u32(index / stride)
+            .with_context(|| format!("STACK_AGG slot {index} beyond the last kind"))?;
+        aggs.push((kind, index % stride, agg));
     }
 
-    let records = read_records(map(ebpf, maps::OUTSTANDING)?)?;
+    let records = if tracer.traces(Kind::Page) {
+        read_hash::<u64, PageRecord>(map(ebpf, maps::OUTSTANDING)?, "OUTSTANDING")?
+    } else {
+        Vec::new()
+    };
+    let objects = if [Kind::Slab, Kind::Percpu, Kind::Vmalloc]
+        .iter()
+        .any(|k| tracer.traces(*k))
+    {
+        read_hash::<ObjKey, ObjRecord>(map(ebpf, maps::OBJECTS)?, "OBJECTS")?
+    } else {
+        Vec::new()
+    };
 
     let stack_map: StackTraceMap<&MapData> =
         StackTraceMap::try_from(map(ebpf, maps::STACKS)?).context("STACKS map")?;
     let mut stacks = HashMap::new();
-    for (slot, _) in &aggs {
-        if *slot >= tracer.config.stack_none_id {
+    for (_, slot, _) in &aggs {
+        if *slot >= tracer.config.stack_none_id || stacks.contains_key(slot) {
             continue;
         }
         // A slot without a stack (should not happen) just renders without frames.
@@ -68,8 +85,25 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         }
     }
 
+    let mut cache_names = HashMap::new();
+    if tracer.traces(Kind::Slab) {
+        let names: Array<&MapData, [u8; 32]> =
+            Array::try_from(map(ebpf, maps::CACHE_NAMES)?).context("CACHE_NAMES map")?;
+        for (kind, slot, _) in &aggs {
+            if *kind != Kind::Slab || *slot >= tracer.config.stack_none_id {
+                continue;
+            }
+            if let Ok(raw) = names.get(slot, 0) {
+                let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+                if len > 0 {
+                    cache_names.insert(*slot, String::from_utf8_lossy(&raw[..len]).into_owned());
+                }
+            }
+        }
+    }
+
     let mut program_stats = Vec::new();
-    for name in [programs::PAGE_ALLOC, programs::PAGE_FREE] {
+    for name in &tracer.programs {
         let prog = ebpf
             .program(name)
             .with_context(|| format!("program {name} missing"))?;
@@ -77,7 +111,7 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         let info = syscalls::prog_info(fd.as_fd().as_raw_fd())
             .with_context(|| format!("bpf_prog_info of {name}"))?;
         program_stats.push(ProgramStats {
-            name: name.to_string(),
+            name: name.clone(),
             recursion_misses: info.recursion_misses,
             run_count: info.run_cnt,
             run_time_ns: info.run_time_ns,
@@ -90,6 +124,8 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         programs: program_stats,
         aggs,
         records,
+        objects,
+        cache_names,
         stacks,
         stack_none_id: tracer.config.stack_none_id,
         now_ns,
@@ -101,22 +137,27 @@ fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
         .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
-/// All records, in batches of many entries per syscall (one lookup per key for 1 M records
-/// would take seconds); falls back to key-by-key iteration where batching is unsupported.
-fn read_records(m: &Map) -> anyhow::Result<Vec<(u64, PageRecord)>> {
+/// All entries of a hash map, in batches of many entries per syscall (one lookup per key for
+/// 1 M records would take seconds); falls back to key-by-key iteration where batching is
+/// unsupported.
+fn read_hash<K, V>(m: &Map, name: &str) -> anyhow::Result<Vec<(K, V)>>
+where
+    K: aya::Pod + Default,
+    V: aya::Pod + Default,
+{
     let Map::HashMap(data) = m else {
-        bail!("OUTSTANDING is not a hash map");
+        bail!("{name} is not a hash map");
     };
     let fd = data.fd().as_fd().as_raw_fd();
-    match syscalls::lookup_batch::<u64, PageRecord>(fd, 4096) {
+    match syscalls::lookup_batch::<K, V>(fd, 4096) {
         Ok(v) => Ok(v),
         Err(e) if syscalls::batch_unsupported(&e) => {
-            let h: aya::maps::HashMap<&MapData, u64, PageRecord> =
-                aya::maps::HashMap::try_from(m).context("OUTSTANDING map")?;
+            let h: aya::maps::HashMap<&MapData, K, V> =
+                aya::maps::HashMap::try_from(m).with_context(|| format!("{name} map"))?;
             h.iter()
                 .collect::<Result<Vec<_>, _>>()
-                .context("reading OUTSTANDING")
+                .with_context(|| format!("reading {name}"))
         }
-        Err(e) => Err(e).context("BPF_MAP_LOOKUP_BATCH on OUTSTANDING"),
+        Err(e) => Err(e).with_context(|| format!("BPF_MAP_LOOKUP_BATCH on {name}")),
     }
 }

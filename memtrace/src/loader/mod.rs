@@ -7,21 +7,25 @@ use aya::{
     programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
     Ebpf, EbpfLoader,
 };
-use memtrace_common::{maps, programs, Config, CONFIG_GLOBAL};
+use memtrace_common::{maps, programs, Config, Kind, CONFIG_GLOBAL};
 
-use crate::{error::SetupError, tracefs};
+use std::path::Path;
+
+use crate::{error::SetupError, model::KindStatus, tracefs};
 
 /// The eBPF object built from memtrace-ebpf (empty when built without it; see build.rs).
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace.bpf.o"));
 
 /// Sizes chosen on the command line.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LoadOptions {
     /// Entries of the outstanding-allocation map.
     pub max_allocations: u32,
     /// Requested stack slots; rounded up to a power of two (the kernel does so anyway).
     pub max_stacks: u32,
+    /// Kinds to trace.
+    pub kinds: Vec<Kind>,
 }
 
 /// One attached program.
@@ -39,6 +43,17 @@ pub struct Tracer {
     pub stack_slots: u32,
     /// "tracepoint kmem:mm_page_alloc", ...
     pub hooks: Vec<String>,
+    /// Every requested kind, traced or skipped.
+    pub kinds: Vec<KindStatus>,
+    /// Names of the loaded programs.
+    pub programs: Vec<String>,
+}
+
+impl Tracer {
+    /// Whether `kind` is being traced.
+    pub fn traces(&self, kind: Kind) -> bool {
+        self.kinds.iter().any(|k| k.traced && k.kind == kind.name())
+    }
 }
 
 impl Tracer {
@@ -58,79 +73,289 @@ impl Tracer {
     }
 }
 
-/// Where each program attaches: (program, category, event). Frees first, so no allocation is
-/// recorded whose free could go unseen.
-const HOOKS: [(&str, &str, &str); 2] = [
-    (programs::PAGE_FREE, "kmem", "mm_page_free"),
-    (programs::PAGE_ALLOC, "kmem", "mm_page_alloc"),
-];
+/// One tracepoint to attach a program to.
+#[derive(Clone, Copy, Debug)]
+struct Hook {
+    program: &'static str,
+    category: &'static str,
+    event: &'static str,
+    /// Frees attach before allocations, so no allocation is recorded whose free could go
+    /// unseen.
+    is_free: bool,
+}
 
-/// Checks privileges, reads the tracepoint layouts, loads and attaches.
+const fn hook(
+    program: &'static str,
+    category: &'static str,
+    event: &'static str,
+    is_free: bool,
+) -> Hook {
+    Hook {
+        program,
+        category,
+        event,
+        is_free,
+    }
+}
+
+/// A kind that will be traced: its hooks, and anything to say about it.
+struct PlannedKind {
+    kind: Kind,
+    hooks: Vec<Hook>,
+    note: Option<String>,
+}
+
+/// Reads the formats of a kind's events, fills its part of `config` and says which hooks to
+/// attach; `Err(note)` when the kind cannot be traced on this kernel.
+fn plan_kind(root: &Path, kind: Kind, config: &mut Config) -> Result<PlannedKind, String> {
+    let fmt = |cat: &str, ev: &str| tracefs::read_format(root, cat, ev).map_err(|e| e.to_string());
+    let layout_err = |ev: &str, e: tracefs::TracefsError| format!("{ev}: {e}");
+    let mut note = None;
+    let hooks = match kind {
+        Kind::Page => {
+            let alloc = fmt("kmem", "mm_page_alloc")?;
+            let free = fmt("kmem", "mm_page_free")?;
+            config.page_alloc =
+                tracefs::page_alloc_layout(&alloc).map_err(|e| layout_err("mm_page_alloc", e))?;
+            config.page_free =
+                tracefs::page_free_layout(&free).map_err(|e| layout_err("mm_page_free", e))?;
+            vec![
+                hook(programs::PAGE_FREE, "kmem", "mm_page_free", true),
+                hook(programs::PAGE_ALLOC, "kmem", "mm_page_alloc", false),
+            ]
+        }
+        Kind::Slab => {
+            let kmalloc = fmt("kmem", "kmalloc")?;
+            let cache_alloc = fmt("kmem", "kmem_cache_alloc")?;
+            let kfree = fmt("kmem", "kfree")?;
+            let cache_free = fmt("kmem", "kmem_cache_free")?;
+            config.kmalloc =
+                tracefs::kmalloc_layout(&kmalloc).map_err(|e| layout_err("kmalloc", e))?;
+            config.kmem_cache_alloc = tracefs::kmem_cache_alloc_layout(&cache_alloc)
+                .map_err(|e| layout_err("kmem_cache_alloc", e))?;
+            config.kfree = tracefs::slab_free_layout(&kfree).map_err(|e| layout_err("kfree", e))?;
+            config.kmem_cache_free = tracefs::slab_free_layout(&cache_free)
+                .map_err(|e| layout_err("kmem_cache_free", e))?;
+            let mut hooks = vec![
+                hook(programs::KFREE, "kmem", "kfree", true),
+                hook(programs::KMEM_CACHE_FREE, "kmem", "kmem_cache_free", true),
+                hook(programs::KMALLOC, "kmem", "kmalloc", false),
+                hook(
+                    programs::KMEM_CACHE_ALLOC,
+                    "kmem",
+                    "kmem_cache_alloc",
+                    false,
+                ),
+            ];
+            // Kernels before 6.1 have separate *_node events with the same leading fields:
+            // the same program serves both when the offsets agree.
+            let mut skipped = Vec::new();
+            for (program, event, base, layout_of) in [
+                (
+                    programs::KMALLOC,
+                    "kmalloc_node",
+                    config.kmalloc,
+                    tracefs::kmalloc_layout as fn(&tracefs::EventFormat) -> _,
+                ),
+                (
+                    programs::KMEM_CACHE_ALLOC,
+                    "kmem_cache_alloc_node",
+                    config.kmem_cache_alloc,
+                    tracefs::kmem_cache_alloc_layout,
+                ),
+            ] {
+                if !tracefs::event_exists(root, "kmem", event) {
+                    continue;
+                }
+                match fmt("kmem", event).and_then(|f| layout_of(&f).map_err(|e| e.to_string())) {
+                    Ok(l) if l == base => hooks.push(hook(program, "kmem", event, false)),
+                    _ => skipped.push(event),
+                }
+            }
+            if !skipped.is_empty() {
+                note = Some(format!(
+                    "kmem:{} not traced (layout differs from the base event)",
+                    skipped.join(", kmem:")
+                ));
+            }
+            hooks
+        }
+        Kind::Percpu => {
+            let alloc = fmt("percpu", "percpu_alloc_percpu")?;
+            let free = fmt("percpu", "percpu_free_percpu")?;
+            config.percpu_alloc = tracefs::percpu_alloc_layout(&alloc, tracefs::possible_cpus())
+                .map_err(|e| layout_err("percpu_alloc_percpu", e))?;
+            config.percpu_free = tracefs::percpu_free_layout(&free)
+                .map_err(|e| layout_err("percpu_free_percpu", e))?;
+            note = Some("bytes over all possible CPUs".into());
+            vec![
+                hook(programs::PERCPU_FREE, "percpu", "percpu_free_percpu", true),
+                hook(
+                    programs::PERCPU_ALLOC,
+                    "percpu",
+                    "percpu_alloc_percpu",
+                    false,
+                ),
+            ]
+        }
+        Kind::Vmalloc => {
+            let alloc = fmt("vmalloc", "alloc_vmap_area")?;
+            let free = fmt("vmalloc", "free_vmap_area_noflush")?;
+            config.vmalloc_alloc = tracefs::vmalloc_alloc_layout(&alloc)
+                .map_err(|e| layout_err("alloc_vmap_area", e))?;
+            config.vmalloc_free = tracefs::vmalloc_free_layout(&free)
+                .map_err(|e| layout_err("free_vmap_area_noflush", e))?;
+            note = Some("vmap area sizes (virtual, including guard pages)".into());
+            vec![
+                hook(
+                    programs::VMALLOC_FREE,
+                    "vmalloc",
+                    "free_vmap_area_noflush",
+                    true,
+                ),
+                hook(programs::VMALLOC_ALLOC, "vmalloc", "alloc_vmap_area", false),
+            ]
+        }
+    };
+    Ok(PlannedKind { kind, hooks, note })
+}
+
+/// Checks privileges, reads the tracepoint layouts, loads and attaches the requested kinds.
+/// A kind whose events this kernel lacks is skipped with a note; none traceable is an error.
 pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     privileges::check()?;
     if !cfg!(memtrace_ebpf_embedded) || EBPF_OBJECT.is_empty() {
         return Err(SetupError::NoEbpfObject.into());
     }
     let root = tracefs::locate()?;
-    let alloc = tracefs::read_format(&root, "kmem", "mm_page_alloc")?;
-    let free = tracefs::read_format(&root, "kmem", "mm_page_free")?;
     let stack_slots = opts
         .max_stacks
         .max(1)
         .checked_next_power_of_two()
         .unwrap_or(1 << 31);
-    let config = Config {
-        page_alloc: tracefs::page_alloc_layout(&alloc)?,
-        page_free: tracefs::page_free_layout(&free)?,
+    let mut config = Config {
         page_size: tracefs::page_size(),
         self_tgid: std::process::id(),
         max_order: tracefs::max_order(),
         stack_none_id: stack_slots,
-        _pad: 0,
+        agg_stride: stack_slots + 1,
+        ..Config::zeroed()
     };
+    let mut planned = Vec::new();
+    let mut kinds = Vec::new();
+    for &kind in &opts.kinds {
+        match plan_kind(&root, kind, &mut config) {
+            Ok(p) => planned.push(p),
+            Err(reason) => kinds.push(KindStatus {
+                kind: kind.name().into(),
+                traced: false,
+                hooks: Vec::new(),
+                note: Some(format!("skipped: {reason}")),
+            }),
+        }
+    }
+    if planned.is_empty() {
+        return Err(SetupError::NoKind {
+            reasons: kinds
+                .iter()
+                .map(|k| format!("{}: {}", k.kind, k.note.as_deref().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+        .into());
+    }
+    let traces = |k: Kind| planned.iter().any(|p| p.kind == k);
+    let objects_traced = traces(Kind::Slab) || traces(Kind::Percpu) || traces(Kind::Vmalloc);
 
     let mut ebpf = EbpfLoader::new()
         .override_global(CONFIG_GLOBAL, &config, true)
-        .map_max_entries(maps::OUTSTANDING, opts.max_allocations.max(1))
+        // Maps of kinds not traced get one entry: their memory is not wasted.
+        .map_max_entries(
+            maps::OUTSTANDING,
+            if traces(Kind::Page) {
+                opts.max_allocations.max(1)
+            } else {
+                1
+            },
+        )
+        .map_max_entries(
+            maps::OBJECTS,
+            if objects_traced {
+                opts.max_allocations.max(1)
+            } else {
+                1
+            },
+        )
+        .map_max_entries(
+            maps::CACHE_NAMES,
+            if traces(Kind::Slab) { stack_slots } else { 1 },
+        )
         .map_max_entries(maps::STACKS, stack_slots)
-        .map_max_entries(maps::STACK_AGG, stack_slots + 1)
+        .map_max_entries(maps::STACK_AGG, Kind::COUNT * (stack_slots + 1))
         .load(EBPF_OBJECT)
         .map_err(|e| SetupError::BpfLoad {
             what: "creating maps".into(),
             reason: short_error(&e),
         })?;
 
+    // Load every program of the planned kinds, then attach frees before allocations.
+    let mut hooks: Vec<Hook> = planned
+        .iter()
+        .flat_map(|p| p.hooks.iter().copied())
+        .collect();
+    hooks.sort_by_key(|h| !h.is_free);
+    let mut loaded: Vec<&str> = Vec::new();
     // On any error below, dropping `ebpf` detaches whatever was attached already.
     let mut attached = Vec::new();
-    let mut hooks = Vec::new();
-    for (name, category, event) in HOOKS {
+    for h in &hooks {
         let prog: &mut TracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("the eBPF object has no program {name}"))?
+            .program_mut(h.program)
+            .with_context(|| format!("the eBPF object has no program {}", h.program))?
             .try_into()
-            .with_context(|| format!("program {name} is not a tracepoint"))?;
-        prog.load().map_err(|e| SetupError::BpfLoad {
-            what: format!("program {name}"),
-            reason: verifier_summary(&e),
-        })?;
+            .with_context(|| format!("program {} is not a tracepoint", h.program))?;
+        if !loaded.contains(&h.program) {
+            prog.load().map_err(|e| SetupError::BpfLoad {
+                what: format!("program {}", h.program),
+                reason: verifier_summary(&e),
+            })?;
+            loaded.push(h.program);
+        }
         let link = prog
-            .attach(category, event)
+            .attach(h.category, h.event)
             .map_err(|e| SetupError::Attach {
-                event: format!("{category}:{event}"),
+                event: format!("{}:{}", h.category, h.event),
                 reason: short_error(&e),
             })?;
         attached.push(Attached {
-            program: name,
+            program: h.program,
             link,
         });
-        hooks.push(format!("tracepoint {category}:{event}"));
     }
+    for p in &planned {
+        kinds.push(KindStatus {
+            kind: p.kind.name().into(),
+            traced: true,
+            hooks: p
+                .hooks
+                .iter()
+                .map(|h| format!("{}:{}", h.category, h.event))
+                .collect(),
+            note: p.note.clone(),
+        });
+    }
+    kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x.name() == k.kind));
+    let hooks = hooks
+        .iter()
+        .map(|h| format!("tracepoint {}:{}", h.category, h.event))
+        .collect();
     Ok(Tracer {
         ebpf,
         attached,
         config,
         stack_slots,
         hooks,
+        kinds,
+        programs: loaded.iter().map(|s| s.to_string()).collect(),
     })
 }
 
