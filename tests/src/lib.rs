@@ -12,24 +12,45 @@
 //! - [`assert_no_memtrace_programs_loaded`]: no `mm_page_alloc` / `mm_page_free` program of ours
 //!   stays loaded after a test.
 //! - Workloads: [`tcp_hold`] (pages held in a loopback TCP receive queue) and [`churn`]
-//!   (anonymous memory faulted in and unmapped again).
+//!   (anonymous memory faulted in and unmapped again); for the kinds and classes
+//!   [`unix_dgram_hold`] (skb slab objects), [`percpu_array_maps`] (percpu),
+//!   [`vmalloc_array_map`] (vmalloc), [`shmem_hold`], [`file_hold`], [`anon_hold`].
+//! - The kernel's own accounting to compare with: [`SlabInfo`] (`/proc/slabinfo`),
+//!   [`vmalloc_areas`] (`/proc/vmallocinfo`), [`meminfo`], [`possible_cpus`].
 
+mod bpf_maps;
 mod env;
+mod holds;
 mod process;
+mod procfs;
 mod programs;
 mod report;
 mod workload;
 
+pub use bpf_maps::{
+    percpu_array_maps, vmalloc_array_map, BpfMap, PercpuMaps, VmallocMap, BPF_MAP_TYPE_ARRAY,
+    BPF_MAP_TYPE_PERCPU_ARRAY, MAX_PERCPU_VALUE,
+};
 pub use env::{bpf_unavailable_reason, memtrace_bin, require_bpf, workspace_root};
+pub use holds::{
+    anon_hold, file_hold, shmem_hold, unix_dgram_hold, AnonHold, FileHold, ShmemHold, UnixDgramHold,
+};
 pub use process::{run_memtrace, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX};
+pub use procfs::{
+    memcg_kmem_accounting, meminfo, meminfo_field, parse_cpu_list, parse_meminfo,
+    parse_vmallocinfo, percpu_bytes_alloc, possible_cpus, vmalloc_areas, SlabCache, SlabGrowth,
+    SlabInfo, VmallocArea,
+};
 pub use programs::{
     assert_no_memtrace_programs_loaded, check_no_memtrace_programs_loaded,
-    loaded_memtrace_programs, LoadedProgram, PROGRAM_NAMES,
+    is_memtrace_program_name, loaded_memtrace_programs, LoadedProgram, PROGRAM_NAMES,
 };
 pub use report::{
-    find_stacks, find_stacks_with_all, folded_bytes, owner_bytes_upper_bound, parse_folded,
-    stack_has_function, sum_allocated_bytes, sum_bytes, symbol_matches, Caller, Frame, Owner,
-    ProgramStats, Report, Stack, Totals, REQUIRED_COUNTERS,
+    backed_kind, find_kind_stacks, find_stacks, find_stacks_with_all, folded_bytes,
+    owner_bytes_upper_bound, parse_folded, stack_has_function, stacks_where, sum_allocated_bytes,
+    sum_allocated_count, sum_allocations, sum_bytes, sum_owned_by, symbol_matches, Caller,
+    ClassSummary, Frame, KindStatus, Owner, ProgramStats, Report, Stack, Totals, CLASSES,
+    KERNEL_CLASSES, KINDS, OBJ_COUNTERS, REQUIRED_COUNTERS,
 };
 pub use workload::{churn, flush_deferred_skb_frees, tcp_hold, ChurnStats, TcpHold};
 

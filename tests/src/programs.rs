@@ -1,8 +1,9 @@
 //! Which memtrace BPF programs are loaded in the kernel.
 //!
-//! After a test every tracer it started has exited, so none of their `mm_page_alloc` /
-//! `mm_page_free` programs may remain: a remaining one is pinned, attached without an owner,
-//! or held by a tracer that did not exit. Programs of the same name that belong to a *foreign*
+//! After a test every tracer it started has exited, so none of their programs (`mm_page_alloc`,
+//! `mm_page_free`, and for the slab/percpu/vmalloc kinds `kmalloc`, `kmem_cache_alloc`, `kfree`,
+//! ...) may remain: a remaining one is pinned, attached without an owner, or held by a tracer
+//! that did not exit. Programs of the same name that belong to a *foreign*
 //! live process (another memtrace run on the same machine, loaded before our first tracer or
 //! held open by a process this test binary did not start) are reported but not counted.
 
@@ -16,8 +17,31 @@ use aya::sys::SyscallError;
 
 use crate::process::spawned_pids;
 
-/// The names the kernel shows for memtrace's programs.
-pub const PROGRAM_NAMES: [&str; 2] = ["mm_page_alloc", "mm_page_free"];
+/// The names of memtrace's programs (one per tracepoint it attaches to).
+pub const PROGRAM_NAMES: [&str; 10] = [
+    "mm_page_alloc",
+    "mm_page_free",
+    "kmalloc",
+    "kmem_cache_alloc",
+    "kfree",
+    "kmem_cache_free",
+    "percpu_alloc_percpu",
+    "percpu_free_percpu",
+    "alloc_vmap_area",
+    "free_vmap_area_noflush",
+];
+
+/// The kernel keeps at most 15 characters of a program name (`BPF_OBJ_NAME_LEN` - 1).
+const KERNEL_NAME_LEN: usize = 15;
+
+/// Whether `name`, as the kernel shows it (truncated to 15 characters), is one of
+/// [`PROGRAM_NAMES`].
+pub fn is_memtrace_program_name(name: &str) -> bool {
+    !name.is_empty()
+        && PROGRAM_NAMES
+            .iter()
+            .any(|p| *p == name || (name.len() == KERNEL_NAME_LEN && p.starts_with(name)))
+}
 
 /// How long programs may take to disappear after their tracer exited.
 const UNLOAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +81,7 @@ impl LoadedProgram {
     }
 }
 
-/// Every loaded program named `mm_page_alloc` or `mm_page_free`, with its holders.
+/// Every loaded program named like one of [`PROGRAM_NAMES`], with its holders.
 pub fn loaded_memtrace_programs() -> Result<Vec<LoadedProgram>> {
     let mut found = Vec::new();
     for info in loaded_programs() {
@@ -72,7 +96,7 @@ pub fn loaded_memtrace_programs() -> Result<Vec<LoadedProgram>> {
             Err(e) => return Err(e).context("enumerating loaded BPF programs"),
         };
         let name = info.name_as_str().unwrap_or("").to_string();
-        if PROGRAM_NAMES.contains(&name.as_str()) {
+        if is_memtrace_program_name(&name) {
             found.push(LoadedProgram {
                 id: info.id(),
                 name,
@@ -227,6 +251,19 @@ mod tests {
         let fd = i32::try_from(fd).context("fd out of range")?;
         // SAFETY: the kernel just returned this new fd; nothing else owns it.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    #[test]
+    fn program_names_as_the_kernel_truncates_them() {
+        assert!(is_memtrace_program_name("mm_page_alloc"));
+        assert!(is_memtrace_program_name("kfree"));
+        assert!(is_memtrace_program_name("percpu_alloc_pe"));
+        assert!(is_memtrace_program_name("free_vmap_area_"));
+        assert!(is_memtrace_program_name("kmem_cache_allo"));
+        assert!(!is_memtrace_program_name("kmem_cache"));
+        assert!(!is_memtrace_program_name("percpu_alloc_p"));
+        assert!(!is_memtrace_program_name(""));
+        assert!(!is_memtrace_program_name("sys_enter"));
     }
 
     #[test]

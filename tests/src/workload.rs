@@ -25,11 +25,16 @@ const MIN_HELD: u64 = 32 * MIB;
 const SEND_DEADLINE: Duration = Duration::from_secs(20);
 const SETTLE_DEADLINE: Duration = Duration::from_secs(10);
 
-fn last_error(what: &str) -> anyhow::Error {
+pub(crate) fn last_error(what: &str) -> anyhow::Error {
     anyhow::Error::new(std::io::Error::last_os_error()).context(what.to_string())
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: usize) -> Result<()> {
+pub(crate) fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: usize,
+) -> Result<()> {
     let value = libc::c_int::try_from(value).context("socket option value out of range")?;
     // SAFETY: `value` is a live c_int and the length passed is exactly its size.
     let rc = unsafe {
@@ -47,7 +52,7 @@ fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: usize) ->
     Ok(())
 }
 
-fn get_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> Result<u64> {
+pub(crate) fn get_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> Result<u64> {
     let mut value: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `value` and `len` are live and `len` holds the size of `value`.
@@ -68,7 +73,7 @@ fn get_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int) -> Result<u64> {
 
 /// Sets a buffer size with the privileged `*FORCE` option (beyond `net.core.*mem_max`),
 /// falling back to the plain option without `CAP_NET_ADMIN`. Returns whether it was forced.
-fn set_buffer(
+pub(crate) fn set_buffer(
     fd: RawFd,
     force_opt: libc::c_int,
     plain_opt: libc::c_int,
@@ -84,7 +89,7 @@ fn set_buffer(
 }
 
 /// An `int`-valued socket ioctl (`SIOCINQ`, `SIOCOUTQ`, `SIOCOUTQNSD`).
-fn ioctl_int(fd: RawFd, request: libc::Ioctl, what: &str) -> Result<u64> {
+pub(crate) fn ioctl_int(fd: RawFd, request: libc::Ioctl, what: &str) -> Result<u64> {
     let mut value: libc::c_int = 0;
     // SAFETY: these ioctls write one c_int through the pointer, which points at `value`.
     let rc = unsafe { libc::ioctl(fd, request, &mut value as *mut libc::c_int) };
@@ -134,7 +139,7 @@ const SOCKADDR_IN_LEN: libc::socklen_t =
     std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
 
 /// CPUs this thread may run on.
-fn allowed_cpus() -> Result<Vec<usize>> {
+pub(crate) fn allowed_cpus() -> Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array for which all-zero is a valid value.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a live cpu_set_t and the size passed is its size.
@@ -166,7 +171,7 @@ fn pin_current_thread(cpu: usize) -> Result<()> {
 
 /// Runs `f` on a new thread pinned to `cpu` (when pinning fails, unpinned) and joins it.
 /// A separate thread also means its per-task page fragment cache goes away when it exits.
-fn on_cpu<T: Send + 'static>(
+pub(crate) fn on_cpu<T: Send + 'static>(
     cpu: Option<usize>,
     name: &str,
     f: impl FnOnce() -> Result<T> + Send + 'static,

@@ -1,0 +1,285 @@
+//! Classes: what held memory is for. This process holds anonymous memory (`user-anon`), a
+//! memfd (`shmem`), a file written on a disk filesystem (`page-cache`) and a loopback TCP
+//! receive queue (`network`), each of a known size, while two tracers with the default kinds
+//! (page, slab) run: B reports every class, A only `--class kernel` (everything but
+//! `user-anon` and `page-cache`).
+//!
+//! B's per-class figures of this process must match what it holds; A must list no stack of
+//! the two process classes, its totals must be smaller than B's by about what those hold, and
+//! its class summary must still show every class (it is computed before filtering).
+//!
+//! B is started first and fully attached before A, so that A does not record B's map memory;
+//! B does record A's (kernel memory), which only widens the gap A's filter must show.
+
+use std::collections::BTreeSet;
+
+use anyhow::{ensure, Context as _, Result};
+use memtrace_tests::{
+    anon_hold, assert_no_memtrace_programs_loaded, file_hold, find_stacks, log, mib, require_bpf,
+    run_memtrace, shmem_hold, stacks_where, sum_bytes, sum_owned_by, tcp_hold, Report, Stack,
+    Tracer, KERNEL_CLASSES, MIB,
+};
+
+/// Anonymous memory held (large enough that the process's other faults stay within 10 %).
+const ANON: u64 = 64 * MIB;
+const SHMEM: u64 = 32 * MIB;
+const FILE: u64 = 32 * MIB;
+const TCP: u64 = 64 * MIB;
+/// The sender's page-fragment allocations (as in the TCP scenario).
+const TCP_FRAG: &[&[&str]] = &[
+    &["tcp_sendmsg", "tcp_sendmsg_locked"],
+    &["skb_page_frag_refill"],
+];
+
+fn me() -> u32 {
+    std::process::id()
+}
+
+fn within_10_percent(part: u64, truth: u64) -> bool {
+    part.abs_diff(truth) * 10 <= truth
+}
+
+fn percent_off(part: u64, truth: u64) -> f64 {
+    (part as f64 - truth as f64) * 100.0 / truth.max(1) as f64
+}
+
+fn of_class<'a>(report: &'a Report, class: &str) -> Vec<&'a Stack> {
+    stacks_where(report, |s| s.class() == class)
+}
+
+/// What the listed owner entries of this process hold in stacks of `class` (any kind).
+fn owned_in_class(report: &Report, class: &str) -> u64 {
+    sum_owned_by(&of_class(report, class), me()).0
+}
+
+/// What the listed owner entries of this process hold in page stacks of `class`: the held
+/// pages, without the slab objects that go with them (inodes, xarray nodes, ...).
+fn owned_pages_in_class(report: &Report, class: &str) -> u64 {
+    let pages: Vec<&Stack> = of_class(report, class)
+        .into_iter()
+        .filter(|s| s.kind() == "page")
+        .collect();
+    sum_owned_by(&pages, me()).0
+}
+
+fn log_classes(label: &str, report: &Report) {
+    eprintln!("{label}: counters {}", report.counters_line());
+    eprintln!("{label}: session.kinds {}", report.session["kinds"]);
+    for c in &report.classes {
+        log(&format!(
+            "{label}: class {:<16} {:>10} ({:>10} bytes) {:>8} allocations {:>5} stacks \
+             in_total={}; this process {}",
+            c.class,
+            mib(c.bytes),
+            c.bytes,
+            c.allocations,
+            c.stacks,
+            c.in_total,
+            mib(owned_in_class(report, &c.class))
+        ));
+    }
+    log(&format!(
+        "{label}: totals {} ({} bytes) in {} allocations; {} stacks",
+        mib(report.totals.bytes),
+        report.totals.bytes,
+        report.totals.allocations,
+        report.stacks.len()
+    ));
+    for (i, stack) in report.stacks.iter().take(5).enumerate() {
+        eprintln!("{label}: stacks[{i}] {}", stack.describe());
+    }
+}
+
+fn run_scenario(scenario: fn() -> Result<()>) {
+    let result = scenario();
+    assert_no_memtrace_programs_loaded();
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
+#[test]
+fn held_memory_is_classed_and_kernel_filter_drops_process_memory() {
+    if !require_bpf() {
+        return;
+    }
+    run_scenario(scenario);
+}
+
+fn scenario() -> Result<()> {
+    let mut b = Tracer::start("B-all", &["--duration", "10m"])?;
+    let mut a = Tracer::start("A-kernel", &["--class", "kernel", "--duration", "10m"])?;
+
+    let anon = anon_hold(ANON)?;
+    let shmem = shmem_hold(SHMEM)?;
+    let file = file_hold(FILE)?;
+    let tcp = tcp_hold(TCP)?;
+    let tcp_truth = tcp.held_bytes();
+
+    let report_a = a.stop_and_report()?;
+    let report_b = b.stop_and_report()?;
+    log_classes("A (--class kernel)", &report_a);
+    log_classes("B (all classes)", &report_b);
+
+    let b_anon = owned_pages_in_class(&report_b, "user-anon");
+    let b_shmem = owned_pages_in_class(&report_b, "shmem");
+    let b_file = owned_pages_in_class(&report_b, "page-cache");
+    let a_shmem = owned_pages_in_class(&report_a, "shmem");
+    let file_details: BTreeSet<Option<&str>> = of_class(&report_b, "page-cache")
+        .iter()
+        .filter(|s| s.owned_by(me()).0 > 0)
+        .map(|s| s.class_detail.as_deref())
+        .collect();
+    let tcp_b = find_stacks(&report_b, TCP_FRAG);
+    let tcp_a = find_stacks(&report_a, TCP_FRAG);
+    let tcp_classes: BTreeSet<&str> = tcp_b.iter().chain(&tcp_a).map(|s| s.class()).collect();
+    let gap = report_b.totals.bytes.saturating_sub(report_a.totals.bytes);
+    let process_classes = report_b.class_bytes("user-anon") + report_b.class_bytes("page-cache");
+    log(&format!(
+        "truth: anon {} shmem {} (meminfo Shmem {:+.2} MiB) file {} (meminfo Cached {:+.2} MiB, \
+         Dirty {:+.2} MiB) tcp {}\n\
+         B: this process's pages of class user-anon {} ({:+.1} %), shmem {} ({:+.1} %), \
+         page-cache {} \
+         ({:+.1} %, class_detail {file_details:?}); tcp_sendmsg/skb_page_frag_refill stacks {} \
+         classed {tcp_classes:?}\n\
+         A: this process's shmem pages {} ({:+.1} %); tcp stacks {}; totals A {} vs B {}: gap {} \
+         (B's user-anon + page-cache classes hold {})",
+        mib(ANON),
+        mib(SHMEM),
+        shmem.meminfo_growth() as f64 / MIB as f64,
+        mib(FILE),
+        file.cached_growth as f64 / MIB as f64,
+        file.dirty_growth as f64 / MIB as f64,
+        mib(tcp_truth),
+        mib(b_anon),
+        percent_off(b_anon, ANON),
+        mib(b_shmem),
+        percent_off(b_shmem, SHMEM),
+        mib(b_file),
+        percent_off(b_file, FILE),
+        mib(sum_bytes(&tcp_b)),
+        mib(a_shmem),
+        percent_off(a_shmem, SHMEM),
+        mib(sum_bytes(&tcp_a)),
+        mib(report_a.totals.bytes),
+        mib(report_b.totals.bytes),
+        mib(gap),
+        mib(process_classes),
+    ));
+
+    report_b.check_consistency().context("B's report")?;
+    report_a
+        .check_consistency_for_classes(&KERNEL_CLASSES)
+        .context("A's report (--class kernel)")?;
+    let traced = report_b.traced_kinds()?;
+    ensure!(
+        traced == BTreeSet::from(["page".to_string(), "slab".to_string()]),
+        "the default kinds should be page and slab, B traced {traced:?}"
+    );
+
+    // (a) shmem, (b) page cache, and the anonymous memory, in B.
+    ensure!(
+        within_10_percent(b_shmem, SHMEM),
+        "B classes {b_shmem} bytes of this process's pages as shmem; the memfd holds {SHMEM} \
+         (±10 %)"
+    );
+    ensure!(
+        within_10_percent(b_file, FILE),
+        "B classes {b_file} bytes of this process's pages as page-cache; the file written holds \
+         {FILE} (±10 %)"
+    );
+    ensure!(
+        within_10_percent(b_anon, ANON),
+        "B classes {b_anon} bytes of this process's pages as user-anon; it faulted in {ANON} \
+         (±10 %)"
+    );
+    // (c) the TCP receive queue is network memory, in both reports.
+    ensure!(
+        !tcp_b.is_empty() && !tcp_a.is_empty(),
+        "a tcp_sendmsg/skb_page_frag_refill stack is missing (B: {}, A: {})",
+        tcp_b.len(),
+        tcp_a.len()
+    );
+    ensure!(
+        tcp_classes == BTreeSet::from(["network"]),
+        "the tcp_sendmsg/skb_page_frag_refill stacks are classed {tcp_classes:?}, not network"
+    );
+    ensure!(
+        within_10_percent(sum_bytes(&tcp_b), tcp_truth),
+        "B's tcp_sendmsg/skb_page_frag_refill stacks hold {} bytes; the receive queue holds \
+         {tcp_truth} (±10 %)",
+        sum_bytes(&tcp_b)
+    );
+    // (d) --class kernel: no process memory listed, smaller totals, full class summary.
+    let listed: Vec<String> = report_a
+        .stacks
+        .iter()
+        .filter(|s| matches!(s.class(), "user-anon" | "page-cache"))
+        .map(|s| s.describe())
+        .collect();
+    ensure!(
+        listed.is_empty(),
+        "A (--class kernel) lists user-anon / page-cache stacks: {listed:#?}"
+    );
+    ensure!(
+        within_10_percent(a_shmem, SHMEM),
+        "A (--class kernel) classes {a_shmem} bytes of this process's pages as shmem; the \
+         memfd holds {SHMEM} (±10 %) and shmem is kernel memory"
+    );
+    ensure!(
+        report_a.totals.bytes < report_b.totals.bytes,
+        "A's totals ({} bytes, --class kernel) are not smaller than B's ({} bytes, all classes)",
+        report_a.totals.bytes,
+        report_b.totals.bytes
+    );
+    let process_truth = ANON + FILE;
+    ensure!(
+        gap * 10 >= process_truth * 8,
+        "A's totals (--class kernel) are only {gap} bytes below B's; this process alone holds \
+         {process_truth} bytes of user-anon and page-cache memory (need ≥ 80 %)"
+    );
+    for (class, held) in [("user-anon", ANON), ("page-cache", FILE)] {
+        let summary = report_a.class_bytes(class);
+        ensure!(
+            summary * 10 >= held * 9,
+            "A's class summary (computed before --class filtering) shows {summary} bytes of \
+             {class}; this process alone holds {held}"
+        );
+    }
+
+    tcp.drain()?;
+    file.release()?;
+    shmem.release();
+    drop(anon);
+    Ok(())
+}
+
+#[test]
+fn unknown_class_is_a_usage_error() {
+    if !require_bpf() {
+        return;
+    }
+    run_scenario(|| {
+        let run = run_memtrace(
+            &["trace", "--class", "kernel,heap", "--duration", "5s"],
+            std::time::Duration::from_secs(30),
+        )?;
+        log(&format!(
+            "--class kernel,heap: {}\nstderr:\n{}",
+            run.status, run.stderr
+        ));
+        ensure!(
+            run.code() == Some(2),
+            "`memtrace trace --class kernel,heap` ended with {:?}, expected exit code 2 (usage); \
+             stderr:\n{}",
+            run.status,
+            run.stderr
+        );
+        ensure!(
+            run.stderr.contains("--class") && run.stderr.contains("heap"),
+            "the usage error names neither the flag --class nor the bad value `heap`:\n{}",
+            run.stderr
+        );
+        Ok(())
+    });
+}
