@@ -42,6 +42,8 @@ pub mod programs {
     pub const PERCPU_FREE: &str = "percpu_free_percpu";
     pub const VMALLOC_ALLOC: &str = "alloc_vmap_area";
     pub const VMALLOC_FREE: &str = "free_vmap_area_noflush";
+    /// fentry on `kmem_cache_free_bulk` (also behind `kfree_bulk`), which has no tracepoint.
+    pub const SLAB_FREE_BULK: &str = "kmem_cache_free_bulk";
 }
 
 /// What kind of kernel memory an allocation is.
@@ -367,10 +369,15 @@ pub enum Counter {
     ObjectsFull,
     /// An object allocation hit an address that still had a record (missed free): replaced.
     ObjStaleReplaced,
+    /// Objects freed through `kmem_cache_free_bulk` / `kfree_bulk` (no tracepoint; fentry).
+    ObjBulkFrees,
+    /// Bulk-freed objects beyond what one fentry run can walk: not matched (their records are
+    /// healed when the address is allocated again).
+    ObjBulkTruncated,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ObjStaleReplaced as u32 + 1;
+    pub const COUNT: u32 = Counter::ObjBulkTruncated as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -397,6 +404,8 @@ impl Counter {
         Counter::ObjUnmatchedFrees,
         Counter::ObjectsFull,
         Counter::ObjStaleReplaced,
+        Counter::ObjBulkFrees,
+        Counter::ObjBulkTruncated,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -426,6 +435,8 @@ impl Counter {
             Counter::ObjUnmatchedFrees => "obj_unmatched_frees",
             Counter::ObjectsFull => "objects_map_full",
             Counter::ObjStaleReplaced => "obj_stale_records_replaced",
+            Counter::ObjBulkFrees => "obj_bulk_frees",
+            Counter::ObjBulkTruncated => "obj_bulk_truncated",
         }
     }
 
@@ -442,6 +453,7 @@ impl Counter {
                 | Counter::ReadErrors
                 | Counter::ObjectsFull
                 | Counter::ObjStaleReplaced
+                | Counter::ObjBulkTruncated
         )
     }
 }

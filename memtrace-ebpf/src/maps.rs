@@ -59,6 +59,14 @@ pub fn count(c: Counter) {
 }
 
 #[inline(always)]
+pub fn count_n(c: Counter, n: u64) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        // SAFETY: as in `count`.
+        unsafe { *p += n };
+    }
+}
+
+#[inline(always)]
 pub fn atomic_add(p: *mut u64, v: u64) {
     // SAFETY: `p` points into a map value that lives as long as the map; the kernel's map
     // memory is 8-byte aligned and these fields are only ever modified atomically.

@@ -152,9 +152,16 @@ fn remember_cache_name(ctx: &TracePointContext, name_offset: u32, stack_id: u32)
 pub fn free(ctx: &TracePointContext, layout: &ObjFreeLayout, kind: Kind) -> Result<(), i32> {
     count(Counter::ObjFreesSeen);
     let ptr = read_u64(ctx, layout.ptr_offset)?;
+    free_ptr(ptr, kind);
+    Ok(())
+}
+
+/// Takes the object at `ptr` out of `OBJECTS`.
+#[inline(always)]
+pub fn free_ptr(ptr: u64, kind: Kind) {
     if ptr <= ZERO_SIZE_PTR {
         // kfree(NULL) and friends: nothing was allocated.
-        return Ok(());
+        return;
     }
     let key = ObjKey {
         addr: ptr,
@@ -163,7 +170,7 @@ pub fn free(ctx: &TracePointContext, layout: &ObjFreeLayout, kind: Kind) -> Resu
     };
     let Some(rec) = OBJECTS.get_ptr(key) else {
         count(Counter::ObjUnmatchedFrees);
-        return Ok(());
+        return;
     };
     // SAFETY: valid pointer to the map value; copied before the entry is removed.
     let rec = unsafe { *rec };
@@ -175,5 +182,4 @@ pub fn free(ctx: &TracePointContext, layout: &ObjFreeLayout, kind: Kind) -> Resu
         // Removed concurrently by another free of the same object (should not happen).
         count(Counter::ObjUnmatchedFrees);
     }
-    Ok(())
 }

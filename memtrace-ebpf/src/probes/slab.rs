@@ -1,13 +1,18 @@
 //! Slab objects: `kmem:kmalloc`, `kmem:kmem_cache_alloc` (their `_node` twins on kernels before
-//! 6.1 use the same programs), `kmem:kfree`, `kmem:kmem_cache_free`.
+//! 6.1 use the same programs), `kmem:kfree`, `kmem:kmem_cache_free`, and an fentry program on
+//! `kmem_cache_free_bulk`, which has no tracepoint.
 
 use core::ffi::c_void;
 
-use aya_ebpf::programs::TracePointContext;
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel,
+    macros::fentry,
+    programs::{FEntryContext, TracePointContext},
+};
 use memtrace_common::{Counter, Kind};
 
 use super::{objects, KEEP_EVENT};
-use crate::maps::{config, count};
+use crate::maps::{config, count, count_n};
 
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "tracepoint/kmem/kmalloc")]
@@ -47,4 +52,34 @@ pub fn kmem_cache_free(ctx: *mut c_void) -> u32 {
         count(Counter::ReadErrors);
     }
     KEEP_EVENT
+}
+
+/// Objects one run walks. Bulk frees come in batches of up to a few hundred (`kfree_rcu`
+/// batches fill a page of pointers); the rest are counted as truncated.
+const BULK_MAX: usize = 256;
+
+/// `void kmem_cache_free_bulk(struct kmem_cache *s, size_t size, void **p)`: slab objects freed
+/// in bulk (maple tree nodes, `kfree_rcu` batches, the network stack's per-CPU skb cache) fire
+/// no `kmem_cache_free`/`kfree` event; without this they would stay listed as false leaks.
+#[fentry(function = "kmem_cache_free_bulk")]
+pub fn kmem_cache_free_bulk(ctx: FEntryContext) -> u32 {
+    let size: u64 = ctx.arg(1);
+    let p: *const u64 = ctx.arg(2);
+    let n = (size as usize).min(BULK_MAX);
+    for i in 0..BULK_MAX {
+        if i >= n {
+            break;
+        }
+        // SAFETY: bpf_probe_read_kernel checks the address; `p` has `size` entries.
+        let Ok(ptr) = (unsafe { bpf_probe_read_kernel(p.wrapping_add(i)) }) else {
+            count(Counter::ReadErrors);
+            break;
+        };
+        count(Counter::ObjBulkFrees);
+        objects::free_ptr(ptr, Kind::Slab);
+    }
+    if size as usize > BULK_MAX {
+        count_n(Counter::ObjBulkTruncated, size - BULK_MAX as u64);
+    }
+    0
 }

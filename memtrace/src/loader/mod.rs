@@ -4,8 +4,10 @@ pub mod privileges;
 
 use anyhow::Context as _;
 use aya::{
-    programs::{trace_point::TracePointLinkId, ProgramError, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{
+        fentry::FEntryLinkId, trace_point::TracePointLinkId, FEntry, ProgramError, TracePoint,
+    },
+    Btf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{maps, programs, Config, Kind, CONFIG_GLOBAL};
 
@@ -31,7 +33,12 @@ pub struct LoadOptions {
 /// One attached program.
 struct Attached {
     program: &'static str,
-    link: TracePointLinkId,
+    link: Link,
+}
+
+enum Link {
+    TracePoint(TracePointLinkId),
+    FEntry(FEntryLinkId),
 }
 
 /// Loaded and attached programs plus their maps.
@@ -60,14 +67,25 @@ impl Tracer {
     /// Detaches every program; the maps stay readable until the tracer is dropped.
     pub fn detach(&mut self) -> anyhow::Result<()> {
         for a in self.attached.drain(..) {
-            let prog: &mut TracePoint = self
+            let prog = self
                 .ebpf
                 .program_mut(a.program)
-                .with_context(|| format!("program {} vanished", a.program))?
-                .try_into()
-                .with_context(|| format!("program {} is not a tracepoint", a.program))?;
-            prog.detach(a.link)
-                .with_context(|| format!("detaching {}", a.program))?;
+                .with_context(|| format!("program {} vanished", a.program))?;
+            match a.link {
+                Link::TracePoint(link) => {
+                    let prog: &mut TracePoint = prog
+                        .try_into()
+                        .with_context(|| format!("program {} is not a tracepoint", a.program))?;
+                    prog.detach(link)
+                }
+                Link::FEntry(link) => {
+                    let prog: &mut FEntry = prog
+                        .try_into()
+                        .with_context(|| format!("program {} is not fentry", a.program))?;
+                    prog.detach(link)
+                }
+            }
+            .with_context(|| format!("detaching {}", a.program))?;
         }
         Ok(())
     }
@@ -241,7 +259,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         agg_stride: stack_slots + 1,
         ..Config::zeroed()
     };
-    let mut planned = Vec::new();
+    let mut planned: Vec<PlannedKind> = Vec::new();
     let mut kinds = Vec::new();
     for &kind in &opts.kinds {
         match plan_kind(&root, kind, &mut config) {
@@ -328,8 +346,33 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
             })?;
         attached.push(Attached {
             program: h.program,
-            link,
+            link: Link::TracePoint(link),
         });
+    }
+    // Bulk slab frees have no tracepoint: an fentry program catches them where BTF and
+    // fentry are available; elsewhere slab is traced without them (said in the kind's note).
+    if let Some(slab) = planned.iter_mut().find(|p| p.kind == Kind::Slab) {
+        match attach_fentry(&mut ebpf, programs::SLAB_FREE_BULK, "kmem_cache_free_bulk") {
+            Ok(link) => {
+                attached.push(Attached {
+                    program: programs::SLAB_FREE_BULK,
+                    link: Link::FEntry(link),
+                });
+                loaded.push(programs::SLAB_FREE_BULK);
+                slab.hooks.push(hook(
+                    programs::SLAB_FREE_BULK,
+                    "fentry",
+                    "kmem_cache_free_bulk",
+                    true,
+                ));
+            }
+            Err(e) => {
+                slab.note = Some(format!(
+                    "bulk frees (kmem_cache_free_bulk) not traced: {e}; such objects stay listed \
+                     until their address is reused"
+                ))
+            }
+        }
     }
     for p in &planned {
         kinds.push(KindStatus {
@@ -344,9 +387,13 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         });
     }
     kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x.name() == k.kind));
-    let hooks = hooks
+    let hooks = planned
         .iter()
-        .map(|h| format!("tracepoint {}:{}", h.category, h.event))
+        .flat_map(|p| p.hooks.iter())
+        .map(|h| match h.category {
+            "fentry" => format!("fentry {}", h.event),
+            category => format!("tracepoint {category}:{}", h.event),
+        })
         .collect();
     Ok(Tracer {
         ebpf,
@@ -357,6 +404,19 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         kinds,
         programs: loaded.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// Loads and attaches an fentry program on `function` (needs the kernel's BTF).
+fn attach_fentry(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<FEntryLinkId, String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))?;
+    let prog: &mut FEntry = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+        .try_into()
+        .map_err(|e| format!("program {program}: {e}"))?;
+    prog.load(function, &btf)
+        .map_err(|e| verifier_summary(&e))?;
+    prog.attach().map_err(|e| short_error(&e))
 }
 
 /// The error and its sources on one line.

@@ -308,15 +308,18 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
         ),
         Counter::ObjectsFull => format!(
             "{n} slab/percpu/vmalloc allocations were not recorded because the object table was \
-             full; they are missing from the per-record details (owners, ages, caches) and from \
-             the outstanding numbers when --min-age is used. Raise --max-allocations \
-             (currently {}).",
+             full; they are missing from the outstanding numbers (counted only as allocated). \
+             Raise --max-allocations (currently {}).",
             s.max_allocations
         ),
         Counter::ObjStaleReplaced => format!(
             "{n} object frees were missed (BPF recursion protection or lost events) and their \
              addresses were allocated again; the stale records were replaced and their bytes \
              removed from their stacks."
+        ),
+        Counter::ObjBulkTruncated => format!(
+            "{n} objects freed in bulk batches too large for one eBPF run were not matched; they \
+             stay listed until their addresses are allocated again."
         ),
         _ => format!("{n} events lost information; the report is approximate."),
     }
