@@ -1,28 +1,17 @@
 //! `kmem:mm_page_alloc`: record the allocation with its stack.
 
-use core::ffi::c_void;
-
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::TracePointContext,
 };
 use memtrace_common::{record_flags, Counter, PageRecord, DETACHED_KEY_BIT};
 
-use super::KEEP_EVENT;
 use crate::maps::{
     agg_release, atomic_add, config, count, detached_live_add, stack_slot, BPF_ANY, BPF_NOEXIST,
     EEXIST, OUTSTANDING, STACK_AGG,
 };
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/mm_page_alloc")]
-pub fn mm_page_alloc(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if handle(&ctx).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
 
 #[inline(always)]
 fn handle(ctx: &TracePointContext) -> Result<(), i32> {

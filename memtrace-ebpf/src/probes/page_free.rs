@@ -1,11 +1,8 @@
 //! `kmem:mm_page_free`: release the allocation the freed pages belong to.
 
-use core::ffi::c_void;
-
 use aya_ebpf::programs::TracePointContext;
 use memtrace_common::{record_flags, Config, Counter, PageRecord, DETACHED_KEY_BIT};
 
-use super::KEEP_EVENT;
 use crate::maps::{
     agg_release, atomic_sub_fetch_u32, config, count, detached_live, detached_live_add, OUTSTANDING,
 };
@@ -14,15 +11,7 @@ use crate::maps::{
 /// stops it earlier.
 const MAX_ORDER_BOUND: u32 = 12;
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/mm_page_free")]
-pub fn mm_page_free(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if handle(&ctx).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(mm_page_free, "tracepoint/kmem/mm_page_free", handle);
 
 #[inline(always)]
 fn handle(ctx: &TracePointContext) -> Result<(), i32> {

@@ -1,29 +1,18 @@
 //! Per-CPU allocations: `percpu:percpu_alloc_percpu` / `percpu_free_percpu`.
 
-use core::ffi::c_void;
+use memtrace_common::Kind;
 
-use aya_ebpf::programs::TracePointContext;
-use memtrace_common::{Counter, Kind};
+use super::objects;
+use crate::maps::config;
 
-use super::{objects, KEEP_EVENT};
-use crate::maps::{config, count};
+tracepoint_program!(
+    percpu_alloc_percpu,
+    "tracepoint/percpu/percpu_alloc_percpu",
+    |ctx| objects::alloc(ctx, &config().percpu_alloc, Kind::Percpu)
+);
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/percpu/percpu_alloc_percpu")]
-pub fn percpu_alloc_percpu(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::alloc(&ctx, &config().percpu_alloc, Kind::Percpu).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
-
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/percpu/percpu_free_percpu")]
-pub fn percpu_free_percpu(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::free(&ctx, &config().percpu_free, Kind::Percpu).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(
+    percpu_free_percpu,
+    "tracepoint/percpu/percpu_free_percpu",
+    |ctx| objects::free(ctx, &config().percpu_free, Kind::Percpu)
+);

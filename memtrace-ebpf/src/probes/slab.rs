@@ -2,57 +2,33 @@
 //! 6.1 use the same programs), `kmem:kfree`, `kmem:kmem_cache_free`, and an fentry program on
 //! `kmem_cache_free_bulk`, which has no tracepoint.
 
-use core::ffi::c_void;
-
-use aya_ebpf::{
-    helpers::bpf_probe_read_kernel,
-    macros::fentry,
-    programs::{FEntryContext, TracePointContext},
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::fentry, programs::FEntryContext};
 use memtrace_common::{Counter, Kind};
 
-use super::{objects, KEEP_EVENT};
+use super::objects;
 use crate::maps::{config, count, count_n};
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/kmalloc")]
-pub fn kmalloc(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::alloc(&ctx, &config().kmalloc, Kind::Slab).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(kmalloc, "tracepoint/kmem/kmalloc", |ctx| objects::alloc(
+    ctx,
+    &config().kmalloc,
+    Kind::Slab
+));
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/kmem_cache_alloc")]
-pub fn kmem_cache_alloc(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::alloc(&ctx, &config().kmem_cache_alloc, Kind::Slab).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(
+    kmem_cache_alloc,
+    "tracepoint/kmem/kmem_cache_alloc",
+    |ctx| objects::alloc(ctx, &config().kmem_cache_alloc, Kind::Slab)
+);
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/kfree")]
-pub fn kfree(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::free(&ctx, &config().kfree, Kind::Slab).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(kfree, "tracepoint/kmem/kfree", |ctx| objects::free(
+    ctx,
+    &config().kfree,
+    Kind::Slab
+));
 
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tracepoint/kmem/kmem_cache_free")]
-pub fn kmem_cache_free(ctx: *mut c_void) -> u32 {
-    let ctx = TracePointContext::new(ctx);
-    if objects::free(&ctx, &config().kmem_cache_free, Kind::Slab).is_err() {
-        count(Counter::ReadErrors);
-    }
-    KEEP_EVENT
-}
+tracepoint_program!(kmem_cache_free, "tracepoint/kmem/kmem_cache_free", |ctx| {
+    objects::free(ctx, &config().kmem_cache_free, Kind::Slab)
+});
 
 /// Objects one run walks. Bulk frees come in batches of up to a few hundred (`kfree_rcu`
 /// batches fill a page of pointers); the rest are counted as truncated.
