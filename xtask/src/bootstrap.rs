@@ -180,11 +180,13 @@ fn needed_libs(binary: &Path) -> Vec<String> {
     };
     let u32_at = |o: usize| {
         data.get(o..o + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     };
     let u64_at = |o: usize| {
         data.get(o..o + 8)
-            .and_then(|b| usize::try_from(u64::from_le_bytes(b.try_into().unwrap())).ok())
+            .and_then(|b| b.try_into().ok())
+            .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
     };
     // ELF magic, ELFCLASS64, ELFDATA2LSB.
     if !data.starts_with(b"\x7fELF\x02\x01") {
