@@ -1,10 +1,11 @@
-//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test>`.
+//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench>`.
 //!
 //! The eBPF crate (`memtrace-ebpf/`, outside the workspace) is built with nightly for
 //! `bpfel-unknown-none` into `<target>/bpf/`; user space embeds the object through
 //! `MEMTRACE_EBPF_OBJECT` (see `memtrace/build.rs`), so plain `cargo check`/`clippy` of the
 //! workspace never needs the BPF toolchain.
 
+mod bench;
 mod bootstrap;
 mod cmd;
 
@@ -66,7 +67,10 @@ enum Task {
     },
     /// Build, then check formatting, run clippy (user space and eBPF) and all tests.
     Test,
-    // Room for `Bench`: it will reuse `build()` and `Ctx` like `Test` does.
+    /// Build, then measure memtrace's overhead (throughput ratios vs bare runs), footprint,
+    /// time to report and hold accuracy, next to bpftrace; prints a table and writes JSON.
+    /// Needs root. Nothing is asserted.
+    Bench(bench::BenchOpts),
 }
 
 #[derive(Args, Clone, Copy)]
@@ -359,6 +363,7 @@ fn main() -> ExitCode {
             Err(err).with_context(|| format!("cannot execute {}", ctx.memtrace_bin().display()))
         }),
         Task::Test => test(&ctx),
+        Task::Bench(opts) => bench::bench(&ctx, opts),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,547 @@
+//! `cargo xtask bench`: memtrace's overhead on three workloads, its footprint, its time to
+//! report, and its accuracy on one known hold, next to bare runs and (when installed) a
+//! bpftrace script doing the same page tracking. It measures and reports ratios; it asserts
+//! nothing about them.
+//!
+//! Runs are interleaved (bare, default, page, all, bpftrace, bare, default, …) so that drift
+//! of the machine hits every configuration alike; each tracer session is a fresh process that
+//! is started and attached before the workload starts and stopped (SIGINT) after it ended.
+
+mod report;
+mod tracer;
+mod workload;
+
+use std::{
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use crate::{build, cmd, is_root, mount_tracefs, Ctx};
+use tracer::{Footprint, Spec, Stopped, Tracer};
+use workload::{Hold, Workload};
+
+/// Bytes held in the unread loopback receiver of the accuracy check.
+const HOLD_BYTES: u64 = 64 << 20;
+/// The frame that marks the receive queue's page frags in memtrace's stacks.
+const HOLD_FRAME: &str = "skb_page_frag_refill";
+/// Pause before every measured run, so that memory the previous tracer freed (its maps are
+/// freed after it exits, partly deferred) is not reclaimed during the next run.
+const SETTLE: Duration = Duration::from_millis(300);
+/// bpftrace's map capacity: memtrace's default `--max-allocations`.
+const BPFTRACE_MAX_MAP_KEYS: &str = "1048576";
+/// The bpftrace peer: outstanding pages keyed by pfn with their kernel stacks.
+const BPFTRACE_SCRIPT: &str = "\
+// Outstanding page allocations with their kernel stacks: the bpftrace peer of
+// `memtrace trace --kind page` (written by `cargo xtask bench`).
+tracepoint:kmem:mm_page_alloc { @[args->pfn] = kstack; }
+tracepoint:kmem:mm_page_free { delete(@[args->pfn]); }
+";
+/// bpftrace prints this on stderr once every probe is attached (its test-suite hook), when
+/// the variable of the same name is set.
+const BPFTRACE_READY: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
+const MEMTRACE_READY: &str = "memtrace: tracing";
+
+#[derive(Args)]
+pub struct BenchOpts {
+    /// Measured runs per workload and configuration, interleaved [default: 5, 3 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: Option<u32>,
+    /// Smoke check: 3 runs and 1 s workloads.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds each throughput workload runs [default: 3, 1 with --quick].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    seconds: Option<u32>,
+    /// Where to write the results as JSON [default: target/bench/bench-<unix time>.json].
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Leave out the bpftrace comparison even when bpftrace is installed.
+    #[arg(long)]
+    no_bpftrace: bool,
+}
+
+/// A way to run a workload: bare, or under one tracer.
+#[derive(Clone, Debug)]
+pub enum Config {
+    Bare,
+    Memtrace {
+        name: &'static str,
+        args: &'static [&'static str],
+    },
+    Bpftrace {
+        bin: PathBuf,
+        script: PathBuf,
+    },
+}
+
+/// The memtrace configurations: the default session, every page tracked, every kind.
+const MEMTRACE_CONFIGS: [Config; 3] = [
+    Config::Memtrace {
+        name: "default",
+        args: &[],
+    },
+    Config::Memtrace {
+        name: "page",
+        args: &["--kind", "page"],
+    },
+    Config::Memtrace {
+        name: "all",
+        args: &["--kind", "all"],
+    },
+];
+
+impl Config {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Config::Bare => "bare",
+            Config::Memtrace { name, .. } => name,
+            Config::Bpftrace { .. } => "bpftrace",
+        }
+    }
+
+    fn is_memtrace(&self) -> bool {
+        matches!(self, Config::Memtrace { .. })
+    }
+
+    /// The tracer to start, with an extra `--json FILE` for memtrace when given.
+    fn spec(&self, memtrace: &Path, json: Option<&Path>) -> Option<Spec> {
+        match self {
+            Config::Bare => None,
+            Config::Memtrace { name, args } => {
+                let mut all: Vec<OsString> = ["trace", "--duration", "10m"]
+                    .iter()
+                    .chain(args.iter())
+                    .map(OsString::from)
+                    .collect();
+                if let Some(json) = json {
+                    all.push("--json".into());
+                    all.push(json.into());
+                }
+                Some(Spec {
+                    label: format!("memtrace ({name})"),
+                    program: memtrace.to_path_buf(),
+                    args: all,
+                    env: Vec::new(),
+                    ready_prefix: MEMTRACE_READY,
+                })
+            }
+            Config::Bpftrace { bin, script } => Some(Spec {
+                label: "bpftrace".into(),
+                program: bin.clone(),
+                args: vec![script.into()],
+                env: vec![
+                    ("BPFTRACE_MAX_MAP_KEYS".into(), BPFTRACE_MAX_MAP_KEYS.into()),
+                    (BPFTRACE_READY.into(), "1".into()),
+                ],
+                ready_prefix: BPFTRACE_READY,
+            }),
+        }
+    }
+
+    /// The command line, for the report.
+    fn command_line(&self) -> String {
+        match self {
+            Config::Bare => "(no tracer)".into(),
+            Config::Memtrace { args, .. } => {
+                let mut line = "memtrace trace --duration 10m".to_string();
+                for arg in *args {
+                    line.push(' ');
+                    line.push_str(arg);
+                }
+                line
+            }
+            Config::Bpftrace { script, .. } => format!(
+                "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
+                script.display()
+            ),
+        }
+    }
+}
+
+/// A tracer's measurements over one session.
+#[derive(Clone, Debug)]
+pub struct TracerSample {
+    pub pid: i32,
+    /// Footprint read just before SIGINT.
+    pub footprint: Footprint,
+    pub stopped: Stopped,
+}
+
+/// One measured run of a throughput workload.
+#[derive(Clone, Debug)]
+pub struct RunSample {
+    pub workload: Workload,
+    pub config: &'static str,
+    pub run: u32,
+    pub work: f64,
+    pub elapsed: Duration,
+    pub throughput: f64,
+    pub tracer: Option<TracerSample>,
+}
+
+/// One hold accuracy check.
+#[derive(Clone, Debug)]
+pub struct HoldSample {
+    pub config: &'static str,
+    pub run: u32,
+    pub sent: u64,
+    /// SIOCINQ of the receiver: the truth.
+    pub queued: u64,
+    pub unsent: u64,
+    /// Outstanding bytes of the stacks containing `skb_page_frag_refill`.
+    pub traced: u64,
+    pub traced_stacks: u64,
+    /// Whether the top stack of the report is one of them.
+    pub top_stack_matches: bool,
+    pub tracer: TracerSample,
+}
+
+impl HoldSample {
+    pub fn error_pct(&self) -> f64 {
+        (self.traced as f64 - self.queued as f64) * 100.0 / self.queued as f64
+    }
+}
+
+/// Everything one bench invocation measured.
+pub struct Results {
+    pub started_unix: u64,
+    pub hostname: String,
+    pub kernel: String,
+    pub cpus: usize,
+    pub runs: u32,
+    pub quick: bool,
+    pub seconds: u32,
+    pub memtrace_bin: PathBuf,
+    pub bpftrace: Option<String>,
+    pub configs: Vec<Config>,
+    pub samples: Vec<RunSample>,
+    pub holds: Vec<HoldSample>,
+    pub notes: Vec<String>,
+    pub wall: Duration,
+}
+
+fn read_trimmed(path: &str) -> String {
+    fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// `bpftrace` on PATH; when missing, one `apt-get install -y bpftrace`.
+fn find_bpftrace(notes: &mut Vec<String>) -> Option<PathBuf> {
+    let on_path = |name: &str| {
+        env::split_paths(&env::var_os("PATH").unwrap_or_default())
+            .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    };
+    if let Some(bin) = on_path("bpftrace") {
+        return Some(bin);
+    }
+    eprintln!("[bench] bpftrace is not installed; trying apt-get once");
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "bpftrace"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    match cmd::run(&mut install, "continuing without the bpftrace comparison") {
+        Ok(()) => on_path("bpftrace"),
+        Err(e) => {
+            eprintln!("[bench] warning: {e:#}");
+            notes.push(format!(
+                "bpftrace not installed and `apt-get install -y bpftrace` failed ({e:#}); no \
+                 bpftrace comparison"
+            ));
+            None
+        }
+    }
+}
+
+/// Sets up the bpftrace configuration: writes the script and checks that bpftrace attaches
+/// and stops cleanly on this kernel. `None` (with a note) when it does not.
+fn bpftrace_config(dir: &Path, notes: &mut Vec<String>) -> Option<(Config, String)> {
+    let bin = find_bpftrace(notes)?;
+    let version = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "bpftrace (version unknown)".into());
+    let script = dir.join("outstanding-pages.bt");
+    if let Err(e) = fs::create_dir_all(dir).and_then(|()| fs::write(&script, BPFTRACE_SCRIPT)) {
+        notes.push(format!(
+            "cannot write {}: {e}; no bpftrace comparison",
+            script.display()
+        ));
+        return None;
+    }
+    let config = Config::Bpftrace { bin, script };
+    let spec = config.spec(Path::new(""), None)?;
+    eprintln!("[bench] checking that {version} attaches on this kernel");
+    match Tracer::start(&spec).and_then(Tracer::stop) {
+        Ok(_) => Some((config, version)),
+        Err(e) => {
+            eprintln!("[bench] warning: bpftrace does not work here: {e:#}");
+            notes.push(format!(
+                "{version} failed its check run ({e:#}); no bpftrace comparison"
+            ));
+            None
+        }
+    }
+}
+
+/// Starts the configuration's tracer (if any), attached before this returns.
+fn start_tracer(config: &Config, memtrace: &Path, json: Option<&Path>) -> Result<Option<Tracer>> {
+    config
+        .spec(memtrace, json)
+        .map(|spec| Tracer::start(&spec))
+        .transpose()
+}
+
+fn stop_tracer(tracer: Tracer) -> Result<TracerSample> {
+    let pid = tracer.pid();
+    let footprint = tracer.footprint()?;
+    let stopped = tracer.stop()?;
+    Ok(TracerSample {
+        pid,
+        footprint,
+        stopped,
+    })
+}
+
+fn run_once(
+    workload: Workload,
+    config: &Config,
+    run: u32,
+    duration: Duration,
+    memtrace: &Path,
+) -> Result<RunSample> {
+    std::thread::sleep(SETTLE);
+    let tracer = start_tracer(config, memtrace, None)?;
+    let measured = workload.run(duration)?;
+    let tracer = tracer.map(stop_tracer).transpose()?;
+    Ok(RunSample {
+        workload,
+        config: config.name(),
+        run,
+        work: measured.work,
+        elapsed: measured.elapsed,
+        throughput: measured.throughput(),
+        tracer,
+    })
+}
+
+/// Bytes of the stacks in memtrace's JSON report that contain `frame`, how many such stacks,
+/// and whether the first (largest) stack is one of them.
+fn stacks_with_frame(report: &serde_json::Value, frame: &str) -> Result<(u64, u64, bool)> {
+    let stacks = report["stacks"]
+        .as_array()
+        .context("the JSON report has no stacks[]")?;
+    let has_frame = |stack: &serde_json::Value| {
+        stack["frames"].as_array().is_some_and(|frames| {
+            frames
+                .iter()
+                .any(|f| f["symbol"].as_str().is_some_and(|s| s == frame))
+        })
+    };
+    let mut bytes = 0;
+    let mut count = 0;
+    for stack in stacks.iter().filter(|s| has_frame(s)) {
+        bytes += stack["bytes"].as_u64().context("a stack without bytes")?;
+        count += 1;
+    }
+    let top = stacks.first().is_some_and(has_frame);
+    Ok((bytes, count, top))
+}
+
+fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<HoldSample> {
+    std::thread::sleep(SETTLE);
+    let json = dir.join(format!("hold-{}-{run}.json", config.name()));
+    let tracer = start_tracer(config, memtrace, Some(&json))?
+        .context("the hold check needs a memtrace configuration")?;
+    let hold = Hold::establish(HOLD_BYTES)?;
+    let tracer = stop_tracer(tracer)?;
+    let (sent, queued, unsent) = (hold.sent, hold.queued, hold.unsent);
+    hold.release();
+    let text = fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let (traced, traced_stacks, top_stack_matches) = stacks_with_frame(&report, HOLD_FRAME)?;
+    fs::remove_file(&json).with_context(|| format!("removing {}", json.display()))?;
+    if queued == 0 {
+        bail!("nothing was queued at the receiver (sent {sent} bytes of {HOLD_BYTES})");
+    }
+    Ok(HoldSample {
+        config: config.name(),
+        run,
+        sent,
+        queued,
+        unsent,
+        traced,
+        traced_stacks,
+        top_stack_matches,
+        tracer,
+    })
+}
+
+fn progress(done: usize, total: usize, what: &str) {
+    eprintln!("[bench] {done:>3}/{total} {what}");
+}
+
+pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
+    let runs = opts.runs.unwrap_or(if opts.quick { 3 } else { 5 });
+    let seconds = opts.seconds.unwrap_or(if opts.quick { 1 } else { 3 });
+    let duration = Duration::from_secs(seconds.into());
+    if !is_root() {
+        bail!(
+            "`cargo xtask bench` needs root: memtrace and bpftrace load BPF programs, and the hold \
+             check forces socket buffer sizes (run it as root)"
+        );
+    }
+    build(ctx, false)?;
+    let memtrace = ctx.memtrace_bin();
+    mount_tracefs();
+
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let bench_dir = ctx.target_dir.join("bench");
+    let work_dir = bench_dir.join(format!("work-{}", std::process::id()));
+    fs::create_dir_all(&work_dir).with_context(|| format!("creating {}", work_dir.display()))?;
+    let json_path = opts
+        .json
+        .unwrap_or_else(|| bench_dir.join(format!("bench-{started_unix}.json")));
+
+    let mut notes = Vec::new();
+    let mut configs = vec![Config::Bare];
+    configs.extend(MEMTRACE_CONFIGS.iter().cloned());
+    let mut bpftrace = None;
+    if opts.no_bpftrace {
+        notes.push("bpftrace comparison left out (--no-bpftrace)".into());
+    } else if let Some((config, version)) = bpftrace_config(&bench_dir, &mut notes) {
+        configs.push(config);
+        bpftrace = Some(version);
+    }
+    if runs < 5 {
+        notes.push(format!(
+            "{runs} runs per configuration: a smoke check, not a measurement (use 5 or more)"
+        ));
+    }
+
+    let wall = Instant::now();
+    let memtrace_configs: Vec<&Config> = configs.iter().filter(|c| c.is_memtrace()).collect();
+    let total = Workload::ALL.len() * (runs as usize) * configs.len()
+        + (runs as usize) * memtrace_configs.len();
+    let mut done = 0;
+    let mut samples = Vec::new();
+    for workload in Workload::ALL {
+        // One unmeasured bare run first: warm caches, fault in the harness's own buffers.
+        eprintln!("[bench] {}: warm-up run (not counted)", workload.name());
+        workload.run(duration.min(Duration::from_secs(1)))?;
+        for run in 1..=runs {
+            for config in &configs {
+                let sample =
+                    run_once(workload, config, run, duration, &memtrace).with_context(|| {
+                        format!(
+                            "{} under {} (run {run} of {runs})",
+                            workload.name(),
+                            config.name()
+                        )
+                    })?;
+                done += 1;
+                progress(done, total, &report::describe_run(&sample));
+                samples.push(sample);
+            }
+        }
+    }
+    let mut holds = Vec::new();
+    for run in 1..=runs {
+        for config in &memtrace_configs {
+            let sample = hold_once(config, run, &memtrace, &work_dir).with_context(|| {
+                format!(
+                    "TCP hold accuracy under {} (run {run} of {runs})",
+                    config.name()
+                )
+            })?;
+            done += 1;
+            progress(done, total, &report::describe_hold(&sample));
+            holds.push(sample);
+        }
+    }
+    let _ = fs::remove_dir_all(&work_dir);
+
+    let results = Results {
+        started_unix,
+        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        runs,
+        quick: opts.quick,
+        seconds,
+        memtrace_bin: memtrace,
+        bpftrace,
+        configs,
+        samples,
+        holds,
+        notes,
+        wall: wall.elapsed(),
+    };
+    print!("{}", report::text(&results));
+    if let Some(parent) = json_path.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let json =
+        serde_json::to_string_pretty(&report::json(&results)).context("serializing the results")?;
+    fs::write(&json_path, json + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    eprintln!("[bench] results written to {}", json_path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hold_stacks_by_frame_symbol() {
+        let report = serde_json::json!({
+            "stacks": [
+                {"bytes": 100, "frames": [{"symbol": "alloc_pages_noprof"},
+                                          {"symbol": "skb_page_frag_refill"}]},
+                {"bytes": 7, "frames": [{"symbol": "do_anonymous_page"}]},
+                {"bytes": 5, "frames": [{"symbol": null}, {"symbol": "skb_page_frag_refill"}]}
+            ]
+        });
+        assert_eq!(
+            stacks_with_frame(&report, HOLD_FRAME).unwrap(),
+            (105, 2, true)
+        );
+    }
+
+    #[test]
+    fn memtrace_configs_have_their_kinds() {
+        let spec = MEMTRACE_CONFIGS[1]
+            .spec(Path::new("/bin/memtrace"), Some(Path::new("/tmp/r.json")))
+            .unwrap();
+        let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(
+            args,
+            [
+                "trace",
+                "--duration",
+                "10m",
+                "--kind",
+                "page",
+                "--json",
+                "/tmp/r.json"
+            ]
+        );
+        assert!(Config::Bare.spec(Path::new("x"), None).is_none());
+    }
+}
