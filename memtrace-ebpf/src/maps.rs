@@ -15,10 +15,12 @@ use memtrace_common::{Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg};
 static CONFIG: Config = Config::zeroed();
 
 #[inline(always)]
-pub fn config() -> Config {
-    // SAFETY: CONFIG is a plain static; the volatile read keeps the compiler from folding the
-    // compile-time zero value, so the loader's value is what the program sees.
-    unsafe { core::ptr::read_volatile(&CONFIG) }
+pub fn config() -> &'static Config {
+    // SAFETY: CONFIG is a plain static that lives for the whole program. Loading its address
+    // through a volatile read hides the compile-time zero value from the optimiser, so the
+    // fields are loaded from .rodata (the loader's values); unlike copying the whole struct,
+    // only the fields a probe uses are loaded.
+    unsafe { &*core::ptr::read_volatile(&(&raw const CONFIG)) }
 }
 
 /// Default sizes; the loader overrides max_entries from the command line.

@@ -64,8 +64,8 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
     } else {
         0
     };
-    let stack_id = stack_slot(ctx, &cfg);
-    let Some(agg) = STACK_AGG.get_ptr_mut(agg_index(&cfg, kind as u32, stack_id)) else {
+    let stack_id = stack_slot(ctx, cfg);
+    let Some(agg) = STACK_AGG.get_ptr_mut(agg_index(cfg, kind as u32, stack_id)) else {
         count(Counter::AggMissing);
         return Ok(());
     };
@@ -101,7 +101,7 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
             if let Some(old) = OBJECTS.get_ptr(key) {
                 // SAFETY: valid pointer to the map value; copied before it is overwritten.
                 let old = unsafe { *old };
-                agg_release(agg_index(&cfg, kind as u32, old.stack_id), old.bytes, true);
+                agg_release(agg_index(cfg, kind as u32, old.stack_id), old.bytes, true);
             }
             count(Counter::ObjStaleReplaced);
             if OBJECTS.insert(key, record, BPF_ANY).is_err() {
@@ -176,7 +176,7 @@ pub fn free_ptr(ptr: u64, kind: Kind) {
     let rec = unsafe { *rec };
     if OBJECTS.remove(key).is_ok() {
         let cfg = config();
-        agg_release(agg_index(&cfg, kind as u32, rec.stack_id), rec.bytes, true);
+        agg_release(agg_index(cfg, kind as u32, rec.stack_id), rec.bytes, true);
         count(Counter::ObjFreesMatched);
     } else {
         // Removed concurrently by another free of the same object (should not happen).

@@ -40,7 +40,7 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     let migratetype: i32 = unsafe { ctx.read_at(layout.migratetype_offset as usize)? };
 
     // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
-    let stack_id = stack_slot(ctx, &cfg);
+    let stack_id = stack_slot(ctx, cfg);
 
     let order = order & 31;
     let pages = 1u32 << order;

@@ -25,15 +25,15 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     let pages = 1u32 << (order & 31);
 
     if let Some(rec) = OUTSTANDING.get_ptr_mut(pfn) {
-        release(&cfg, pfn, rec, pfn, pages);
+        release(cfg, pfn, rec, pfn, pages);
         return Ok(());
     }
     // Not a head we know: the pfn may be part of a higher-order allocation whose pages are
     // freed piece by piece (split pages). Its head is the pfn aligned down to that order.
-    if search(&cfg, pfn, pages, 0) {
+    if search(cfg, pfn, pages, 0) {
         return Ok(());
     }
-    if detached_live() != 0 && search(&cfg, pfn, pages, DETACHED_KEY_BIT) {
+    if detached_live() != 0 && search(cfg, pfn, pages, DETACHED_KEY_BIT) {
         return Ok(());
     }
     count(Counter::UnmatchedFrees);
