@@ -26,12 +26,34 @@ pub mod maps {
     pub const DETACHED_LIVE: &str = "DETACHED_LIVE";
     /// Per-CPU `u64` counters indexed by [`super::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Bitmap of pfns covered by a page record (one bit per pfn, `u64` words): the free path
+    /// tests it before any hash lookup, so frees of untracked pages cost one load.
+    pub const TRACKED_PFNS: &str = "TRACKED_PFNS";
+    /// `u64` slots for the `struct page *` → pfn calibration of the tp_btf programs, indexed
+    /// by [`super::calib`].
+    pub const CALIB: &str = "CALIB";
+}
+
+/// Slots of [`maps::CALIB`]. Page addresses here are relative to the address of the CALIB
+/// array value (the verifier only lets a program turn a trusted pointer into a number by
+/// subtracting another pointer); the offset is constant for a session and cancels out.
+pub mod calib {
+    /// Written by the tp_btf allocation program: the (relative) `struct page *` of the last
+    /// page allocated by memtrace's own process (user space faults a page in to learn one).
+    pub const SELF_PAGE: u32 = 0;
+    /// Written by user space once calibrated: the (relative) address of the `struct page` of
+    /// pfn 0, plus one, so that 0 means "not calibrated yet" (events are not tracked).
+    pub const VMEMMAP_PLUS_ONE: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Program names (the function names in memtrace-ebpf).
 pub mod programs {
     pub const PAGE_ALLOC: &str = "mm_page_alloc";
     pub const PAGE_FREE: &str = "mm_page_free";
+    /// tp_btf twins of the page programs (cheaper entry; `struct page *` argument).
+    pub const PAGE_ALLOC_BTF: &str = "mm_page_alloc_btf";
+    pub const PAGE_FREE_BTF: &str = "mm_page_free_btf";
     /// Attached to `kmem:kmalloc` (and `kmem:kmalloc_node` on kernels before 6.1).
     pub const KMALLOC: &str = "kmalloc";
     /// Attached to `kmem:kmem_cache_alloc` (and `kmem:kmem_cache_alloc_node` before 6.1).
@@ -77,6 +99,17 @@ impl Kind {
         Kind::ALL.get(v as usize).copied()
     }
 }
+
+/// Whether an allocation keyed by `key` (head pfn, or object address) is recorded when one in
+/// `every` is sampled. A Fibonacci hash of the key, not a counter or a random draw: the free
+/// of the same pfn or address makes the same choice, and so does every run.
+#[inline(always)]
+pub const fn sampled(key: u64, every: u32) -> bool {
+    every <= 1 || ((key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32).is_multiple_of(every)
+}
+
+/// Migrate type of movable pages (`MIGRATE_MOVABLE`, stable since 2.6.24).
+pub const MIGRATE_MOVABLE: i32 = 1;
 
 /// Offset value meaning "the event has no such field".
 pub const NO_FIELD: u32 = u32::MAX;
@@ -216,6 +249,19 @@ pub struct Config {
     pub stack_none_id: u32,
     /// Slots per kind in `STACK_AGG` (= stack slots + 1).
     pub agg_stride: u32,
+    /// Non-zero: page allocations of migrate type movable (user, page cache and shmem pages)
+    /// are not recorded (the default, kernel-memory session).
+    pub skip_movable: u32,
+    /// Record an allocation only when `hash(pfn or address) % sample_every == 0` (1: every
+    /// allocation). Hashing the address keeps an allocation and its free consistent.
+    pub sample_every: u32,
+    /// Words (`u64`) in `TRACKED_PFNS`; pfns beyond it are looked up without the bitmap.
+    pub tracked_words: u32,
+    /// `sizeof(struct page)` from BTF (tp_btf programs turn a `struct page *` into a pfn).
+    pub page_struct_size: u32,
+    /// log2 of `page_struct_size` when it is a power of two, else 0 (divide instead).
+    pub page_struct_shift: u32,
+    pub _pad: u32,
     pub kmalloc: ObjAllocLayout,
     pub kmem_cache_alloc: ObjAllocLayout,
     pub kfree: ObjFreeLayout,
@@ -247,6 +293,12 @@ impl Config {
             max_order: 0,
             stack_none_id: 0,
             agg_stride: 0,
+            skip_movable: 0,
+            sample_every: 1,
+            tracked_words: 0,
+            page_struct_size: 0,
+            page_struct_shift: 0,
+            _pad: 0,
             kmalloc: ObjAllocLayout::absent(),
             kmem_cache_alloc: ObjAllocLayout::absent(),
             kfree: ObjFreeLayout {
@@ -374,10 +426,20 @@ pub enum Counter {
     /// Bulk-freed objects beyond what one fentry run can walk: not matched (their records are
     /// healed when the address is allocated again).
     ObjBulkTruncated,
+    /// Movable page allocations (user, page cache, shmem) not recorded: the session traces
+    /// kernel memory only.
+    MovableSkipped,
+    /// Page allocations left out by sampling.
+    SampledOut,
+    /// Object allocations left out by sampling.
+    ObjSampledOut,
+    /// tp_btf page events before the `struct page *` → pfn calibration finished (only while
+    /// the session starts): not tracked.
+    Uncalibrated,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ObjBulkTruncated as u32 + 1;
+    pub const COUNT: u32 = Counter::Uncalibrated as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -406,6 +468,10 @@ impl Counter {
         Counter::ObjStaleReplaced,
         Counter::ObjBulkFrees,
         Counter::ObjBulkTruncated,
+        Counter::MovableSkipped,
+        Counter::SampledOut,
+        Counter::ObjSampledOut,
+        Counter::Uncalibrated,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -437,6 +503,10 @@ impl Counter {
             Counter::ObjStaleReplaced => "obj_stale_records_replaced",
             Counter::ObjBulkFrees => "obj_bulk_frees",
             Counter::ObjBulkTruncated => "obj_bulk_truncated",
+            Counter::MovableSkipped => "movable_skipped",
+            Counter::SampledOut => "sampled_out",
+            Counter::ObjSampledOut => "obj_sampled_out",
+            Counter::Uncalibrated => "uncalibrated_events",
         }
     }
 
@@ -485,11 +555,29 @@ mod tests {
         assert_eq!(size_of::<PageFreeLayout>(), 8);
         assert_eq!(size_of::<ObjAllocLayout>(), 32);
         assert_eq!(size_of::<ObjFreeLayout>(), 8);
-        assert_eq!(size_of::<Config>(), 24 + 8 + 8 + 16 + 4 * 32 + 4 * 8);
+        assert_eq!(size_of::<Config>(), 24 + 8 + 8 + 16 + 24 + 4 * 32 + 4 * 8);
         assert_eq!(size_of::<ObjKey>(), 16);
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16);
         assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16);
         assert_eq!(size_of::<StackAgg>(), 32);
+    }
+
+    #[test]
+    fn sampling_keeps_about_one_in_n_of_aligned_keys() {
+        assert!(sampled(12345, 1) && sampled(12345, 0));
+        for every in [2u32, 10, 64] {
+            // Order-3 head pfns (multiples of 8) and 64-byte aligned object addresses: the
+            // low bits carry nothing, the hash must still spread them.
+            for (base, step) in [(0x10_0000u64, 8u64), (0xffff_8880_0000_0000, 64)] {
+                let n = 100_000u64;
+                let kept = (0..n).filter(|i| sampled(base + i * step, every)).count() as f64;
+                let expect = n as f64 / every as f64;
+                assert!(
+                    (kept - expect).abs() < expect * 0.05,
+                    "every {every}, step {step}: kept {kept}, expected {expect}"
+                );
+            }
+        }
     }
 
     #[test]

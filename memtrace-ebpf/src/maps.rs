@@ -1,13 +1,13 @@
 //! Maps, the configuration global and the small helpers every probe uses.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_and, atomic_or, atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
-use memtrace_common::{Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg};
+use memtrace_common::{calib, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
 /// sees the values as constants).
@@ -50,6 +50,70 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::C
 /// Number of records currently kept under a detached key (gates the slow free-path search).
 #[map]
 pub static DETACHED_LIVE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// One bit per pfn: set while some page record covers the pfn (sized by the loader from the
+/// highest pfn; pfns beyond it are treated as "maybe tracked").
+#[map]
+pub static TRACKED_PFNS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// One value of `calib::COUNT` slots (see `memtrace_common::calib`); one value, so a program
+/// reaches every slot from one lookup.
+#[map]
+pub static CALIB: Array<[u64; calib::COUNT as usize]> = Array::with_max_entries(1, 0);
+
+/// Words of `TRACKED_PFNS` an allocation of the highest order spans (order 12 at most).
+const MAX_WORDS: u64 = (1 << 12) / 64;
+
+/// Whether the pfn may be covered by a record (always true beyond the bitmap).
+#[inline(always)]
+pub fn pfn_maybe_tracked(cfg: &Config, pfn: u64) -> bool {
+    let word = pfn >> 6;
+    if word >= cfg.tracked_words as u64 {
+        return true;
+    }
+    match TRACKED_PFNS.get(word as u32) {
+        Some(w) => *w & (1u64 << (pfn & 63)) != 0,
+        None => true,
+    }
+}
+
+/// Sets (`set`) or clears the bits of `pages` pfns from `pfn` (a buddy block: `pfn` is aligned
+/// to `pages`, a power of two).
+#[inline(always)]
+pub fn pfn_bits(cfg: &Config, pfn: u64, pages: u32, set: bool) {
+    let pages = pages as u64;
+    if pages < 64 {
+        let mask = ((1u64 << pages) - 1) << (pfn & 63);
+        pfn_word(cfg, pfn >> 6, mask, set);
+        return;
+    }
+    let first = pfn >> 6;
+    let words = pages >> 6;
+    for i in 0..MAX_WORDS {
+        if i >= words {
+            break;
+        }
+        pfn_word(cfg, first + i, u64::MAX, set);
+    }
+}
+
+#[inline(always)]
+fn pfn_word(cfg: &Config, word: u64, mask: u64, set: bool) {
+    if word >= cfg.tracked_words as u64 {
+        return;
+    }
+    if let Some(p) = TRACKED_PFNS.get_ptr_mut(word as u32) {
+        // SAFETY: valid pointer to an aligned u64 of the array value; other CPUs change other
+        // bits of the same word, hence the atomic read-modify-write (result unused).
+        unsafe {
+            if set {
+                atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(p, mask);
+            } else {
+                atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(p, !mask);
+            }
+        }
+    }
+}
 
 #[inline(always)]
 pub fn count(c: Counter) {

@@ -56,21 +56,52 @@ pub struct TraceArgs {
     #[arg(long, default_value = "page,slab", value_parser = parse_kinds, value_name = "KINDS")]
     pub kind: std::vec::Vec<Kind>,
 
-    /// Report only stacks of these classes (comma-separated): user-anon, page-cache, shmem,
+    /// Classes of memory to trace and report (comma-separated): user-anon, page-cache, shmem,
     /// network, slab-backing, vmalloc-backing, percpu-backing, page-tables, kernel-stack,
-    /// other-kernel; `all`; or `kernel` = memory no process accounts for (all but user-anon
-    /// and page-cache).
+    /// other-kernel; `all`; or `kernel` = memory no process accounts for (all but user-anon,
+    /// page-cache and shmem) [default: kernel]. Unless user-anon, page-cache or shmem is
+    /// selected, movable pages (what those are made of) are skipped in the kernel before any
+    /// stack is captured, which makes the session much cheaper.
     #[arg(long, value_parser = parse_classes, value_name = "CLASSES")]
     pub class: Option<std::vec::Vec<Class>>,
 
+    /// Record one allocation in N, chosen by a hash of its pfn (pages) or address (objects),
+    /// so its free is matched too; the report scales bytes and counts by N and marks them as
+    /// estimates.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
+    pub sample: u32,
+
+    /// Attach the page programs to the classic tracepoints even where tp_btf programs work
+    /// (they are slower; for comparison and for kernels with a broken BTF).
+    #[arg(long)]
+    pub classic_tracepoints: bool,
+
     /// Capacity of each in-kernel table of outstanding allocations (pages; slab, percpu and
     /// vmalloc objects), one entry per allocation.
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
+    #[arg(long, default_value_t = DEFAULT_MAX_ALLOCATIONS, value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
     pub max_allocations: u32,
 
     /// Capacity of the in-kernel stack table (rounded up to a power of two).
     #[arg(long, default_value_t = 1 << 14, value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
     pub max_stacks: u32,
+}
+
+/// Default `--max-allocations`: with the default kinds, the page and object tables, the stack
+/// table and the rest fit in 128 MiB of kernel memory.
+pub const DEFAULT_MAX_ALLOCATIONS: u32 = 1 << 19;
+
+impl TraceArgs {
+    /// The classes the session traces and reports (`--class`, or `kernel`).
+    pub fn classes(&self) -> Vec<Class> {
+        self.class
+            .clone()
+            .unwrap_or_else(|| crate::model::classify::KERNEL_CLASSES.to_vec())
+    }
+
+    /// Whether movable pages can be left out in the kernel: no selected class is made of them.
+    pub fn skip_movable(&self) -> bool {
+        !self.classes().iter().any(|c| c.is_movable())
+    }
 }
 
 /// Parses `page,slab`, `all`, ... into a de-duplicated list in canonical order.
@@ -114,6 +145,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::classify::KERNEL_CLASSES;
 
     #[test]
     fn durations() {
@@ -131,7 +163,18 @@ mod tests {
         let Command::Trace(t) = cli.command;
         assert_eq!(t.duration, Duration::from_secs(30));
         assert_eq!(t.top, 10);
-        assert_eq!(t.max_allocations, 1 << 20);
+        assert_eq!(t.max_allocations, DEFAULT_MAX_ALLOCATIONS);
+        assert_eq!(t.sample, 1);
+        assert!(!t.classic_tracepoints);
+        // The default session is kernel memory: movable pages are skipped in the kernel.
+        assert_eq!(t.classes(), KERNEL_CLASSES.to_vec());
+        assert!(t.skip_movable());
+        for (classes, skip) in [("all", false), ("network,shmem", false), ("kernel", true)] {
+            let cli = Cli::try_parse_from(["memtrace", "trace", "--class", classes]).unwrap();
+            let Command::Trace(t) = cli.command;
+            assert_eq!(t.skip_movable(), skip, "{classes}");
+        }
+        assert!(Cli::try_parse_from(["memtrace", "trace", "--sample", "0"]).is_err());
         let cli = Cli::try_parse_from([
             "memtrace",
             "trace",

@@ -101,6 +101,9 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         max_allocations: args.max_allocations,
         max_stacks: args.max_stacks,
         kinds: args.kind.clone(),
+        skip_movable: args.skip_movable(),
+        sample_every: args.sample,
+        classic_tracepoints: args.classic_tracepoints,
     })?;
     for k in tracer.kinds.iter().filter(|k| !k.traced) {
         eprintln!(
@@ -162,6 +165,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         page_size: raw.page_size,
         max_allocations: args.max_allocations,
         max_stacks: stack_slots,
+        sample_every: args.sample,
         hooks,
         kinds,
     };
@@ -173,7 +177,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         &BuildOptions {
             min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
             max_owners: 5,
-            classes: args.class.clone(),
+            classes: Some(args.classes()),
         },
     );
     for w in symbolizer.warnings() {

@@ -59,9 +59,9 @@ pub const CLASSES: [&str; 10] = [
     "other-kernel",
 ];
 
-/// What `--class kernel` selects: every class but `user-anon` and `page-cache`.
-pub const KERNEL_CLASSES: [&str; 8] = [
-    "shmem",
+/// What `--class kernel` (and the default session) selects: every class but the ones made of
+/// movable pages, `user-anon`, `page-cache` and `shmem`.
+pub const KERNEL_CLASSES: [&str; 7] = [
     "network",
     "slab-backing",
     "vmalloc-backing",
@@ -326,6 +326,16 @@ impl Report {
     /// The class summary of `class`, if listed.
     pub fn class_summary(&self, class: &str) -> Option<&ClassSummary> {
         self.classes.iter().find(|c| c.class == class)
+    }
+
+    /// `session.page_size` (4096 when missing).
+    pub fn page_size(&self) -> u64 {
+        self.session["page_size"].as_u64().unwrap_or(4096)
+    }
+
+    /// `session.sample_every` (1 when missing: an exact session).
+    pub fn sample_every(&self) -> u64 {
+        self.session["sample_every"].as_u64().unwrap_or(1)
     }
 
     /// Outstanding bytes of `class` in the class summary (0 when not listed).

@@ -32,7 +32,9 @@ fn perf_still_sees_page_alloc_events() {
     if !require_bpf() {
         return;
     }
-    let result = scenario();
+    // Both attachments of the page programs: the classic tracepoint programs (whose return
+    // value matters) and the default tp_btf ones.
+    let result = scenario(&["--classic-tracepoints"]).and_then(|()| scenario(&[]));
     assert_no_memtrace_programs_loaded();
     if let Err(e) = result {
         panic!("{e:#}");
@@ -77,9 +79,11 @@ fn fault_pages() -> Result<()> {
     Ok(())
 }
 
-fn scenario() -> Result<()> {
+fn scenario(extra: &[&str]) -> Result<()> {
     let id = tracepoint_id()?;
-    let mut tracer = Tracer::start("perf", &["--duration", "10m"])?;
+    let mut args = vec!["--duration", "10m", "--class", "all"];
+    args.extend_from_slice(extra);
+    let mut tracer = Tracer::start("perf", &args)?;
     let attr = PerfEventAttr {
         type_: PERF_TYPE_TRACEPOINT,
         size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -118,7 +122,7 @@ fn scenario() -> Result<()> {
     );
     let report = tracer.stop_and_report()?;
     log(&format!(
-        "perf: counted {count} kmem:mm_page_alloc events for {PAGES} faulted pages ({} MiB) while \
+        "perf ({extra:?}): counted {count} kmem:mm_page_alloc events for {PAGES} faulted pages ({} MiB) while \
          memtrace was attached (memtrace saw allocs_seen={})",
         (PAGES * 4096) as u64 / MIB,
         report.counter("allocs_seen")?

@@ -94,7 +94,8 @@ impl Drop for Region {
 }
 
 fn scenario() -> Result<()> {
-    let mut tracer = Tracer::start("split", &["--duration", "10m"])?;
+    // THP pages are user memory (movable): traced with --class all.
+    let mut tracer = Tracer::start("split", &["--class", "all", "--duration", "10m"])?;
     let splits_before = vmstat("thp_split_page")?;
     let region = Region::new(REGION)?;
     // SAFETY: [start, start + REGION) lies inside the mapping; madvise only sets a hint.

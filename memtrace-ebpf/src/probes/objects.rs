@@ -9,7 +9,9 @@ use aya_ebpf::{
     programs::TracePointContext,
     EbpfContext,
 };
-use memtrace_common::{Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord, NO_FIELD};
+use memtrace_common::{
+    sampled, Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord, NO_FIELD,
+};
 
 use crate::maps::{
     agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST,
@@ -51,6 +53,10 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid {
         count(Counter::SelfAllocs);
+        return Ok(());
+    }
+    if !sampled(ptr, cfg.sample_every) {
+        count(Counter::ObjSampledOut);
         return Ok(());
     }
     let bytes = read_u64(ctx, layout.bytes_offset)? * layout.bytes_multiplier as u64;

@@ -2,35 +2,26 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    programs::TracePointContext,
+    programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
-use memtrace_common::{record_flags, Counter, PageRecord, DETACHED_KEY_BIT};
+use memtrace_common::{
+    calib, record_flags, sampled, Config, Counter, PageRecord, DETACHED_KEY_BIT, MIGRATE_MOVABLE,
+};
 
 use crate::maps::{
-    agg_release, atomic_add, config, count, detached_live_add, stack_slot, BPF_ANY, BPF_NOEXIST,
-    EEXIST, OUTSTANDING, STACK_AGG,
+    agg_release, atomic_add, config, count, detached_live_add, pfn_bits, stack_slot, BPF_ANY,
+    BPF_NOEXIST, CALIB, EEXIST, OUTSTANDING, STACK_AGG,
 };
 
 tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
 
 #[inline(always)]
 fn handle(ctx: &TracePointContext) -> Result<(), i32> {
-    count(Counter::AllocsSeen);
     let cfg = config();
     let layout = cfg.page_alloc;
     // SAFETY: offsets come from the tracepoint's format file; bpf_probe_read_kernel checks the
     // address and returns an error instead of faulting.
     let pfn: u64 = unsafe { ctx.read_at(layout.pfn_offset as usize)? };
-    if pfn == u64::MAX {
-        count(Counter::FailedAllocs);
-        return Ok(());
-    }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == cfg.self_tgid {
-        count(Counter::SelfAllocs);
-        return Ok(());
-    }
     // SAFETY: as above.
     let order: u32 = unsafe { ctx.read_at(layout.order_offset as usize)? };
     // SAFETY: as above. gfp_flags is 4 or 8 bytes; on little-endian BPF the first 4 bytes are
@@ -38,6 +29,115 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     let gfp: u32 = unsafe { ctx.read_at(layout.gfp_offset as usize)? };
     // SAFETY: as above.
     let migratetype: i32 = unsafe { ctx.read_at(layout.migratetype_offset as usize)? };
+    on_alloc(
+        ctx,
+        cfg,
+        pfn,
+        order,
+        gfp,
+        migratetype,
+        bpf_get_current_pid_tgid(),
+    );
+    Ok(())
+}
+
+/// `tp_btf/mm_page_alloc`: `(struct page *page, unsigned int order, gfp_t gfp_flags,
+/// int migratetype)`, checked against the kernel's BTF by the verifier. Cheaper to enter than
+/// the classic tracepoint (no trace record is built) and guarded per program against
+/// recursion, so this program running never makes the free program miss an event.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "tp_btf/mm_page_alloc")]
+pub fn mm_page_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = BtfTracePointContext::new(ctx);
+    let cfg = config();
+    let page: u64 = ctx.arg(0);
+    let order: u32 = ctx.arg(1);
+    let gfp: u64 = ctx.arg(2);
+    let migratetype: i32 = ctx.arg(3);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(calib) = CALIB.get_ptr_mut(0) else {
+        return 0;
+    };
+    let calib = calib as *mut u64;
+    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
+        // Calibration: user space faults a page in and reads its pfn from /proc/self/pagemap.
+        // SAFETY: `calib` points to the CALIB array value (COUNT slots); a plain store.
+        unsafe { *calib.add(calib::SELF_PAGE as usize) = page_scalar(page, calib) };
+    }
+    let pfn = if page == 0 {
+        u64::MAX
+    } else {
+        match page_to_pfn(cfg, page, calib) {
+            Some(pfn) => pfn,
+            None => {
+                count(Counter::Uncalibrated);
+                return 0;
+            }
+        }
+    };
+    on_alloc(&ctx, cfg, pfn, order, gfp as u32, migratetype, pid_tgid);
+    0
+}
+
+/// The address of a `struct page`, as a number relative to the CALIB array: the verifier types
+/// a tp_btf `struct page *` argument as a trusted pointer and forbids shifting or dividing it,
+/// but subtracting another pointer (allowed for CAP_PERFMON programs) yields a plain number.
+/// The offset is the same for every page during a session, and the calibration absorbs it.
+#[inline(always)]
+pub fn page_scalar(page: u64, calib: *mut u64) -> u64 {
+    let v = page.wrapping_sub(calib as u64);
+    // SAFETY: reads the local just written. The volatile read is an optimisation barrier:
+    // without it LLVM folds later subtractions into `calib + x`, pointer arithmetic with an
+    // unbounded number, which the verifier rejects.
+    unsafe { core::ptr::read_volatile(&v) }
+}
+
+/// The pfn of a `struct page *` once user space has calibrated the vmemmap base
+/// (`calib` points to the CALIB array value).
+#[inline(always)]
+pub fn page_to_pfn(cfg: &Config, page: u64, calib: *mut u64) -> Option<u64> {
+    // SAFETY: `calib` points to the CALIB array value of COUNT slots.
+    let base = unsafe { *calib.add(calib::VMEMMAP_PLUS_ONE as usize) };
+    if base == 0 {
+        return None;
+    }
+    let off = page_scalar(page, calib).wrapping_sub(base - 1);
+    Some(if cfg.page_struct_shift != 0 {
+        off >> cfg.page_struct_shift
+    } else {
+        off / cfg.page_struct_size.max(1) as u64
+    })
+}
+
+/// Everything after reading the event: filters first (cheapest first), the stack last.
+#[inline(always)]
+fn on_alloc<C: StackIdContext>(
+    ctx: &C,
+    cfg: &Config,
+    pfn: u64,
+    order: u32,
+    gfp: u32,
+    migratetype: i32,
+    pid_tgid: u64,
+) {
+    count(Counter::AllocsSeen);
+    let tgid = (pid_tgid >> 32) as u32;
+    if pfn == u64::MAX {
+        count(Counter::FailedAllocs);
+        return;
+    }
+    if tgid == cfg.self_tgid {
+        count(Counter::SelfAllocs);
+        return;
+    }
+    if cfg.skip_movable != 0 && migratetype == MIGRATE_MOVABLE {
+        count(Counter::MovableSkipped);
+        return;
+    }
+    if !sampled(pfn, cfg.sample_every) {
+        count(Counter::SampledOut);
+        return;
+    }
 
     // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
     let stack_id = stack_slot(ctx, cfg);
@@ -49,7 +149,7 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     // The allocated side of the aggregate counts every allocation, recorded or not.
     let Some(agg) = STACK_AGG.get_ptr_mut(stack_id) else {
         count(Counter::AggMissing);
-        return Ok(());
+        return;
     };
     // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
     unsafe {
@@ -80,21 +180,21 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
             replace_existing(pfn, cfg.page_size);
             if OUTSTANDING.insert(pfn, record, BPF_ANY).is_err() {
                 count(Counter::OutstandingFull);
-                return Ok(());
+                return;
             }
         }
         Err(_) => {
             count(Counter::OutstandingFull);
-            return Ok(());
+            return;
         }
     }
+    pfn_bits(cfg, pfn, pages, true);
     count(Counter::AllocsTracked);
     // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
     unsafe {
         atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
         atomic_add(&raw mut (*agg).outstanding_count, 1);
     }
-    Ok(())
 }
 
 /// Moves a split allocation whose tail pages are still out aside (detached key), or drops a

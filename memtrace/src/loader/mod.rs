@@ -1,11 +1,13 @@
 //! Loads memtrace's eBPF object, configures it for the running kernel and attaches it.
 
+pub mod pages;
 pub mod privileges;
 
 use anyhow::Context as _;
 use aya::{
     programs::{
-        fentry::FEntryLinkId, trace_point::TracePointLinkId, FEntry, ProgramError, TracePoint,
+        fentry::FEntryLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
+        BtfTracePoint, FEntry, ProgramError, TracePoint,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -28,6 +30,12 @@ pub struct LoadOptions {
     pub max_stacks: u32,
     /// Kinds to trace.
     pub kinds: Vec<Kind>,
+    /// Leave movable pages (user, page cache, shmem) out in the kernel.
+    pub skip_movable: bool,
+    /// Record one allocation in this many (by pfn / address hash); 1 = all.
+    pub sample_every: u32,
+    /// Use the classic tracepoints for pages even where tp_btf works.
+    pub classic_tracepoints: bool,
 }
 
 /// One attached program.
@@ -38,6 +46,7 @@ struct Attached {
 
 enum Link {
     TracePoint(TracePointLinkId),
+    BtfTracePoint(BtfTracePointLinkId),
     FEntry(FEntryLinkId),
 }
 
@@ -66,29 +75,39 @@ impl Tracer {
 impl Tracer {
     /// Detaches every program; the maps stay readable until the tracer is dropped.
     pub fn detach(&mut self) -> anyhow::Result<()> {
-        for a in self.attached.drain(..) {
-            let prog = self
-                .ebpf
-                .program_mut(a.program)
-                .with_context(|| format!("program {} vanished", a.program))?;
-            match a.link {
-                Link::TracePoint(link) => {
-                    let prog: &mut TracePoint = prog
-                        .try_into()
-                        .with_context(|| format!("program {} is not a tracepoint", a.program))?;
-                    prog.detach(link)
-                }
-                Link::FEntry(link) => {
-                    let prog: &mut FEntry = prog
-                        .try_into()
-                        .with_context(|| format!("program {} is not fentry", a.program))?;
-                    prog.detach(link)
-                }
-            }
-            .with_context(|| format!("detaching {}", a.program))?;
-        }
-        Ok(())
+        detach_all(&mut self.ebpf, self.attached.drain(..).collect())
     }
+}
+
+/// Detaches `attached` (programs stay loaded, maps readable).
+fn detach_all(ebpf: &mut Ebpf, attached: Vec<Attached>) -> anyhow::Result<()> {
+    for a in attached {
+        let prog = ebpf
+            .program_mut(a.program)
+            .with_context(|| format!("program {} vanished", a.program))?;
+        match a.link {
+            Link::TracePoint(link) => {
+                let prog: &mut TracePoint = prog
+                    .try_into()
+                    .with_context(|| format!("program {} is not a tracepoint", a.program))?;
+                prog.detach(link)
+            }
+            Link::FEntry(link) => {
+                let prog: &mut FEntry = prog
+                    .try_into()
+                    .with_context(|| format!("program {} is not fentry", a.program))?;
+                prog.detach(link)
+            }
+            Link::BtfTracePoint(link) => {
+                let prog: &mut BtfTracePoint = prog
+                    .try_into()
+                    .with_context(|| format!("program {} is not tp_btf", a.program))?;
+                prog.detach(link)
+            }
+        }
+        .with_context(|| format!("detaching {}", a.program))?;
+    }
+    Ok(())
 }
 
 /// One tracepoint to attach a program to.
@@ -251,14 +270,32 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .max(1)
         .checked_next_power_of_two()
         .unwrap_or(1 << 31);
+    let tracked_words = pages::bitmap_words(pages::max_pfn());
     let mut config = Config {
         page_size: tracefs::page_size(),
         self_tgid: std::process::id(),
         max_order: tracefs::max_order(),
         stack_none_id: stack_slots,
         agg_stride: stack_slots + 1,
+        skip_movable: u32::from(opts.skip_movable),
+        sample_every: opts.sample_every.max(1),
+        tracked_words,
         ..Config::zeroed()
     };
+    // tp_btf for pages where the kernel's BTF has the prototypes memtrace expects.
+    let page_btf = if opts.kinds.contains(&Kind::Page) && !opts.classic_tracepoints {
+        page_btf_support()
+    } else {
+        Err("disabled (--classic-tracepoints)".into())
+    };
+    if let Ok(size) = page_btf {
+        config.page_struct_size = size;
+        config.page_struct_shift = if size.is_power_of_two() {
+            size.trailing_zeros()
+        } else {
+            0
+        };
+    }
     let mut planned: Vec<PlannedKind> = Vec::new();
     let mut kinds = Vec::new();
     for &kind in &opts.kinds {
@@ -309,6 +346,14 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
             if traces(Kind::Slab) { stack_slots } else { 1 },
         )
         .map_max_entries(maps::STACKS, stack_slots)
+        .map_max_entries(
+            maps::TRACKED_PFNS,
+            if traces(Kind::Page) {
+                tracked_words.max(1)
+            } else {
+                1
+            },
+        )
         .map_max_entries(maps::STACK_AGG, Kind::COUNT * (stack_slots + 1))
         .load(EBPF_OBJECT)
         .map_err(|e| SetupError::BpfLoad {
@@ -316,15 +361,52 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
             reason: short_error(&e),
         })?;
 
-    // Load every program of the planned kinds, then attach frees before allocations.
+    let mut attached = Vec::new();
+    let mut loaded: Vec<&str> = Vec::new();
+    // Pages through tp_btf first; if that fails, the page kind keeps its classic hooks.
+    if let Some(page) = planned.iter_mut().find(|p| p.kind == Kind::Page) {
+        let how = page_btf.and_then(|_| {
+            attach_page_btf(
+                &mut ebpf,
+                &mut attached,
+                &mut loaded,
+                config.page_struct_size,
+                config.page_size,
+            )
+        });
+        match how {
+            Ok(()) => {
+                page.hooks = vec![
+                    hook(programs::PAGE_FREE_BTF, "tp_btf", "mm_page_free", true),
+                    hook(programs::PAGE_ALLOC_BTF, "tp_btf", "mm_page_alloc", false),
+                ];
+            }
+            Err(e) => {
+                page.note = Some(format!("classic tracepoints (tp_btf not used: {e})"));
+            }
+        }
+        let mut notes: Vec<String> = page.note.take().into_iter().collect();
+        if config.skip_movable != 0 {
+            notes.push(
+                "movable pages (user-anon, page-cache, shmem) are not traced; --class all \
+                 traces every page"
+                    .into(),
+            );
+        }
+        if config.tracked_words == 0 {
+            notes.push("no pfn bitmap (/proc/zoneinfo unreadable): every free is looked up".into());
+        }
+        page.note = (!notes.is_empty()).then(|| notes.join("; "));
+    }
+
+    // Load every other program of the planned kinds, then attach frees before allocations.
     let mut hooks: Vec<Hook> = planned
         .iter()
         .flat_map(|p| p.hooks.iter().copied())
+        .filter(|h| h.category != "tp_btf")
         .collect();
     hooks.sort_by_key(|h| !h.is_free);
-    let mut loaded: Vec<&str> = Vec::new();
     // On any error below, dropping `ebpf` detaches whatever was attached already.
-    let mut attached = Vec::new();
     for h in &hooks {
         let prog: &mut TracePoint = ebpf
             .program_mut(h.program)
@@ -392,6 +474,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .flat_map(|p| p.hooks.iter())
         .map(|h| match h.category {
             "fentry" => format!("fentry {}", h.event),
+            "tp_btf" => format!("tp_btf {}", h.event),
             category => format!("tracepoint {category}:{}", h.event),
         })
         .collect();
@@ -404,6 +487,84 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         kinds,
         programs: loaded.iter().map(|s| s.to_string()).collect(),
     })
+}
+
+/// `sizeof(struct page)` when the kernel's BTF describes the page tracepoints the way the
+/// tp_btf programs read them.
+fn page_btf_support() -> Result<u32, String> {
+    let btf = crate::btf::KernelBtf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    let size = btf
+        .struct_size("page")
+        .filter(|&s| s > 0)
+        .ok_or("no struct page in the kernel BTF")?;
+    for (event, expected) in [
+        (
+            "mm_page_alloc",
+            &["struct page *", "unsigned int", "gfp_t", "int"][..],
+        ),
+        ("mm_page_free", &["struct page *", "unsigned int"][..]),
+    ] {
+        let args = btf
+            .tracepoint_args(event)
+            .ok_or_else(|| format!("no btf_trace_{event} in the kernel BTF"))?;
+        if args != expected {
+            return Err(format!(
+                "{event} has arguments ({}), expected ({})",
+                args.join(", "),
+                expected.join(", ")
+            ));
+        }
+    }
+    Ok(size)
+}
+
+/// Loads and attaches the tp_btf page programs (free first), then calibrates the
+/// `struct page *` → pfn conversion. On failure, whatever was attached here is detached again.
+fn attach_page_btf(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<Attached>,
+    loaded: &mut Vec<&'static str>,
+    page_struct_size: u32,
+    page_size: u64,
+) -> Result<(), String> {
+    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))?;
+    let mut mine = Vec::new();
+    let mut attach = |ebpf: &mut Ebpf, program: &'static str, event: &str| {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        prog.load(event, &btf).map_err(|e| verifier_summary(&e))?;
+        if !loaded.contains(&program) {
+            loaded.push(program);
+        }
+        let link = prog.attach().map_err(|e| short_error(&e))?;
+        mine.push(Attached {
+            program,
+            link: Link::BtfTracePoint(link),
+        });
+        Ok::<(), String>(())
+    };
+    let result = attach(ebpf, programs::PAGE_FREE_BTF, "mm_page_free")
+        .and_then(|()| attach(ebpf, programs::PAGE_ALLOC_BTF, "mm_page_alloc"))
+        .and_then(|()| {
+            pages::calibrate(ebpf, page_struct_size, page_size)
+                .map_err(|e| format!("calibration failed: {e}"))
+                .map(|_| ())
+        });
+    match result {
+        Ok(()) => {
+            attached.extend(mine);
+            Ok(())
+        }
+        Err(e) => {
+            if let Err(d) = detach_all(ebpf, mine) {
+                return Err(format!("{e}; then detaching failed: {d:#}"));
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Loads and attaches an fentry program on `function` (needs the kernel's BTF).
@@ -439,6 +600,9 @@ fn verifier_summary(e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
+            if std::env::var_os("MEMTRACE_VERIFIER_LOG").is_some() {
+                eprintln!("memtrace: verifier log:\n{log}");
+            }
             let tail: Vec<&str> = log
                 .lines()
                 .map(str::trim)

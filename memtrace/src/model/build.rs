@@ -334,6 +334,19 @@ fn traced_kinds(raw: &RawSession, session: &SessionInfo) -> BTreeSet<Kind> {
     traced
 }
 
+/// Multiplies every byte and count of a stack by `scale` (a sampled session's estimate).
+fn scale_stack(s: &mut StackReport, scale: u64) {
+    s.bytes = s.bytes.saturating_mul(scale);
+    s.allocations = s.allocations.saturating_mul(scale);
+    s.allocated_bytes = s.allocated_bytes.saturating_mul(scale);
+    s.allocated_count = s.allocated_count.saturating_mul(scale);
+    s.bytes_req = s.bytes_req.map(|b| b.saturating_mul(scale));
+    for o in &mut s.owners {
+        o.bytes = o.bytes.saturating_mul(scale);
+        o.allocations = o.allocations.saturating_mul(scale);
+    }
+}
+
 /// Builds the report. `symbols.symbolize` is called at most once, with every distinct address
 /// of every reported stack (never with an empty slice).
 pub fn build_report(
@@ -460,6 +473,15 @@ pub fn build_report(
             owners: w.top_owners(max_owners),
             frames: Vec::new(),
         });
+    }
+
+    // Sampled sessions recorded one allocation in N: scale to estimates before anything is
+    // summed, so totals, classes, callers and owners are all on the same footing.
+    let scale = u64::from(session.sample_every.max(1));
+    if scale > 1 {
+        for s in &mut stacks {
+            scale_stack(s, scale);
+        }
     }
 
     symbolize_stacks(&mut stacks, raw, symbols);
@@ -1376,6 +1398,45 @@ pub(crate) mod tests {
             .iter()
             .map(|c| (c.class, c.bytes, c.allocations, c.stacks, c.in_total))
             .collect()
+    }
+
+    #[test]
+    fn sampled_sessions_scale_every_figure() {
+        let (raw, sym, session) = mixed_raw();
+        let exact = build_report(&raw, session.clone(), &sym, &opts(0, 0));
+        let sampled = build_report(
+            &raw,
+            SessionInfo {
+                sample_every: 8,
+                ..session
+            },
+            &sym,
+            &opts(0, 0),
+        );
+        assert_eq!(sampled.totals.bytes, exact.totals.bytes * 8);
+        assert_eq!(sampled.totals.allocations, exact.totals.allocations * 8);
+        assert_eq!(
+            sampled.totals.allocated_bytes,
+            exact.totals.allocated_bytes * 8
+        );
+        assert_eq!(sampled.stacks.len(), exact.stacks.len());
+        for (a, b) in exact.stacks.iter().zip(&sampled.stacks) {
+            assert_eq!((b.bytes, b.allocations), (a.bytes * 8, a.allocations * 8));
+            assert_eq!(b.allocated_count, a.allocated_count * 8);
+            assert_eq!(b.bytes_req, a.bytes_req.map(|x| x * 8));
+            for (oa, ob) in a.owners.iter().zip(&b.owners) {
+                assert_eq!(
+                    (ob.bytes, ob.allocations),
+                    (oa.bytes * 8, oa.allocations * 8)
+                );
+            }
+        }
+        for (a, b) in exact.classes.iter().zip(&sampled.classes) {
+            assert_eq!(b.bytes, a.bytes * 8);
+        }
+        for (a, b) in exact.callers.iter().zip(&sampled.callers) {
+            assert_eq!(b.bytes, a.bytes * 8);
+        }
     }
 
     #[test]

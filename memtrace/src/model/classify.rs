@@ -86,6 +86,12 @@ impl Class {
         Class::ALL.iter().copied().find(|c| c.name() == name)
     }
 
+    /// Whether the class is made of movable pages (`__GFP_MOVABLE`): a session that selects
+    /// none of these classes skips movable pages in the kernel.
+    pub const fn is_movable(self) -> bool {
+        matches!(self, Class::UserAnon | Class::PageCache | Class::Shmem)
+    }
+
     /// The kind whose own events already count these pages (so page-kind totals leave them
     /// out when that kind is traced too).
     pub const fn backs(self) -> Option<Kind> {
@@ -98,10 +104,10 @@ impl Class {
     }
 }
 
-/// Every class but the memory processes account for (`user-anon`, `page-cache`): what
-/// `--class kernel` selects.
-pub const KERNEL_CLASSES: [Class; 8] = [
-    Class::Shmem,
+/// Every class but the memory processes and the page cache account for (`user-anon`,
+/// `page-cache`, `shmem`, all made of movable pages): what `--class kernel` selects, and the
+/// default.
+pub const KERNEL_CLASSES: [Class; 7] = [
     Class::Network,
     Class::SlabBacking,
     Class::VmallocBacking,
@@ -111,7 +117,8 @@ pub const KERNEL_CLASSES: [Class; 8] = [
     Class::OtherKernel,
 ];
 
-/// Parses `network,shmem`, `all`, `kernel` (every class but `user-anon` and `page-cache`), or
+/// Parses `network,shmem`, `all`, `kernel` (every class but `user-anon`, `page-cache` and
+/// `shmem`), or
 /// a mix, into a de-duplicated list in report order.
 pub fn parse_class_list(s: &str) -> Result<Vec<Class>, String> {
     let valid = || {
@@ -1454,11 +1461,14 @@ mod tests {
         assert_eq!(parse_class_list("kernel,all"), Ok(Class::ALL.to_vec()));
         let kernel = parse_class_list("kernel").expect("kernel");
         assert_eq!(kernel, KERNEL_CLASSES.to_vec());
-        assert_eq!(kernel.len(), Class::ALL.len() - 2);
-        assert!(!kernel.contains(&Class::UserAnon) && !kernel.contains(&Class::PageCache));
+        assert_eq!(kernel.len(), Class::ALL.len() - 3);
+        // `kernel` is exactly the classes not made of movable pages.
+        for c in Class::ALL {
+            assert_eq!(kernel.contains(&c), !c.is_movable(), "{c:?}");
+        }
         assert_eq!(
             parse_class_list("user-anon,kernel").map(|v| v.len()),
-            Ok(Class::ALL.len() - 1)
+            Ok(Class::ALL.len() - 2)
         );
         let err = parse_class_list("network,sockets").expect_err("unknown");
         assert!(err.contains("`sockets`"), "{err}");

@@ -72,6 +72,9 @@ pub struct SessionInfo {
     pub page_size: u64,
     pub max_allocations: u32,
     pub max_stacks: u32,
+    /// `--sample N`: one allocation in N was recorded (by pfn / address hash) and every byte
+    /// and count in the report is scaled by N (an estimate); 1 = exact.
+    pub sample_every: u32,
     /// How the events were attached, e.g. "tracepoint kmem:mm_page_alloc".
     pub hooks: Vec<String>,
     /// Every kind that was asked for, traced or skipped.

@@ -58,6 +58,7 @@ fn session(s: &SessionInfo) -> Value {
         page_size,
         max_allocations,
         max_stacks,
+        sample_every,
         hooks,
         kinds,
     } = s;
@@ -72,6 +73,8 @@ fn session(s: &SessionInfo) -> Value {
         "page_size": page_size,
         "max_allocations": max_allocations,
         "max_stacks": max_stacks,
+        "sample_every": sample_every,
+        "estimated": *sample_every > 1,
         "hooks": hooks,
         "kinds": kinds.iter().map(kind_status).collect::<Vec<_>>(),
     })
@@ -278,6 +281,7 @@ mod tests {
             [
                 "duration_secs",
                 "ended_by",
+                "estimated",
                 "hooks",
                 "hostname",
                 "kernel",
@@ -287,6 +291,7 @@ mod tests {
                 "min_age_secs",
                 "page_size",
                 "requested_duration_secs",
+                "sample_every",
                 "started_at_unix",
             ]
         );

@@ -153,6 +153,14 @@ fn header(out: &mut String, r: &Report) {
         );
     }
     line!(out, "  page size:  {} bytes", s.page_size);
+    if s.sample_every > 1 {
+        line!(
+            out,
+            "  sampling:   1 allocation in {n} recorded (by pfn / address hash); every byte and \
+             count below is an ESTIMATE (recorded x {n})",
+            n = s.sample_every
+        );
+    }
 }
 
 fn totals(out: &mut String, r: &Report) {
@@ -715,6 +723,7 @@ pub(crate) mod tests {
             page_size: PAGE,
             max_allocations: 65_536,
             max_stacks: 16_384,
+            sample_every: 1,
             hooks: vec![
                 "tracepoint kmem:mm_page_alloc".into(),
                 "tracepoint kmem:mm_page_free".into(),
