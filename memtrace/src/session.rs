@@ -99,6 +99,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     let signals = StopSignals::block()?;
     let mut tracer = loader::load(LoadOptions {
         max_allocations: args.max_allocations,
+        max_objects: args.max_objects,
         max_stacks: args.max_stacks,
         kinds: args.kind.clone(),
         skip_movable: args.skip_movable(),
@@ -121,7 +122,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
-            "memtrace: tracing {} allocations for {} ({}; up to {} outstanding allocations, {} stacks); Ctrl-C ends early and still reports",
+            "memtrace: tracing {} allocations for {} ({}; up to {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
             tracer
                 .kinds
                 .iter()
@@ -132,7 +133,14 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             humantime::format_duration(args.duration),
             tracer.hooks.join(", "),
             args.max_allocations,
+            args.max_objects,
             tracer.stack_slots,
+            tracer.map_memory_bytes as f64 / (1024.0 * 1024.0),
+            if args.sample > 1 {
+                format!("; sampling 1 in {}", args.sample)
+            } else {
+                String::new()
+            },
         );
         let _ = err.flush();
     }
@@ -145,14 +153,19 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             elapsed.as_secs_f64()
         );
     }
+    let timing = Timing::from_env();
     tracer.detach().context("detaching the programs")?;
+    timing.mark("detach");
     let raw = collector::collect(&tracer).context("reading the kernel maps")?;
+    timing.mark("collect");
     let hooks = tracer.hooks.clone();
     let kinds = tracer.kinds.clone();
     let stack_slots = tracer.stack_slots;
+    let map_memory_bytes = tracer.map_memory_bytes;
     // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
     drop(tracer);
     drop(signals);
+    timing.mark("unload");
 
     let info = SessionInfo {
         hostname: read_trimmed("/proc/sys/kernel/hostname"),
@@ -164,12 +177,15 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         min_age_secs: round_ms(args.min_age),
         page_size: raw.page_size,
         max_allocations: args.max_allocations,
+        max_objects: args.max_objects,
+        map_memory_bytes,
         max_stacks: stack_slots,
         sample_every: args.sample,
         hooks,
         kinds,
     };
     let symbolizer = KernelSymbolizer::new();
+    timing.mark("symbolizer");
     let report = build_report(
         &raw,
         info,
@@ -180,6 +196,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             classes: Some(args.classes()),
         },
     );
+    timing.mark("build");
     for w in symbolizer.warnings() {
         eprintln!("memtrace: warning: {w}");
     }
@@ -201,7 +218,32 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .context("writing the report to stdout")?;
     out.flush().context("writing the report to stdout")?;
+    timing.mark("render");
     Ok(())
+}
+
+/// `MEMTRACE_TIMING=1`: how long each step after the session takes, on stderr.
+struct Timing {
+    last: Option<std::cell::Cell<Instant>>,
+}
+
+impl Timing {
+    fn from_env() -> Self {
+        Timing {
+            last: std::env::var_os("MEMTRACE_TIMING").map(|_| std::cell::Cell::new(Instant::now())),
+        }
+    }
+
+    fn mark(&self, step: &str) {
+        if let Some(last) = &self.last {
+            let now = Instant::now();
+            eprintln!(
+                "memtrace: timing: {step} {:.3} s",
+                (now - last.get()).as_secs_f64()
+            );
+            last.set(now);
+        }
+    }
 }
 
 fn round_ms(d: Duration) -> f64 {

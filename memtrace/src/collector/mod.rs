@@ -42,16 +42,12 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         *slot = per_cpu.iter().sum();
     }
 
-    let agg_map: Array<&MapData, StackAgg> =
-        Array::try_from(map(ebpf, maps::STACK_AGG)?).context("STACK_AGG map")?;
     let stride = tracer.config.agg_stride.max(1);
     let mut aggs = Vec::new();
-    for (index, agg) in agg_map.iter().enumerate() {
-        let agg = agg.with_context(|| format!("reading STACK_AGG[{index}]"))?;
+    for (index, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
         if agg.allocated_count == 0 && agg.outstanding_count == 0 && agg.outstanding_bytes == 0 {
             continue;
         }
-        let index = index as u32;
         let kind = Kind::from_u32(index / stride)
             .with_context(|| format!("STACK_AGG slot {index} beyond the last kind"))?;
         aggs.push((kind, index % stride, agg));
@@ -140,6 +136,28 @@ fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
 /// All entries of a hash map, in batches of many entries per syscall (one lookup per key for
 /// 1 M records would take seconds); falls back to key-by-key iteration where batching is
 /// unsupported.
+/// Every (index, value) of an array map: batched (tens of thousands of slots in a few
+/// syscalls), or one lookup per slot on kernels without batched array lookups.
+fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<(u32, V)>> {
+    let Map::Array(data) = m else {
+        bail!("{name} is not an array map");
+    };
+    let fd = data.fd().as_fd().as_raw_fd();
+    match syscalls::lookup_batch::<u32, V>(fd, BATCH) {
+        Ok(v) => Ok(v),
+        Err(e) if syscalls::batch_unsupported(&e) => Array::<&MapData, V>::try_from(m)
+            .with_context(|| format!("{name} map"))?
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Ok((i as u32, v.with_context(|| format!("reading {name}[{i}]"))?)))
+            .collect(),
+        Err(e) => Err(e).with_context(|| format!("BPF_MAP_LOOKUP_BATCH on {name}")),
+    }
+}
+
+/// Entries per batched lookup.
+const BATCH: u32 = 16_384;
+
 fn read_hash<K, V>(m: &Map, name: &str) -> anyhow::Result<Vec<(K, V)>>
 where
     K: aya::Pod + Default,
@@ -149,7 +167,7 @@ where
         bail!("{name} is not a hash map");
     };
     let fd = data.fd().as_fd().as_raw_fd();
-    match syscalls::lookup_batch::<K, V>(fd, 4096) {
+    match syscalls::lookup_batch::<K, V>(fd, BATCH) {
         Ok(v) => Ok(v),
         Err(e) if syscalls::batch_unsupported(&e) => {
             let h: aya::maps::HashMap<&MapData, K, V> =

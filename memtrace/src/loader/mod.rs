@@ -24,8 +24,10 @@ static EBPF_OBJECT: &[u8] =
 /// Sizes chosen on the command line.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Entries of the outstanding-allocation map.
+    /// Entries of the outstanding page-allocation map.
     pub max_allocations: u32,
+    /// Entries of the outstanding object map (slab, percpu, vmalloc).
+    pub max_objects: u32,
     /// Requested stack slots; rounded up to a power of two (the kernel does so anyway).
     pub max_stacks: u32,
     /// Kinds to trace.
@@ -63,6 +65,8 @@ pub struct Tracer {
     pub kinds: Vec<KindStatus>,
     /// Names of the loaded programs.
     pub programs: Vec<String>,
+    /// Kernel memory the maps take (sum of `memlock` over memtrace's BPF map fds).
+    pub map_memory_bytes: u64,
 }
 
 impl Tracer {
@@ -79,34 +83,51 @@ impl Tracer {
     }
 }
 
-/// Detaches `attached` (programs stay loaded, maps readable).
+/// Detaches `attached` (programs stay loaded, maps readable). Each detach waits for an RCU
+/// grace period in the kernel, tens of milliseconds: the links are taken out of their programs
+/// and dropped on threads of their own, so the waits overlap.
 fn detach_all(ebpf: &mut Ebpf, attached: Vec<Attached>) -> anyhow::Result<()> {
+    let mut owned: Vec<Box<dyn Send>> = Vec::new();
     for a in attached {
         let prog = ebpf
             .program_mut(a.program)
             .with_context(|| format!("program {} vanished", a.program))?;
-        match a.link {
+        let link: Box<dyn Send> = match a.link {
             Link::TracePoint(link) => {
                 let prog: &mut TracePoint = prog
                     .try_into()
                     .with_context(|| format!("program {} is not a tracepoint", a.program))?;
-                prog.detach(link)
+                Box::new(
+                    prog.take_link(link)
+                        .with_context(|| format!("detaching {}", a.program))?,
+                )
             }
             Link::FEntry(link) => {
                 let prog: &mut FEntry = prog
                     .try_into()
                     .with_context(|| format!("program {} is not fentry", a.program))?;
-                prog.detach(link)
+                Box::new(
+                    prog.take_link(link)
+                        .with_context(|| format!("detaching {}", a.program))?,
+                )
             }
             Link::BtfTracePoint(link) => {
                 let prog: &mut BtfTracePoint = prog
                     .try_into()
                     .with_context(|| format!("program {} is not tp_btf", a.program))?;
-                prog.detach(link)
+                Box::new(
+                    prog.take_link(link)
+                        .with_context(|| format!("detaching {}", a.program))?,
+                )
             }
-        }
-        .with_context(|| format!("detaching {}", a.program))?;
+        };
+        owned.push(link);
     }
+    std::thread::scope(|scope| {
+        for link in owned {
+            scope.spawn(move || drop(link));
+        }
+    });
     Ok(())
 }
 
@@ -336,7 +357,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .map_max_entries(
             maps::OBJECTS,
             if objects_traced {
-                opts.max_allocations.max(1)
+                opts.max_objects.max(1)
             } else {
                 1
             },
@@ -486,7 +507,32 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         hooks,
         kinds,
         programs: loaded.iter().map(|s| s.to_string()).collect(),
+        map_memory_bytes: map_memory_bytes(),
     })
+}
+
+/// Kernel memory taken by this process's BPF maps: the `memlock` line of every map fd's
+/// fdinfo (what the kernel charges for the map, preallocated tables included).
+fn map_memory_bytes() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|info| map_memlock(&info))
+        .sum()
+}
+
+/// The `memlock` of one fdinfo text if it describes a BPF map, else 0.
+fn map_memlock(fdinfo: &str) -> u64 {
+    if !fdinfo.lines().any(|l| l.starts_with("map_type:")) {
+        return 0;
+    }
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("memlock:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `sizeof(struct page)` when the kernel's BTF describes the page tracepoints the way the
@@ -612,5 +658,21 @@ fn verifier_summary(e: &ProgramError) -> String {
             format!("{io_error}; verifier: {}", tail[start..].join(" | "))
         }
         other => short_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::map_memlock;
+
+    #[test]
+    fn memlock_of_map_fds_only() {
+        let map = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t2083\nmap_type:\t1\n\
+                   key_size:\t8\nvalue_size:\t48\nmax_entries:\t524288\nmap_flags:\t0x0\n\
+                   map_extra:\t0x0\nmemlock:\t62957952\nmap_id:\t5575\nfrozen:\t0\n";
+        assert_eq!(map_memlock(map), 62_957_952);
+        let prog = "pos:\t0\nprog_type:\t26\nprog_jited:\t1\nmemlock:\t4096\n";
+        assert_eq!(map_memlock(prog), 0);
+        assert_eq!(map_memlock("pos:\t0\nflags:\t0100002\n"), 0);
     }
 }

@@ -71,6 +71,10 @@ pub struct SessionInfo {
     pub min_age_secs: f64,
     pub page_size: u64,
     pub max_allocations: u32,
+    /// `--max-objects`.
+    pub max_objects: u32,
+    /// Kernel memory taken by the maps (memlock of the map fds), measured at start.
+    pub map_memory_bytes: u64,
     pub max_stacks: u32,
     /// `--sample N`: one allocation in N was recorded (by pfn / address hash) and every byte
     /// and count in the report is scaled by N (an estimate); 1 = exact.

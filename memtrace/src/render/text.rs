@@ -153,6 +153,16 @@ fn header(out: &mut String, r: &Report) {
         );
     }
     line!(out, "  page size:  {} bytes", s.page_size);
+    if s.map_memory_bytes > 0 {
+        line!(
+            out,
+            "  tables:     {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB",
+            s.max_allocations,
+            s.max_objects,
+            s.max_stacks,
+            s.map_memory_bytes as f64 / (1024.0 * 1024.0)
+        );
+    }
     if s.sample_every > 1 {
         line!(
             out,
@@ -317,8 +327,8 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
         Counter::ObjectsFull => format!(
             "{n} slab/percpu/vmalloc allocations were not recorded because the object table was \
              full; they are missing from the outstanding numbers (counted only as allocated). \
-             Raise --max-allocations (currently {}).",
-            s.max_allocations
+             Raise --max-objects (currently {}).",
+            s.max_objects
         ),
         Counter::ObjStaleReplaced => format!(
             "{n} object frees were missed (BPF recursion protection or lost events) and their \
@@ -722,6 +732,8 @@ pub(crate) mod tests {
             min_age_secs: 0.0,
             page_size: PAGE,
             max_allocations: 65_536,
+            max_objects: 65_536,
+            map_memory_bytes: 0,
             max_stacks: 16_384,
             sample_every: 1,
             hooks: vec![

@@ -81,19 +81,29 @@ pub enum Config {
     },
 }
 
-/// The memtrace configurations: the default session, every page tracked, every kind.
-const MEMTRACE_CONFIGS: [Config; 3] = [
+/// The memtrace configurations: the default session (kernel memory; movable pages skipped in
+/// the kernel), the same sampled, every page tracked (tp_btf and classic tracepoints), every
+/// kind and class.
+const MEMTRACE_CONFIGS: [Config; 5] = [
     Config::Memtrace {
         name: "default",
         args: &[],
     },
     Config::Memtrace {
-        name: "page",
-        args: &["--kind", "page"],
+        name: "sampled",
+        args: &["--sample", "8"],
+    },
+    Config::Memtrace {
+        name: "every-page",
+        args: &["--kind", "page", "--class", "all"],
+    },
+    Config::Memtrace {
+        name: "classic",
+        args: &["--kind", "page", "--class", "all", "--classic-tracepoints"],
     },
     Config::Memtrace {
         name: "all",
-        args: &["--kind", "all"],
+        args: &["--kind", "all", "--class", "all"],
     },
 ];
 
@@ -526,7 +536,7 @@ mod tests {
 
     #[test]
     fn memtrace_configs_have_their_kinds() {
-        let spec = MEMTRACE_CONFIGS[1]
+        let spec = MEMTRACE_CONFIGS[2]
             .spec(Path::new("/bin/memtrace"), Some(Path::new("/tmp/r.json")))
             .unwrap();
         let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
@@ -538,6 +548,8 @@ mod tests {
                 "10m",
                 "--kind",
                 "page",
+                "--class",
+                "all",
                 "--json",
                 "/tmp/r.json"
             ]
