@@ -7,7 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, StackTrace},
     programs::tracing::StackIdContext,
 };
-use memtrace_common::{calib, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg};
+use memtrace_common::{
+    calib, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg, StackCache,
+};
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
 /// sees the values as constants).
@@ -43,6 +45,10 @@ pub static STACKS: StackTrace = StackTrace::with_max_entries(1 << 14, 0);
 /// `kind * agg_stride + stack_id`; the last slot of a block is `Config::stack_none_id`.
 #[map]
 pub static STACK_AGG: Array<StackAgg> = Array::with_max_entries(4 * ((1 << 14) + 1), 0);
+
+/// Per CPU: the stack last captured for a movable page allocation (`Config::movable_stack_every`).
+#[map]
+pub static STACK_CACHE: PerCpuArray<StackCache> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);

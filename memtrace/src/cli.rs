@@ -71,6 +71,13 @@ pub struct TraceArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
     pub sample: u32,
 
+    /// Movable pages (user-anon, page-cache, shmem; traced only when selected by --class):
+    /// capture a fresh kernel stack once per N allocations by the same task with the same gfp
+    /// flags on a CPU, and attribute the others to it. Their stacks are a handful of fault and
+    /// read/write paths, and unwinding is the most expensive step. 1 = always capture.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
+    pub movable_stack_every: u32,
+
     /// Attach the page programs to the classic tracepoints even where tp_btf programs work
     /// (they are slower; for comparison and for kernels with a broken BTF).
     #[arg(long)]
@@ -173,6 +180,7 @@ mod tests {
         assert_eq!(t.max_allocations, DEFAULT_MAX_ALLOCATIONS);
         assert_eq!(t.max_objects, DEFAULT_MAX_OBJECTS);
         assert_eq!(t.sample, 1);
+        assert_eq!(t.movable_stack_every, 64);
         assert!(!t.classic_tracepoints);
         // The default session is kernel memory: movable pages are skipped in the kernel.
         assert_eq!(t.classes(), KERNEL_CLASSES.to_vec());

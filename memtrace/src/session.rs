@@ -104,6 +104,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         kinds: args.kind.clone(),
         skip_movable: args.skip_movable(),
         sample_every: args.sample,
+        movable_stack_every: args.movable_stack_every,
         classic_tracepoints: args.classic_tracepoints,
     })?;
     for k in tracer.kinds.iter().filter(|k| !k.traced) {

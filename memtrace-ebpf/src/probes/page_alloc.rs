@@ -5,12 +5,13 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    calib, record_flags, sampled, Config, Counter, PageRecord, DETACHED_KEY_BIT, MIGRATE_MOVABLE,
+    calib, record_flags, sampled, Config, Counter, PageRecord, StackCache, DETACHED_KEY_BIT,
+    MIGRATE_MOVABLE,
 };
 
 use crate::maps::{
     agg_release, atomic_add, config, count, detached_live_add, pfn_bits, stack_slot, BPF_ANY,
-    BPF_NOEXIST, CALIB, EEXIST, OUTSTANDING, STACK_AGG,
+    BPF_NOEXIST, CALIB, EEXIST, OUTSTANDING, STACK_AGG, STACK_CACHE,
 };
 
 tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
@@ -140,7 +141,11 @@ fn on_alloc<C: StackIdContext>(
     }
 
     // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
-    let stack_id = stack_slot(ctx, cfg);
+    let stack_id = if migratetype == MIGRATE_MOVABLE && cfg.movable_stack_every > 1 {
+        movable_stack(ctx, cfg, tgid, gfp)
+    } else {
+        stack_slot(ctx, cfg)
+    };
 
     let order = order & 31;
     let pages = 1u32 << order;
@@ -194,6 +199,39 @@ fn on_alloc<C: StackIdContext>(
     unsafe {
         atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
         atomic_add(&raw mut (*agg).outstanding_count, 1);
+    }
+}
+
+/// The stack of a movable page allocation: the one captured for the previous allocation of
+/// the same task and gfp flags on this CPU, until it has served `movable_stack_every`
+/// allocations; then a fresh capture. User pages come from a handful of fault and read/write
+/// paths, and unwinding the kernel stack is the most expensive step of an allocation.
+#[inline(always)]
+fn movable_stack<C: StackIdContext>(ctx: &C, cfg: &Config, tgid: u32, gfp: u32) -> u32 {
+    let Some(cache) = STACK_CACHE.get_ptr_mut(0) else {
+        return stack_slot(ctx, cfg);
+    };
+    // SAFETY: per-CPU map value; a BPF program is not re-entered on the same CPU (and the
+    // worst a nested run could do is make this one reuse or recapture a stack).
+    unsafe {
+        let c = &mut *cache;
+        if c.tgid == tgid
+            && c.gfp_flags == gfp
+            && c.uses < cfg.movable_stack_every
+            && c.stack_id != cfg.stack_none_id
+        {
+            c.uses += 1;
+            count(Counter::StackReused);
+            return c.stack_id;
+        }
+        let id = stack_slot(ctx, cfg);
+        *c = StackCache {
+            tgid,
+            gfp_flags: gfp,
+            stack_id: id,
+            uses: 1,
+        };
+        id
     }
 }
 

@@ -36,6 +36,8 @@ pub struct LoadOptions {
     pub skip_movable: bool,
     /// Record one allocation in this many (by pfn / address hash); 1 = all.
     pub sample_every: u32,
+    /// Movable page allocations capture a stack once per this many (see the CLI).
+    pub movable_stack_every: u32,
     /// Use the classic tracepoints for pages even where tp_btf works.
     pub classic_tracepoints: bool,
 }
@@ -300,6 +302,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         agg_stride: stack_slots + 1,
         skip_movable: u32::from(opts.skip_movable),
         sample_every: opts.sample_every.max(1),
+        movable_stack_every: opts.movable_stack_every,
         tracked_words,
         ..Config::zeroed()
     };
@@ -413,6 +416,13 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                  traces every page"
                     .into(),
             );
+        }
+        if config.skip_movable == 0 && config.movable_stack_every > 1 {
+            notes.push(format!(
+                "movable pages: one kernel stack captured per {} allocations of a task with the \
+                 same gfp flags on a CPU, the others attributed to it (stacks_reused)",
+                config.movable_stack_every
+            ));
         }
         if config.tracked_words == 0 {
             notes.push("no pfn bitmap (/proc/zoneinfo unreadable): every free is looked up".into());
