@@ -117,7 +117,7 @@ pub const fn sampled(key: u64, every: u32) -> bool {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
-    (h % every as u64) == 0
+    h.is_multiple_of(every as u64)
 }
 
 /// Migrate type of movable pages (`MIGRATE_MOVABLE`, stable since 2.6.24).
