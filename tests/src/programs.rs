@@ -18,9 +18,12 @@ use aya::sys::SyscallError;
 use crate::process::spawned_pids;
 
 /// The names of memtrace's programs (one per tracepoint it attaches to).
-pub const PROGRAM_NAMES: [&str; 10] = [
+pub const PROGRAM_NAMES: [&str; 13] = [
     "mm_page_alloc",
     "mm_page_free",
+    "mm_page_alloc_btf",
+    "mm_page_free_btf",
+    "kmem_cache_free_bulk",
     "kmalloc",
     "kmem_cache_alloc",
     "kfree",

@@ -493,7 +493,10 @@ fn all_kinds_in_one_session() {
 }
 
 fn all_kinds_scenario() -> Result<()> {
-    let mut tracer = Tracer::start("all", &["--kind", "all", "--duration", "10m"])?;
+    let mut tracer = Tracer::start(
+        "all",
+        &["--kind", "all", "--class", "all", "--duration", "10m"],
+    )?;
     let dgrams = unix_dgram_hold(2_000, DATAGRAM_PAYLOAD)?;
     let pcpu = percpu_array_maps(4, PERCPU_VALUE, 4)?;
     let vmap = vmalloc_array_map(VMALLOC_VALUE, 1024)?;
