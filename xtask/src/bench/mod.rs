@@ -91,7 +91,7 @@ const MEMTRACE_CONFIGS: [Config; 5] = [
     },
     Config::Memtrace {
         name: "sampled",
-        args: &["--sample", "8"],
+        args: &["--sample", "4"],
     },
     Config::Memtrace {
         name: "every-page",
