@@ -32,6 +32,90 @@ pub mod maps {
     /// `u64` slots for the `struct page *` → pfn calibration of the tp_btf programs, indexed
     /// by [`super::calib`].
     pub const CALIB: &str = "CALIB";
+    /// `u64` switches user space flips while the programs run, indexed by [`super::control`].
+    pub const CONTROL: &str = "CONTROL";
+}
+
+/// Slots of [`maps::CONTROL`].
+pub mod control {
+    /// Non-zero: the grace period (`--grace`) has begun. New allocations are no longer
+    /// recorded; frees are still matched, so short-lived allocations made just before the end
+    /// of the session are not reported as held.
+    pub const GRACE: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+/// Execution context of an allocation (`PageRecord::context`, `ObjRecord::context`).
+pub mod context {
+    /// Process context: the task that made the allocation owns it.
+    pub const TASK: u8 = 0;
+    /// Serving a softirq (network receive, timers, RCU): the current task was interrupted and
+    /// does not own the memory.
+    pub const SOFTIRQ: u8 = 1;
+    /// Hard interrupt handler.
+    pub const HARDIRQ: u8 = 2;
+    pub const NMI: u8 = 3;
+    /// The program could not tell: user space derives the context from the kernel stack
+    /// (what the programs record today; see `memtrace::model::build::context_from_frames`).
+    /// The `common_flags` byte of a classic tracepoint record cannot be used: for BPF
+    /// programs the kernel overwrites the first 8 bytes of the record with a `pt_regs`
+    /// pointer (`perf_trace_run_bpf_submit`).
+    pub const UNKNOWN: u8 = 255;
+}
+
+/// Most processes (`--pid`), thread names (`--comm`) and cgroups (`--cgroup`, `--pod`) a
+/// session can filter on in the kernel.
+pub const MAX_FILTER_TGIDS: usize = 16;
+pub const MAX_FILTER_COMMS: usize = 4;
+pub const MAX_FILTER_CGROUPS: usize = 8;
+
+/// A cgroup v2 subtree to keep: the allocating task's ancestor at `level` must be `id`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupFilter {
+    pub id: u64,
+    pub level: u32,
+    pub _pad: u32,
+}
+
+/// In-kernel owner filters (part of [`Config`]). An allocation is recorded when, for every
+/// kind of filter given, it matches one of its entries. Interrupts that hit a matching task
+/// match too (the programs cannot tell); reports show them as `[softirq]` / `[irq]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filters {
+    pub tgids: [u32; MAX_FILTER_TGIDS],
+    pub comms: [[u8; 16]; MAX_FILTER_COMMS],
+    pub cgroups: [CgroupFilter; MAX_FILTER_CGROUPS],
+    pub tgid_count: u32,
+    pub comm_count: u32,
+    pub cgroup_count: u32,
+    /// Non-zero when any filter is set.
+    pub active: u32,
+}
+
+impl Filters {
+    pub const fn none() -> Self {
+        Filters {
+            tgids: [0; MAX_FILTER_TGIDS],
+            comms: [[0; 16]; MAX_FILTER_COMMS],
+            cgroups: [CgroupFilter {
+                id: 0,
+                level: 0,
+                _pad: 0,
+            }; MAX_FILTER_CGROUPS],
+            tgid_count: 0,
+            comm_count: 0,
+            cgroup_count: 0,
+            active: 0,
+        }
+    }
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Self::none()
+    }
 }
 
 /// Slots of [`maps::CALIB`]. Page addresses here are relative to the address of the CALIB
@@ -216,6 +300,11 @@ pub struct ObjRecord {
     pub pid: u32,
     pub gfp_flags: u32,
     pub comm: [u8; 16],
+    /// cgroup v2 id of the allocating task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// [`context`] of the allocation.
+    pub context: u8,
+    pub _pad: [u8; 7],
 }
 
 /// Set in a [`PageRecord`] key when the record was moved aside because its head pfn was freed
@@ -278,6 +367,7 @@ pub struct Config {
     /// same task with the same gfp flags on a CPU, and reuse it in between (0 or 1: always
     /// capture).
     pub movable_stack_every: u32,
+    pub filters: Filters,
     pub kmalloc: ObjAllocLayout,
     pub kmem_cache_alloc: ObjAllocLayout,
     pub kfree: ObjFreeLayout,
@@ -315,6 +405,7 @@ impl Config {
             page_struct_size: 0,
             page_struct_shift: 0,
             movable_stack_every: 0,
+            filters: Filters::none(),
             kmalloc: ObjAllocLayout::absent(),
             kmem_cache_alloc: ObjAllocLayout::absent(),
             kfree: ObjFreeLayout {
@@ -359,8 +450,11 @@ pub struct PageRecord {
     pub migratetype: u8,
     /// [`record_flags`] bits.
     pub flags: u8,
-    pub _pad: u8,
+    /// [`context`] of the allocation.
+    pub context: u8,
     pub comm: [u8; 16],
+    /// cgroup v2 id of the allocating task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
 }
 
 pub mod record_flags {
@@ -466,10 +560,18 @@ pub enum Counter {
     /// Movable page allocations attributed to the stack captured for the previous allocation
     /// of the same task and gfp flags on that CPU (see `Config::movable_stack_every`).
     StackReused,
+    /// Page allocations left out by the owner filters (`--pid`, `--comm`, `--cgroup`, `--pod`).
+    FilteredOut,
+    /// Object allocations left out by the owner filters.
+    ObjFilteredOut,
+    /// Page allocations made during the grace period (`--grace`): not recorded.
+    GraceSkipped,
+    /// Object allocations made during the grace period: not recorded.
+    ObjGraceSkipped,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::StackReused as u32 + 1;
+    pub const COUNT: u32 = Counter::ObjGraceSkipped as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -503,6 +605,10 @@ impl Counter {
         Counter::ObjSampledOut,
         Counter::Uncalibrated,
         Counter::StackReused,
+        Counter::FilteredOut,
+        Counter::ObjFilteredOut,
+        Counter::GraceSkipped,
+        Counter::ObjGraceSkipped,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -539,6 +645,10 @@ impl Counter {
             Counter::ObjSampledOut => "obj_sampled_out",
             Counter::Uncalibrated => "uncalibrated_events",
             Counter::StackReused => "stacks_reused",
+            Counter::FilteredOut => "filtered_out",
+            Counter::ObjFilteredOut => "obj_filtered_out",
+            Counter::GraceSkipped => "grace_skipped",
+            Counter::ObjGraceSkipped => "obj_grace_skipped",
         }
     }
 
@@ -587,10 +697,15 @@ mod tests {
         assert_eq!(size_of::<PageFreeLayout>(), 8);
         assert_eq!(size_of::<ObjAllocLayout>(), 32);
         assert_eq!(size_of::<ObjFreeLayout>(), 8);
-        assert_eq!(size_of::<Config>(), 24 + 8 + 8 + 16 + 24 + 4 * 32 + 4 * 8);
+        assert_eq!(size_of::<CgroupFilter>(), 16);
+        assert_eq!(size_of::<Filters>(), 4 * 16 + 16 * 4 + 16 * 8 + 16);
+        assert_eq!(
+            size_of::<Config>(),
+            24 + 8 + 8 + 16 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8
+        );
         assert_eq!(size_of::<ObjKey>(), 16);
-        assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16);
-        assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16);
+        assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);
+        assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16 + 8);
         assert_eq!(size_of::<StackAgg>(), 32);
         assert_eq!(size_of::<StackCache>(), 16);
     }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use memtrace_common::{
-    calib, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg, StackCache,
+    calib, control, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg, StackCache,
 };
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
@@ -66,6 +66,10 @@ pub static TRACKED_PFNS: Array<u64> = Array::with_max_entries(1, 0);
 /// reaches every slot from one lookup.
 #[map]
 pub static CALIB: Array<[u64; calib::COUNT as usize]> = Array::with_max_entries(1, 0);
+
+/// Switches user space flips during the session (see `memtrace_common::control`).
+#[map]
+pub static CONTROL: Array<u64> = Array::with_max_entries(control::COUNT, 0);
 
 /// Words of `TRACKED_PFNS` an allocation of the highest order spans (order 12 at most).
 const MAX_WORDS: u64 = (1 << 12) / 64;

@@ -96,7 +96,68 @@ pub struct TraceArgs {
     /// Capacity of the in-kernel stack table (rounded up to a power of two).
     #[arg(long, default_value_t = 1 << 14, value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
     pub max_stacks: u32,
+
+    /// Only allocations made by these processes (comma-separated tgids, or repeat the flag; at
+    /// most 16), in process context. Applied in the kernel.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
+
+    /// Only allocations made by threads with this name (`/proc/PID/task/TID/comm`, at most 15
+    /// bytes; comma-separated or repeated, at most 4), in process context. Applied in the
+    /// kernel.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub comm: Vec<String>,
+
+    /// Only allocations made by tasks in this cgroup or below it: a cgroup v2 directory
+    /// (absolute, or relative to the cgroup2 mount), or a cgroup v1 memory directory (then:
+    /// the processes in it when the session starts). Repeatable, at most 8. Applied in the
+    /// kernel.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+
+    /// Only allocations made by the Kubernetes pod whose UID starts with this prefix (found
+    /// in the cgroup tree). Repeatable.
+    #[arg(long, value_name = "UID")]
+    pub pod: Vec<String>,
+
+    /// Stop recording new allocations for this last part of the session, but keep matching
+    /// frees, so that short-lived allocations made just before the end are not reported as
+    /// held [default: 20 % of --duration, at most 1 minute; 0 disables]. Only sessions that
+    /// reach their --duration have one.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub grace: Option<Duration>,
+
+    /// Print a compact report every interval (and keep it in the JSON as `snapshots`); stacks
+    /// whose outstanding bytes grow steadily across the snapshots are marked `growing`.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub interval: Option<Duration>,
+
+    /// Order of the stacks: `bytes` (outstanding bytes) or `growth` (growing stacks first,
+    /// fastest first; needs --interval).
+    #[arg(long, value_enum, default_value_t = SortBy::Bytes)]
+    pub sort: SortBy,
 }
+
+/// `--sort`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    Bytes,
+    Growth,
+}
+
+impl SortBy {
+    pub fn name(self) -> &'static str {
+        match self {
+            SortBy::Bytes => "bytes",
+            SortBy::Growth => "growth",
+        }
+    }
+}
+
+/// Default grace period: this share of `--duration`...
+pub const DEFAULT_GRACE_SHARE: f64 = 0.2;
+/// ...but no more than this.
+pub const MAX_DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
 /// Default `--max-allocations` (pages) and `--max-objects`: with the default kinds, the page
 /// and object tables, the stack table and the rest fit in 128 MiB of kernel memory (about
@@ -115,6 +176,16 @@ impl TraceArgs {
     /// Whether movable pages can be left out in the kernel: no selected class is made of them.
     pub fn skip_movable(&self) -> bool {
         !self.classes().iter().any(|c| c.is_movable())
+    }
+
+    /// The grace period at the end of the session (`--grace`, or the default).
+    pub fn grace(&self) -> Duration {
+        let grace = self.grace.unwrap_or_else(|| {
+            self.duration
+                .mul_f64(DEFAULT_GRACE_SHARE)
+                .min(MAX_DEFAULT_GRACE)
+        });
+        grace.min(self.duration)
     }
 }
 
@@ -182,6 +253,21 @@ mod tests {
         assert_eq!(t.sample, 1);
         assert_eq!(t.movable_stack_every, 64);
         assert!(!t.classic_tracepoints);
+        // Default grace: 20 % of the duration (30 s → 6 s), at most a minute.
+        assert_eq!(t.grace(), Duration::from_secs(6));
+        assert_eq!(t.sort, SortBy::Bytes);
+        assert!(t.pid.is_empty() && t.interval.is_none());
+        for (args, grace) in [
+            (&["--duration", "10m"][..], 60),
+            (&["--duration", "10s"][..], 2),
+            (&["--duration", "10m", "--grace", "0"][..], 0),
+            (&["--duration", "10s", "--grace", "1m"][..], 10),
+        ] {
+            let mut argv = vec!["memtrace", "trace"];
+            argv.extend_from_slice(args);
+            let Command::Trace(t) = Cli::try_parse_from(argv).unwrap().command;
+            assert_eq!(t.grace(), Duration::from_secs(grace), "{args:?}");
+        }
         // The default session is kernel memory: movable pages are skipped in the kernel.
         assert_eq!(t.classes(), KERNEL_CLASSES.to_vec());
         assert!(t.skip_movable());
@@ -213,6 +299,36 @@ mod tests {
         assert_eq!(t.min_age, Duration::from_secs(5));
         assert_eq!(t.max_stacks, 100);
         assert!(Cli::try_parse_from(["memtrace", "trace", "--duration", "x"]).is_err());
+        // Owner filters, grace, interval, sort.
+        let cli = Cli::try_parse_from([
+            "memtrace",
+            "trace",
+            "--pid",
+            "1,2",
+            "--pid",
+            "3",
+            "--comm",
+            "nginx",
+            "--cgroup",
+            "/a",
+            "--cgroup",
+            "b/c",
+            "--pod",
+            "1234",
+            "--interval",
+            "10s",
+            "--sort",
+            "growth",
+        ])
+        .unwrap();
+        let Command::Trace(t) = cli.command;
+        assert_eq!(t.pid, vec![1, 2, 3]);
+        assert_eq!(t.comm, vec!["nginx".to_string()]);
+        assert_eq!(t.cgroup, vec!["/a".to_string(), "b/c".to_string()]);
+        assert_eq!(t.pod, vec!["1234".to_string()]);
+        assert_eq!(t.interval, Some(Duration::from_secs(10)));
+        assert_eq!(t.sort, SortBy::Growth);
+        assert!(Cli::try_parse_from(["memtrace", "trace", "--sort", "age"]).is_err());
         assert!(Cli::try_parse_from(["memtrace", "trace", "--top", "0"]).is_err());
     }
 

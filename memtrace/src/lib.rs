@@ -4,6 +4,7 @@
 //! `tracefs` formats) → kernel maps of `memtrace_common` records → `collector` (reads them) →
 //! `model` (symbolized, grouped report) → `render` (text, JSON, folded) → `cli`/`session`.
 
+pub mod attribution;
 pub mod btf;
 pub mod cli;
 pub mod collector;

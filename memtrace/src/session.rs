@@ -9,10 +9,15 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::TraceArgs,
+    attribution::{annotate, annotate::Resolver, filters},
+    cli::{SortBy, TraceArgs},
     collector,
     loader::{self, LoadOptions},
-    model::{build::build_report, BuildOptions, SessionInfo},
+    model::{
+        build::build_report,
+        growth::{self, SeriesBook},
+        BuildOptions, SessionInfo,
+    },
     output::write_atomic,
     render::{self, RenderOptions},
     symbolize::KernelSymbolizer,
@@ -96,6 +101,23 @@ fn read_trimmed(path: &str) -> String {
 
 /// Runs `memtrace trace`.
 pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
+    if args.sort == SortBy::Growth && args.interval.is_none() {
+        anyhow::bail!("--sort growth needs --interval (growth is measured across snapshots)");
+    }
+    if args.interval.is_some_and(|i| i.is_zero()) {
+        anyhow::bail!("--interval must be longer than 0 (e.g. --interval 30s)");
+    }
+    let mut resolver = Resolver::scan();
+    let resolved = filters::resolve(
+        &filters::FilterArgs {
+            pids: &args.pid,
+            comms: &args.comm,
+            cgroups: &args.cgroup,
+            pods: &args.pod,
+        },
+        &resolver.mounts,
+        &resolver.index,
+    )?;
     let signals = StopSignals::block()?;
     let mut tracer = loader::load(LoadOptions {
         max_allocations: args.max_allocations,
@@ -106,6 +128,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         sample_every: args.sample,
         movable_stack_every: args.movable_stack_every,
         classic_tracepoints: args.classic_tracepoints,
+        filters: resolved.filters,
     })?;
     for k in tracer.kinds.iter().filter(|k| !k.traced) {
         eprintln!(
@@ -114,12 +137,29 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             k.note.as_deref().unwrap_or("unavailable")
         );
     }
+    let grace = args.grace();
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs_f64();
     {
+        let mut extras = Vec::new();
+        if args.sample > 1 {
+            extras.push(format!("sampling 1 in {}", args.sample));
+        }
+        if !grace.is_zero() {
+            extras.push(format!(
+                "grace {} (frees only at the end)",
+                humantime::format_duration(grace)
+            ));
+        }
+        if let Some(i) = args.interval {
+            extras.push(format!("snapshots every {}", humantime::format_duration(i)));
+        }
+        if !resolved.descriptions.is_empty() {
+            extras.push(format!("only {}", resolved.descriptions.join(", ")));
+        }
         let mut err = std::io::stderr().lock();
         let _ = writeln!(
             err,
@@ -137,16 +177,69 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             args.max_objects,
             tracer.stack_slots,
             tracer.map_memory_bytes as f64 / (1024.0 * 1024.0),
-            if args.sample > 1 {
-                format!("; sampling 1 in {}", args.sample)
-            } else {
-                String::new()
-            },
+            extras.iter().map(|e| format!("; {e}")).collect::<String>(),
         );
         let _ = err.flush();
     }
 
-    let ended_by = signals.wait_until(started + args.duration);
+    let build_opts = BuildOptions {
+        min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
+        max_owners: 5,
+        classes: Some(args.classes()),
+    };
+    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+    let end = started + args.duration;
+    let grace_at = (!grace.is_zero()).then(|| end - grace);
+    let mut grace_begun: Option<Instant> = None;
+    let mut next_snapshot = args.interval.map(|i| started + i);
+    let mut book = SeriesBook::default();
+    let mut snapshots = Vec::new();
+    let mut symbolizer: Option<KernelSymbolizer> = None;
+    let ended_by = loop {
+        let mut wake = end;
+        if grace_begun.is_none() {
+            if let Some(g) = grace_at {
+                wake = wake.min(g);
+            }
+        }
+        if let Some(n) = next_snapshot {
+            wake = wake.min(n);
+        }
+        if let EndedBy::Signal(sig) = signals.wait_until(wake) {
+            break EndedBy::Signal(sig);
+        }
+        let now = Instant::now();
+        if now >= end {
+            break EndedBy::Duration;
+        }
+        if grace_begun.is_none() && grace_at.is_some_and(|g| now >= g) {
+            tracer.begin_grace().context("starting the grace period")?;
+            grace_begun = Some(now);
+        }
+        if let Some(n) = next_snapshot.filter(|n| now >= *n) {
+            let at_secs = round_ms(now - started);
+            let sym = symbolizer.get_or_insert_with(KernelSymbolizer::new);
+            let raw = collector::collect(&tracer).context("reading the kernel maps (snapshot)")?;
+            let info = SessionInfo {
+                page_size: raw.page_size,
+                sample_every: args.sample,
+                ..Default::default()
+            };
+            let report = build_report(&raw, info, sym, &build_opts);
+            let snap = book.record(&report, at_secs, top);
+            let mut out = std::io::stdout().lock();
+            out.write_all(render::text::render_snapshot(&snap).as_bytes())
+                .context("writing a snapshot to stdout")?;
+            out.flush().context("writing a snapshot to stdout")?;
+            snapshots.push(snap);
+            let interval = args.interval.unwrap_or(Duration::from_secs(1));
+            let mut next = n + interval;
+            while next <= now {
+                next += interval;
+            }
+            next_snapshot = Some(next);
+        }
+    };
     let elapsed = started.elapsed();
     if let EndedBy::Signal(sig) = ended_by {
         eprintln!(
@@ -167,7 +260,19 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     drop(tracer);
     drop(signals);
     timing.mark("unload");
+    resolver.rescan();
 
+    let (grace_secs, grace_note) = match (grace_begun, grace_at) {
+        (Some(g), _) => (round_ms(started + elapsed - g), None),
+        (None, Some(_)) => (
+            0.0,
+            Some(format!(
+                "grace period of {} not reached: the session ended early",
+                humantime::format_duration(grace)
+            )),
+        ),
+        (None, None) => (0.0, None),
+    };
     let info = SessionInfo {
         hostname: read_trimmed("/proc/sys/kernel/hostname"),
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
@@ -182,21 +287,24 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         map_memory_bytes,
         max_stacks: stack_slots,
         sample_every: args.sample,
+        grace_secs,
+        grace_note,
+        interval_secs: args.interval.map_or(0.0, round_ms),
+        filters: resolved.descriptions.clone(),
+        sort: args.sort.name().to_string(),
+        cgroups_note: Some(resolver.note()),
         hooks,
         kinds,
     };
-    let symbolizer = KernelSymbolizer::new();
+    let symbolizer = symbolizer.unwrap_or_default();
     timing.mark("symbolizer");
-    let report = build_report(
-        &raw,
-        info,
-        &symbolizer,
-        &BuildOptions {
-            min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
-            max_owners: 5,
-            classes: Some(args.classes()),
-        },
-    );
+    let mut report = build_report(&raw, info, &symbolizer, &build_opts);
+    book.apply(&mut report, round_ms(elapsed), raw.page_size);
+    if args.sort == SortBy::Growth {
+        growth::sort_growing_first(&mut report);
+    }
+    report.snapshots = snapshots;
+    annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
     timing.mark("build");
     for w in symbolizer.warnings() {
         eprintln!("memtrace: warning: {w}");
@@ -209,12 +317,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.folded {
         write_atomic(path, render::folded::render_folded(&report).as_bytes())?;
     }
-    let text = render::text::render_text(
-        &report,
-        &RenderOptions {
-            top: usize::try_from(args.top).unwrap_or(usize::MAX),
-        },
-    );
+    let text = render::text::render_text(&report, &RenderOptions { top });
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .context("writing the report to stdout")?;

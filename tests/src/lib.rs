@@ -49,8 +49,8 @@ pub use report::{
     backed_kind, find_kind_stacks, find_stacks, find_stacks_with_all, folded_bytes,
     owner_bytes_upper_bound, parse_folded, stack_has_function, stacks_where, sum_allocated_bytes,
     sum_allocated_count, sum_allocations, sum_bytes, sum_owned_by, symbol_matches, Caller,
-    ClassSummary, Frame, KindStatus, Owner, ProgramStats, Report, Stack, Totals, CLASSES,
-    KERNEL_CLASSES, KINDS, OBJ_COUNTERS, REQUIRED_COUNTERS,
+    CgroupOwner, ClassSummary, Frame, KindStatus, Owner, OwnerSummary, ProcessOwner, ProgramStats,
+    Report, Stack, Totals, CLASSES, KERNEL_CLASSES, KINDS, OBJ_COUNTERS, REQUIRED_COUNTERS,
 };
 pub use workload::{churn, flush_deferred_skb_frees, tcp_hold, ChurnStats, TcpHold};
 

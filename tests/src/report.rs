@@ -98,6 +98,9 @@ pub struct Report {
     pub callers: Vec<Caller>,
     /// Every stack that allocated during the session, by outstanding bytes descending.
     pub stacks: Vec<Stack>,
+    /// Who holds the memory (by process and cgroup).
+    #[serde(default)]
+    pub owners: OwnerSummary,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -177,6 +180,9 @@ pub struct Stack {
     pub owners: Vec<Owner>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// With `--interval`: whether its outstanding bytes grew steadily across the snapshots.
+    #[serde(default)]
+    pub growing: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -186,6 +192,39 @@ pub struct Owner {
     pub comm: String,
     pub bytes: u64,
     pub allocations: u64,
+    /// `task`, `softirq`, `hardirq`, `nmi`.
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default)]
+    pub cgroup_id: Option<u64>,
+    /// cgroup v2 path relative to the cgroup2 mount.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+}
+
+/// `owners` of the report: who holds the memory.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct OwnerSummary {
+    pub attributed_bytes: u64,
+    pub processes: Vec<ProcessOwner>,
+    pub cgroups: Vec<CgroupOwner>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProcessOwner {
+    pub context: String,
+    pub tgid: u32,
+    pub comm: String,
+    pub cmdline: Option<String>,
+    pub cgroup: Option<String>,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct CgroupOwner {
+    pub cgroup_id: u64,
+    pub path: Option<String>,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -235,9 +274,19 @@ impl Report {
             .filter(|c| !self.counters.contains_key(**c))
             .collect();
         ensure!(missing.is_empty(), "counters missing: {missing:?}");
+        // `--sort growth`: the growing stacks first, then the others by bytes.
+        let by_growth = self.session["sort"] == "growth";
+        let growing = |s: &Stack| by_growth && s.growing == Some(true);
         for (i, pair) in self.stacks.windows(2).enumerate() {
             ensure!(
-                pair[0].bytes >= pair[1].bytes,
+                growing(&pair[0]) >= growing(&pair[1]),
+                "--sort growth: stacks[{}] is growing after stacks[{i}] which is not",
+                i + 1
+            );
+            ensure!(
+                growing(&pair[0]) != growing(&pair[1])
+                    || growing(&pair[0])
+                    || pair[0].bytes >= pair[1].bytes,
                 "stacks are not sorted by outstanding bytes: stacks[{i}] has {} bytes, \
                  stacks[{}] has {}",
                 pair[0].bytes,

@@ -24,6 +24,7 @@ macro_rules! tracepoint_program {
 }
 
 mod objects;
+pub mod owner;
 pub mod page_alloc;
 pub mod page_free;
 pub mod percpu;

@@ -3,16 +3,18 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns,
         bpf_probe_read_kernel_str_bytes,
     },
     programs::TracePointContext,
     EbpfContext,
 };
 use memtrace_common::{
-    sampled, Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord, NO_FIELD,
+    context, sampled, Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord, NO_FIELD,
 };
 
+use super::owner;
 use crate::maps::{
     agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST,
     CACHE_NAMES, EEXIST, OBJECTS, STACK_AGG,
@@ -53,6 +55,14 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
     let tgid = (pid_tgid >> 32) as u32;
     if tgid == cfg.self_tgid {
         count(Counter::SelfAllocs);
+        return Ok(());
+    }
+    if owner::grace_active() {
+        count(Counter::ObjGraceSkipped);
+        return Ok(());
+    }
+    if !owner::passes(&cfg.filters, tgid) {
+        count(Counter::ObjFilteredOut);
         return Ok(());
     }
     if !sampled(ptr, cfg.sample_every) {
@@ -99,6 +109,11 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
         pid: pid_tgid as u32,
         gfp_flags,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without memory arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        // Interrupt or task: decided from the stack in user space.
+        context: context::UNKNOWN,
+        _pad: [0; 7],
     };
     match OBJECTS.insert(key, record, BPF_NOEXIST) {
         Ok(()) => {}

@@ -1,14 +1,18 @@
 //! `kmem:mm_page_alloc`: record the allocation with its stack.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_ns,
+    },
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    calib, record_flags, sampled, Config, Counter, PageRecord, StackCache, DETACHED_KEY_BIT,
+    calib, context, record_flags, sampled, Config, Counter, PageRecord, StackCache, DETACHED_KEY_BIT,
     MIGRATE_MOVABLE,
 };
 
+use super::owner;
 use crate::maps::{
     agg_release, atomic_add, config, count, detached_live_add, pfn_bits, stack_slot, BPF_ANY,
     BPF_NOEXIST, CALIB, EEXIST, OUTSTANDING, STACK_AGG, STACK_CACHE,
@@ -135,6 +139,14 @@ fn on_alloc<C: StackIdContext>(
         count(Counter::MovableSkipped);
         return;
     }
+    if owner::grace_active() {
+        count(Counter::GraceSkipped);
+        return;
+    }
+    if !owner::passes(&cfg.filters, tgid) {
+        count(Counter::FilteredOut);
+        return;
+    }
     if !sampled(pfn, cfg.sample_every) {
         count(Counter::SampledOut);
         return;
@@ -173,8 +185,11 @@ fn on_alloc<C: StackIdContext>(
         order: order as u8,
         migratetype: migratetype as u8,
         flags: 0,
-        _pad: 0,
+        // Interrupt or task: decided from the stack in user space.
+        context: context::UNKNOWN,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without memory arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
     };
     match OUTSTANDING.insert(pfn, record, BPF_NOEXIST) {
         Ok(()) => {}

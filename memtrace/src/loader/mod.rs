@@ -11,7 +11,7 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
-use memtrace_common::{maps, programs, Config, Kind, CONFIG_GLOBAL};
+use memtrace_common::{control, maps, programs, Config, Filters, Kind, CONFIG_GLOBAL};
 
 use std::path::Path;
 
@@ -40,6 +40,8 @@ pub struct LoadOptions {
     pub movable_stack_every: u32,
     /// Use the classic tracepoints for pages even where tp_btf works.
     pub classic_tracepoints: bool,
+    /// Owner filters applied in the kernel (`--pid`, `--comm`, `--cgroup`, `--pod`).
+    pub filters: Filters,
 }
 
 /// One attached program.
@@ -79,6 +81,21 @@ impl Tracer {
 }
 
 impl Tracer {
+    /// Starts the grace period: the programs stop recording new allocations (frees are still
+    /// matched).
+    pub fn begin_grace(&mut self) -> anyhow::Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(maps::CONTROL)
+            .with_context(|| format!("the eBPF object has no map {}", maps::CONTROL))?;
+        let mut control: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(map).context("CONTROL is not an array of u64")?;
+        control
+            .set(control::GRACE, 1, 0)
+            .context("starting the grace period (writing CONTROL)")?;
+        Ok(())
+    }
+
     /// Detaches every program; the maps stay readable until the tracer is dropped.
     pub fn detach(&mut self) -> anyhow::Result<()> {
         detach_all(&mut self.ebpf, self.attached.drain(..).collect())
@@ -304,6 +321,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         sample_every: opts.sample_every.max(1),
         movable_stack_every: opts.movable_stack_every,
         tracked_words,
+        filters: opts.filters,
         ..Config::zeroed()
     };
     // tp_btf for pages where the kernel's BTF has the prototypes memtrace expects.

@@ -8,8 +8,8 @@ use memtrace_common::{Counter, Kind, StackAgg};
 
 use super::classify::{class_detail, classify, Class, ClassifyInput};
 use super::{
-    BuildOptions, CallerSummary, ClassSummary, Frame, Owner, RawSession, Report, SessionInfo,
-    StackReport, Symbolize, Totals,
+    BuildOptions, CallerSummary, CgroupOwner, ClassSummary, ExecContext, Frame, Owner,
+    OwnerSummary, ProcessOwner, RawSession, Report, SessionInfo, StackReport, Symbolize, Totals,
 };
 
 /// Owners listed per stack when `BuildOptions::max_owners` is 0.
@@ -211,6 +211,9 @@ struct Alloc<'a> {
     tgid: u32,
     pid: u32,
     comm: &'a [u8],
+    /// `None`: the program could not tell (decided from the stack later).
+    context: Option<ExecContext>,
+    cgroup_id: u64,
     /// Pages only.
     order: Option<u8>,
     /// Objects only; 0 when the event has no `bytes_req`.
@@ -225,8 +228,8 @@ struct WalkAcc {
     count: u64,
     orders: BTreeSet<u8>,
     oldest_age_ns: Option<u64>,
-    /// (tgid, pid, comm) → (bytes, allocations)
-    owners: HashMap<(u32, u32, String), (u64, u64)>,
+    /// Every owner, untruncated (the context is settled once the frames are known).
+    owners: HashMap<OwnerKey, (u64, u64)>,
     bytes_req: u64,
     /// Some record carried a requested size.
     req_seen: bool,
@@ -246,34 +249,38 @@ impl WalkAcc {
         self.oldest_age_ns = Some(self.oldest_age_ns.map_or(a.age_ns, |o| o.max(a.age_ns)));
         let owner = self
             .owners
-            .entry((a.tgid, a.pid, comm_string(a.comm)))
+            .entry(OwnerKey {
+                context: a.context,
+                tgid: a.tgid,
+                pid: a.pid,
+                comm: comm_string(a.comm),
+                cgroup_id: a.cgroup_id,
+            })
             .or_default();
         owner.0 = owner.0.saturating_add(a.bytes);
         owner.1 = owner.1.saturating_add(1);
     }
 
-    fn top_owners(&self, max: usize) -> Vec<Owner> {
-        let mut owners: Vec<Owner> = self
-            .owners
+    /// Every owner, unsorted; contexts not known yet are `Task` (see [`settle_owners`]).
+    fn all_owners(&self) -> Vec<(Option<ExecContext>, Owner)> {
+        self.owners
             .iter()
-            .map(|((tgid, pid, comm), (bytes, allocations))| Owner {
-                tgid: *tgid,
-                pid: *pid,
-                comm: comm.clone(),
-                bytes: *bytes,
-                allocations: *allocations,
+            .map(|(k, (bytes, allocations))| {
+                (
+                    k.context,
+                    Owner {
+                        tgid: k.tgid,
+                        pid: k.pid,
+                        comm: k.comm.clone(),
+                        bytes: *bytes,
+                        allocations: *allocations,
+                        context: k.context.unwrap_or_default(),
+                        cgroup_id: k.cgroup_id,
+                        ..Default::default()
+                    },
+                )
             })
-            .collect();
-        owners.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then(b.allocations.cmp(&a.allocations))
-                .then(a.tgid.cmp(&b.tgid))
-                .then(a.pid.cmp(&b.pid))
-                .then(a.comm.cmp(&b.comm))
-        });
-        owners.truncate(max);
-        owners
+            .collect()
     }
 
     /// Requested bytes of a slab stack whose outstanding bytes are `bytes`. When the records
@@ -291,6 +298,15 @@ impl WalkAcc {
         };
         Some(req.min(bytes))
     }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OwnerKey {
+    context: Option<ExecContext>,
+    tgid: u32,
+    pid: u32,
+    comm: String,
+    cgroup_id: u64,
 }
 
 /// What every outstanding record of a (kind, slot) says about its class and cache, whatever
@@ -380,6 +396,9 @@ pub fn build_report(
     let mut walk: BTreeMap<Key, WalkAcc> = BTreeMap::new();
     let mut hints: HashMap<Key, Hints> = HashMap::new();
     let young = |age_ns: u64| opts.min_age_ns > 0 && age_ns < opts.min_age_ns;
+    // The aggregates cover every recorded allocation; with an age filter the walk over the
+    // records decides what is outstanding.
+    let walk_decides = opts.min_age_ns > 0;
     for (_key, rec) in &raw.records {
         if rec.remaining_pages == 0 {
             continue;
@@ -401,6 +420,8 @@ pub fn build_report(
             tgid: rec.tgid,
             pid: rec.pid,
             comm: &rec.comm,
+            context: ExecContext::from_raw(rec.context),
+            cgroup_id: rec.cgroup_id,
             order: Some(rec.order),
             bytes_req: 0,
         });
@@ -426,6 +447,8 @@ pub fn build_report(
             tgid: rec.tgid,
             pid: rec.pid,
             comm: &rec.comm,
+            context: ExecContext::from_raw(rec.context),
+            cgroup_id: rec.cgroup_id,
             order: None,
             bytes_req: if kind == Kind::Slab { rec.bytes_req } else { 0 },
         });
@@ -440,12 +463,14 @@ pub fn build_report(
     let keys: BTreeSet<Key> = aggs.keys().chain(walk.keys()).copied().collect();
     let empty_walk = WalkAcc::default();
     let mut stacks: Vec<StackReport> = Vec::new();
+    // Every owner of every stack (same order as `stacks`), settled and summarized below.
+    let mut owner_lists: Vec<Vec<(Option<ExecContext>, Owner)>> = Vec::new();
     for key in keys {
         let (kind, slot) = key;
         let agg = aggs.get(&key);
         let w = walk.get(&key).unwrap_or(&empty_walk);
         let (bytes, allocations) = match agg {
-            Some(a) if opts.min_age_ns == 0 => (
+            Some(a) if !walk_decides => (
                 clamp_agg(a.outstanding_bytes),
                 clamp_agg(a.outstanding_count),
             ),
@@ -470,9 +495,11 @@ pub fn build_report(
             orders: w.orders.iter().copied().collect(),
             oldest_age_secs: w.oldest_age_ns.map(|ns| ns as f64 / 1e9),
             caller: String::new(),
-            owners: w.top_owners(max_owners),
+            owners: Vec::new(),
             frames: Vec::new(),
+            growth: None,
         });
+        owner_lists.push(w.all_owners());
     }
 
     // Sampled sessions recorded one allocation in N: scale to estimates before anything is
@@ -482,9 +509,18 @@ pub fn build_report(
         for s in &mut stacks {
             scale_stack(s, scale);
         }
+        for list in &mut owner_lists {
+            for (_, o) in list {
+                o.bytes = o.bytes.saturating_mul(scale);
+                o.allocations = o.allocations.saturating_mul(scale);
+            }
+        }
     }
 
     symbolize_stacks(&mut stacks, raw, symbols);
+    for (s, list) in stacks.iter_mut().zip(owner_lists) {
+        s.owners = settle_owners(list, &s.frames);
+    }
     for s in &mut stacks {
         s.caller = match s.stack_id {
             None => STACK_UNAVAILABLE.to_string(),
@@ -510,6 +546,10 @@ pub fn build_report(
 
     if let Some(selected) = &opts.classes {
         stacks.retain(|s| selected.contains(&s.class));
+    }
+    let owners = summarize_owners(stacks.iter().filter(|s| in_total(s.class)));
+    for s in &mut stacks {
+        s.owners.truncate(max_owners);
     }
     stacks.sort_by(|a, b| {
         b.bytes
@@ -541,6 +581,153 @@ pub fn build_report(
         class_filter: opts.classes.clone(),
         callers,
         stacks,
+        owners,
+        snapshots: Vec::new(),
+    }
+}
+
+/// Frames that only run in interrupt context, innermost first wins: an NMI can interrupt a
+/// hard interrupt, which can interrupt a softirq, which runs on top of a task.
+pub fn context_from_frames(frames: &[Frame]) -> ExecContext {
+    for f in frames {
+        let Some(name) = f.symbol.as_deref().map(base_symbol) else {
+            continue;
+        };
+        if matches!(
+            name,
+            "exc_nmi" | "asm_exc_nmi" | "default_do_nmi" | "nmi_handle" | "do_nmi"
+        ) {
+            return ExecContext::Nmi;
+        }
+        if name.starts_with("__sysvec_")
+            || name.starts_with("sysvec_")
+            || name.starts_with("asm_sysvec_")
+            || matches!(
+                name,
+                "__handle_irq_event_percpu"
+                    | "handle_irq_event"
+                    | "handle_irq_event_percpu"
+                    | "__common_interrupt"
+                    | "common_interrupt"
+                    | "asm_common_interrupt"
+                    | "do_IRQ"
+            )
+        {
+            return ExecContext::Hardirq;
+        }
+        if matches!(
+            name,
+            "handle_softirqs" | "__do_softirq" | "do_softirq" | "run_ksoftirqd"
+        ) {
+            return ExecContext::Softirq;
+        }
+    }
+    ExecContext::Task
+}
+
+/// Settles the context of every owner (the program's, else the stack's), folds interrupt
+/// contexts into one owner each (the interrupted task is a bystander), and sorts by bytes.
+fn settle_owners(list: Vec<(Option<ExecContext>, Owner)>, frames: &[Frame]) -> Vec<Owner> {
+    let stack_context = context_from_frames(frames);
+    let mut merged: HashMap<(ExecContext, u32, u32, String, u64), Owner> = HashMap::new();
+    for (ctx, mut o) in list {
+        o.context = ctx.unwrap_or(stack_context);
+        if o.context.is_interrupt() {
+            o.tgid = 0;
+            o.pid = 0;
+            o.cgroup_id = 0;
+            o.comm = o.context.label().to_string();
+        }
+        let e = merged
+            .entry((o.context, o.tgid, o.pid, o.comm.clone(), o.cgroup_id))
+            .or_insert_with(|| Owner {
+                bytes: 0,
+                allocations: 0,
+                ..o.clone()
+            });
+        e.bytes = e.bytes.saturating_add(o.bytes);
+        e.allocations = e.allocations.saturating_add(o.allocations);
+    }
+    let mut owners: Vec<Owner> = merged.into_values().collect();
+    owners.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(b.allocations.cmp(&a.allocations))
+            .then(a.context.cmp(&b.context))
+            .then(a.tgid.cmp(&b.tgid))
+            .then(a.pid.cmp(&b.pid))
+            .then(a.comm.cmp(&b.comm))
+            .then(a.cgroup_id.cmp(&b.cgroup_id))
+    });
+    owners
+}
+
+/// By process (all threads; per cgroup) and by cgroup, over `stacks` (their untruncated
+/// owners). Names, pods and command lines are filled in later (`attribution::annotate`).
+fn summarize_owners<'a>(stacks: impl Iterator<Item = &'a StackReport>) -> OwnerSummary {
+    // (context, tgid, cgroup) → (bytes, allocations, comm → bytes)
+    type ProcKey = (ExecContext, u32, u64);
+    type ProcAcc = (u64, u64, HashMap<String, u64>);
+    let mut procs: HashMap<ProcKey, ProcAcc> = HashMap::new();
+    let mut cgroups: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut attributed = 0u64;
+    for s in stacks {
+        for o in &s.owners {
+            attributed = attributed.saturating_add(o.bytes);
+            let p = procs.entry((o.context, o.tgid, o.cgroup_id)).or_default();
+            p.0 = p.0.saturating_add(o.bytes);
+            p.1 = p.1.saturating_add(o.allocations);
+            *p.2.entry(o.comm.clone()).or_default() += o.bytes;
+            if !o.context.is_interrupt() {
+                let c = cgroups.entry(o.cgroup_id).or_default();
+                c.0 = c.0.saturating_add(o.bytes);
+                c.1 = c.1.saturating_add(o.allocations);
+            }
+        }
+    }
+    let mut processes: Vec<ProcessOwner> = procs
+        .into_iter()
+        .map(
+            |((context, tgid, cgroup_id), (bytes, allocations, comms))| {
+                let comm = comms
+                    .into_iter()
+                    .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+                    .map(|(c, _)| c)
+                    .unwrap_or_default();
+                ProcessOwner {
+                    context,
+                    tgid,
+                    comm,
+                    cgroup_id,
+                    bytes,
+                    allocations,
+                    ..Default::default()
+                }
+            },
+        )
+        .collect();
+    processes.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(a.context.cmp(&b.context))
+            .then(a.tgid.cmp(&b.tgid))
+            .then(a.cgroup_id.cmp(&b.cgroup_id))
+    });
+    let mut cgroups: Vec<CgroupOwner> = cgroups
+        .into_iter()
+        .map(|(cgroup_id, (bytes, allocations))| CgroupOwner {
+            cgroup_id,
+            bytes,
+            allocations,
+            ..Default::default()
+        })
+        .collect();
+    cgroups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.cgroup_id.cmp(&b.cgroup_id)));
+    OwnerSummary {
+        attributed_bytes: attributed,
+        processes,
+        cgroups,
+        pods: Vec::new(),
     }
 }
 
@@ -1241,6 +1428,7 @@ pub(crate) mod tests {
                 pid: 1,
                 gfp_flags: 0xcc0,
                 comm: c,
+                ..Default::default()
             },
         )
     }
@@ -1265,6 +1453,27 @@ pub(crate) mod tests {
         raw.stacks
             .insert(id, syms.iter().map(|(a, _)| *a).collect());
         syms
+    }
+
+    /// A page stack with nothing in it (for tests elsewhere to fill).
+    pub(crate) fn empty_stack() -> StackReport {
+        StackReport {
+            kind: Page,
+            class: Class::OtherKernel,
+            cache: None,
+            bytes_req: None,
+            stack_id: Some(1),
+            bytes: 0,
+            allocations: 0,
+            allocated_bytes: 0,
+            allocated_count: 0,
+            orders: Vec::new(),
+            oldest_age_secs: None,
+            caller: "f".into(),
+            owners: Vec::new(),
+            frames: Vec::new(),
+            growth: None,
+        }
     }
 
     pub(crate) fn kind_status(kind: Kind, traced: bool) -> KindStatus {
@@ -1774,5 +1983,131 @@ pub(crate) mod tests {
             &opts(1, 0),
         );
         assert!(r.stacks.is_empty(), "{:?}", r.stacks);
+    }
+
+    #[test]
+    fn interrupt_context_from_the_stack() {
+        let ctx = |names: &[&str]| context_from_frames(&frames_of(names));
+        assert_eq!(
+            ctx(&["__alloc_pages_noprof", "tcp_sendmsg", "__sys_sendto"]),
+            ExecContext::Task
+        );
+        // Softirq on irq exit: the softirq marker is met before the sysvec entry.
+        assert_eq!(
+            ctx(&[
+                "__alloc_pages_noprof",
+                "napi_alloc_skb",
+                "net_rx_action",
+                "handle_softirqs",
+                "irq_exit_rcu",
+                "sysvec_apic_timer_interrupt",
+                "asm_sysvec_apic_timer_interrupt"
+            ]),
+            ExecContext::Softirq
+        );
+        assert_eq!(
+            ctx(&["kmalloc", "__do_softirq", "do_softirq"]),
+            ExecContext::Softirq
+        );
+        assert_eq!(
+            ctx(&[
+                "kmalloc",
+                "hrtimer_interrupt",
+                "__sysvec_apic_timer_interrupt",
+                "sysvec_apic_timer_interrupt"
+            ]),
+            ExecContext::Hardirq
+        );
+        assert_eq!(
+            ctx(&[
+                "kmalloc",
+                "vp_interrupt",
+                "__handle_irq_event_percpu",
+                "handle_irq_event"
+            ]),
+            ExecContext::Hardirq
+        );
+        assert_eq!(
+            ctx(&[
+                "kmalloc",
+                "perf_event_nmi_handler",
+                "nmi_handle",
+                "default_do_nmi",
+                "exc_nmi"
+            ]),
+            ExecContext::Nmi
+        );
+        // Compiler suffixes are ignored; unresolved frames are skipped.
+        assert_eq!(
+            context_from_frames(&[
+                Frame::unresolved(1),
+                frames_of(&["handle_softirqs.cold"])[0].clone()
+            ]),
+            ExecContext::Softirq
+        );
+    }
+
+    #[test]
+    fn interrupt_owners_fold_and_summaries_add_up() {
+        let mut raw = raw_base();
+        let mut syms = add_stack(
+            &mut raw,
+            1,
+            &[
+                "__alloc_pages_noprof",
+                "napi_alloc_skb",
+                "net_rx_action",
+                "handle_softirqs",
+            ],
+        );
+        syms.extend(add_stack(
+            &mut raw,
+            2,
+            &["__alloc_pages_noprof", "tcp_sendmsg"],
+        ));
+        raw.aggs.push((Page, 1, agg(3 * PAGE, 3, 3 * PAGE, 3)));
+        raw.aggs.push((Page, 2, agg(3 * PAGE, 3, 3 * PAGE, 3)));
+        let mut unknown = |pfn: u64, stack: u32, tgid: u32, cg: u64| {
+            let mut r = rec(stack, SEC, tgid, tgid, "w", 0, 1);
+            r.context = memtrace_common::context::UNKNOWN;
+            r.cgroup_id = cg;
+            raw.records.push((pfn, r));
+        };
+        // Softirq stack: three different interrupted tasks, one owner.
+        unknown(1, 1, 10, 100);
+        unknown(2, 1, 20, 200);
+        unknown(3, 1, 30, 300);
+        // Task stack: two processes in two cgroups.
+        unknown(4, 2, 10, 100);
+        unknown(5, 2, 10, 100);
+        unknown(6, 2, 40, 400);
+        let syms = FakeSymbols::new(&syms);
+        let r = build_report(&raw, SessionInfo::default(), &syms, &opts(0, 5));
+        let soft = find(&r, Some(1));
+        assert_eq!(soft.owners.len(), 1, "{:?}", soft.owners);
+        assert_eq!(soft.owners[0].context, ExecContext::Softirq);
+        assert_eq!((soft.owners[0].tgid, soft.owners[0].cgroup_id), (0, 0));
+        assert_eq!(soft.owners[0].comm, "[softirq]");
+        assert_eq!(soft.owners[0].bytes, 3 * PAGE);
+        let task = find(&r, Some(2));
+        assert_eq!(task.owners[0].tgid, 10);
+        assert_eq!(task.owners[0].bytes, 2 * PAGE);
+        assert_eq!(task.owners[0].cgroup_id, 100);
+
+        let o = &r.owners;
+        assert_eq!(o.attributed_bytes, 6 * PAGE);
+        let soft_row = o
+            .processes
+            .iter()
+            .find(|p| p.context == ExecContext::Softirq)
+            .unwrap();
+        assert_eq!(soft_row.bytes, 3 * PAGE);
+        assert_eq!(
+            o.processes.iter().find(|p| p.tgid == 10).unwrap().bytes,
+            2 * PAGE
+        );
+        // Interrupt contexts belong to no cgroup.
+        assert_eq!(o.cgroups.iter().map(|c| c.bytes).sum::<u64>(), 3 * PAGE);
+        assert_eq!(o.cgroups[0].cgroup_id, 100);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod classify;
+pub mod growth;
 
 use std::collections::HashMap;
 
@@ -79,6 +80,19 @@ pub struct SessionInfo {
     /// `--sample N`: one allocation in N was recorded (by pfn / address hash) and every byte
     /// and count in the report is scaled by N (an estimate); 1 = exact.
     pub sample_every: u32,
+    /// `--grace` as applied: new allocations were not recorded for this many seconds at the end
+    /// of the session (0: none).
+    pub grace_secs: f64,
+    /// Why the grace period did not run as asked, if it did not.
+    pub grace_note: Option<String>,
+    /// `--interval` in seconds (0: no snapshots).
+    pub interval_secs: f64,
+    /// The owner filters applied in the kernel, e.g. `pid 1234`, `cgroup /a/b (id 42)`.
+    pub filters: Vec<String>,
+    /// `--sort`: `bytes` or `growth`.
+    pub sort: String,
+    /// How the cgroups of owners were resolved (which hierarchies), one line.
+    pub cgroups_note: Option<String>,
     /// How the events were attached, e.g. "tracepoint kmem:mm_page_alloc".
     pub hooks: Vec<String>,
     /// Every kind that was asked for, traced or skipped.
@@ -123,12 +137,123 @@ impl Frame {
     }
 }
 
-/// A process that holds outstanding memory from a stack.
+/// Where an allocation ran: in a task, or in an interrupt that was charged to whichever task
+/// it interrupted (then the task is a bystander and is not named).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecContext {
+    #[default]
+    Task,
+    Softirq,
+    Hardirq,
+    Nmi,
+}
+
+impl ExecContext {
+    /// From a record's `context` byte; `None` for "unknown" (tp_btf programs).
+    pub fn from_raw(v: u8) -> Option<ExecContext> {
+        use memtrace_common::context;
+        match v {
+            context::TASK => Some(ExecContext::Task),
+            context::SOFTIRQ => Some(ExecContext::Softirq),
+            context::HARDIRQ => Some(ExecContext::Hardirq),
+            context::NMI => Some(ExecContext::Nmi),
+            _ => None,
+        }
+    }
+
+    /// How an owner in this context is shown instead of a task name.
+    pub fn label(self) -> &'static str {
+        match self {
+            ExecContext::Task => "[task]",
+            ExecContext::Softirq => "[softirq]",
+            ExecContext::Hardirq => "[irq]",
+            ExecContext::Nmi => "[nmi]",
+        }
+    }
+
+    pub fn is_interrupt(self) -> bool {
+        self != ExecContext::Task
+    }
+}
+
+/// Who holds outstanding memory from a stack: a thread of a process in a cgroup, or an
+/// interrupt context (then `tgid`, `pid` and `cgroup_id` are 0 and `comm` is `[softirq]`,
+/// `[irq]` or `[nmi]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Owner {
     pub tgid: u32,
     pub pid: u32,
     pub comm: String,
+    pub bytes: u64,
+    pub allocations: u64,
+    pub context: ExecContext,
+    /// cgroup v2 id of the allocating task (0: interrupt context).
+    pub cgroup_id: u64,
+    /// cgroup v2 path (relative to the cgroup2 mount), when resolved.
+    pub cgroup: Option<String>,
+    /// Kubernetes pod UID and container id, when the cgroup path names them.
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+}
+
+/// Outstanding memory by process (and interrupt context), cgroup and pod: who holds it,
+/// over the reported stacks without double counting (the same stacks as the totals).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct OwnerSummary {
+    /// Bytes the walk over the outstanding records attributed (scaled when sampled). Less than
+    /// the totals when records were lost (table full) or with `--min-age`.
+    pub attributed_bytes: u64,
+    pub processes: Vec<ProcessOwner>,
+    pub cgroups: Vec<CgroupOwner>,
+    pub pods: Vec<PodOwner>,
+}
+
+/// A process (all its threads) in one cgroup, or an interrupt context.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ProcessOwner {
+    pub context: ExecContext,
+    pub tgid: u32,
+    /// Thread name of the allocations holding the most bytes (or the context label).
+    pub comm: String,
+    /// `/proc/<tgid>/cmdline` when the process still exists at the end of the session.
+    pub cmdline: Option<String>,
+    /// Whether the process still existed at the end of the session.
+    pub alive: bool,
+    pub cgroup_id: u64,
+    pub cgroup: Option<String>,
+    /// cgroup v1 memory controller path (hybrid and v1 hosts), when the process still exists.
+    pub memory_cgroup: Option<String>,
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// A cgroup v2 (by id).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupOwner {
+    pub cgroup_id: u64,
+    /// Path relative to the cgroup2 mount; `None` when the cgroup is gone and was not seen at
+    /// the start either.
+    pub path: Option<String>,
+    pub pod_uid: Option<String>,
+    pub qos: Option<String>,
+    pub container_id: Option<String>,
+    pub runtime: Option<String>,
+    /// systemd unit (`sshd.service`, `session-3.scope`) for cgroups that are not containers.
+    pub unit: Option<String>,
+    pub bytes: u64,
+    pub allocations: u64,
+}
+
+/// A Kubernetes pod (its containers' cgroups summed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PodOwner {
+    pub pod_uid: String,
+    pub qos: Option<String>,
+    /// Container ids seen holding memory.
+    pub containers: Vec<String>,
     pub bytes: u64,
     pub allocations: u64,
 }
@@ -163,6 +288,8 @@ pub struct StackReport {
     pub owners: Vec<Owner>,
     /// Innermost first.
     pub frames: Vec<Frame>,
+    /// Outstanding bytes across the `--interval` snapshots (`None` without snapshots).
+    pub growth: Option<growth::Growth>,
 }
 
 /// Outstanding memory summed by class.
@@ -216,8 +343,12 @@ pub struct Report {
     /// Sorted by outstanding bytes, descending.
     pub callers: Vec<CallerSummary>,
     /// Every stack that allocated during the session, sorted by outstanding bytes descending,
-    /// then allocated bytes descending.
+    /// then allocated bytes descending (`--sort growth`: growing stacks first).
     pub stacks: Vec<StackReport>,
+    /// Who holds the memory: by process, cgroup and pod.
+    pub owners: OwnerSummary,
+    /// Compact reports taken every `--interval` (empty without it).
+    pub snapshots: Vec<growth::Snapshot>,
 }
 
 /// Turns kernel addresses into frames. One call per report with every address de-duplicated.

@@ -6,8 +6,9 @@ use serde_json::{json, Map, Value};
 
 use crate::model::build::stack_class_detail;
 use crate::model::{
-    CallerSummary, ClassSummary, Frame, KindStatus, Owner, ProgramStats, Report, SessionInfo,
-    StackReport, Totals,
+    growth::{Growth, Snapshot, SnapshotStack},
+    CallerSummary, CgroupOwner, ClassSummary, Frame, KindStatus, Owner, OwnerSummary, PodOwner,
+    ProcessOwner, ProgramStats, Report, SessionInfo, StackReport, Totals,
 };
 
 pub const JSON_SCHEMA_VERSION: u64 = 1;
@@ -32,6 +33,8 @@ pub fn render_json(report: &Report) -> Value {
             .map(|cs| cs.iter().map(|c| c.name()).collect::<Vec<_>>()),
         "callers": report.callers.iter().map(caller).collect::<Vec<_>>(),
         "stacks": report.stacks.iter().map(stack).collect::<Vec<_>>(),
+        "owners": owner_summary(&report.owners),
+        "snapshots": report.snapshots.iter().map(snapshot).collect::<Vec<_>>(),
     })
 }
 
@@ -61,6 +64,12 @@ fn session(s: &SessionInfo) -> Value {
         map_memory_bytes,
         max_stacks,
         sample_every,
+        grace_secs,
+        grace_note,
+        interval_secs,
+        filters,
+        sort,
+        cgroups_note,
         hooks,
         kinds,
     } = s;
@@ -79,6 +88,12 @@ fn session(s: &SessionInfo) -> Value {
         "max_stacks": max_stacks,
         "sample_every": sample_every,
         "estimated": *sample_every > 1,
+        "grace_secs": grace_secs,
+        "grace_note": grace_note,
+        "interval_secs": interval_secs,
+        "filters": filters,
+        "sort": sort,
+        "cgroups_note": cgroups_note,
         "hooks": hooks,
         "kinds": kinds.iter().map(kind_status).collect::<Vec<_>>(),
     })
@@ -170,11 +185,156 @@ fn owner(o: &Owner) -> Value {
         comm,
         bytes,
         allocations,
+        context,
+        cgroup_id,
+        cgroup,
+        pod_uid,
+        container_id,
     } = o;
     json!({
         "tgid": tgid,
         "pid": pid,
         "comm": comm,
+        "bytes": bytes,
+        "allocations": allocations,
+        "context": context,
+        "cgroup_id": cgroup_id,
+        "cgroup": cgroup,
+        "pod_uid": pod_uid,
+        "container_id": container_id,
+    })
+}
+
+fn owner_summary(o: &OwnerSummary) -> Value {
+    let OwnerSummary {
+        attributed_bytes,
+        processes,
+        cgroups,
+        pods,
+    } = o;
+    json!({
+        "attributed_bytes": attributed_bytes,
+        "processes": processes.iter().map(process_owner).collect::<Vec<_>>(),
+        "cgroups": cgroups.iter().map(cgroup_owner).collect::<Vec<_>>(),
+        "pods": pods.iter().map(pod_owner).collect::<Vec<_>>(),
+    })
+}
+
+fn process_owner(p: &ProcessOwner) -> Value {
+    let ProcessOwner {
+        context,
+        tgid,
+        comm,
+        cmdline,
+        alive,
+        cgroup_id,
+        cgroup,
+        memory_cgroup,
+        pod_uid,
+        container_id,
+        bytes,
+        allocations,
+    } = p;
+    json!({
+        "context": context,
+        "tgid": tgid,
+        "comm": comm,
+        "cmdline": cmdline,
+        "alive": alive,
+        "cgroup_id": cgroup_id,
+        "cgroup": cgroup,
+        "memory_cgroup": memory_cgroup,
+        "pod_uid": pod_uid,
+        "container_id": container_id,
+        "bytes": bytes,
+        "allocations": allocations,
+    })
+}
+
+fn cgroup_owner(c: &CgroupOwner) -> Value {
+    let CgroupOwner {
+        cgroup_id,
+        path,
+        pod_uid,
+        qos,
+        container_id,
+        runtime,
+        unit,
+        bytes,
+        allocations,
+    } = c;
+    json!({
+        "cgroup_id": cgroup_id,
+        "path": path,
+        "pod_uid": pod_uid,
+        "qos": qos,
+        "container_id": container_id,
+        "runtime": runtime,
+        "unit": unit,
+        "bytes": bytes,
+        "allocations": allocations,
+    })
+}
+
+fn pod_owner(p: &PodOwner) -> Value {
+    let PodOwner {
+        pod_uid,
+        qos,
+        containers,
+        bytes,
+        allocations,
+    } = p;
+    json!({
+        "pod_uid": pod_uid,
+        "qos": qos,
+        "containers": containers,
+        "bytes": bytes,
+        "allocations": allocations,
+    })
+}
+
+fn growth(g: &Growth) -> Value {
+    let Growth {
+        series,
+        at_secs,
+        growing,
+        bytes_per_sec,
+    } = g;
+    json!({
+        "series": series,
+        "at_secs": at_secs,
+        "growing": growing,
+        "bytes_per_sec": bytes_per_sec,
+    })
+}
+
+fn snapshot(s: &Snapshot) -> Value {
+    let Snapshot {
+        at_secs,
+        totals: t,
+        stacks,
+    } = s;
+    json!({
+        "at_secs": at_secs,
+        "totals": totals(t),
+        "stacks": stacks.iter().map(snapshot_stack).collect::<Vec<_>>(),
+    })
+}
+
+fn snapshot_stack(s: &SnapshotStack) -> Value {
+    let SnapshotStack {
+        kind,
+        stack_id,
+        caller,
+        class,
+        bytes,
+        allocations,
+    } = s;
+    json!({
+        "kind": kind.name(),
+        "stack_id": stack_id,
+        "caller": caller,
+        "class": class.name(),
         "bytes": bytes,
         "allocations": allocations,
     })
@@ -217,6 +377,7 @@ fn stack(s: &StackReport) -> Value {
         caller,
         owners,
         frames,
+        growth: stack_growth,
     } = s;
     json!({
         "kind": kind.name(),
@@ -233,6 +394,8 @@ fn stack(s: &StackReport) -> Value {
         "oldest_age_secs": oldest_age_secs,
         "caller": caller,
         "owners": owners.iter().map(owner).collect::<Vec<_>>(),
+        "growing": stack_growth.as_ref().map(|g| g.growing),
+        "growth": stack_growth.as_ref().map(growth),
         "frames": frames.iter().map(frame).collect::<Vec<_>>(),
     })
 }
@@ -270,9 +433,11 @@ mod tests {
                 "class_filter",
                 "classes",
                 "counters",
+                "owners",
                 "programs",
                 "schema",
                 "session",
+                "snapshots",
                 "stacks",
                 "totals"
             ]
@@ -283,11 +448,16 @@ mod tests {
         assert_eq!(
             keys(sess),
             [
+                "cgroups_note",
                 "duration_secs",
                 "ended_by",
                 "estimated",
+                "filters",
+                "grace_note",
+                "grace_secs",
                 "hooks",
                 "hostname",
+                "interval_secs",
                 "kernel",
                 "kinds",
                 "map_memory_bytes",
@@ -298,6 +468,7 @@ mod tests {
                 "page_size",
                 "requested_duration_secs",
                 "sample_every",
+                "sort",
                 "started_at_unix",
             ]
         );
@@ -357,6 +528,8 @@ mod tests {
                 "class",
                 "class_detail",
                 "frames",
+                "growing",
+                "growth",
                 "kind",
                 "oldest_age_secs",
                 "orders",
@@ -364,6 +537,12 @@ mod tests {
                 "stack_id",
             ]
         );
+        assert!(s0["growing"].is_null() && s0["growth"].is_null());
+        assert_eq!(
+            keys(&v["owners"]),
+            ["attributed_bytes", "cgroups", "pods", "processes"]
+        );
+        assert_eq!(v["snapshots"], json!([]));
         assert_eq!(s0["kind"], "page");
         assert_eq!(s0["class"], "network");
         assert!(s0["class_detail"].is_null() && s0["cache"].is_null());
@@ -378,7 +557,22 @@ mod tests {
         assert_eq!(s0["oldest_age_secs"].as_f64(), Some(252.0));
         assert_eq!(s0["caller"], "skb_page_frag_refill");
         let o = &s0["owners"][0];
-        assert_eq!(keys(o), ["allocations", "bytes", "comm", "pid", "tgid"]);
+        assert_eq!(
+            keys(o),
+            [
+                "allocations",
+                "bytes",
+                "cgroup",
+                "cgroup_id",
+                "comm",
+                "container_id",
+                "context",
+                "pid",
+                "pod_uid",
+                "tgid"
+            ]
+        );
+        assert_eq!(o["context"], "task");
         assert_eq!(o["comm"], "nginx");
         assert_eq!(o["tgid"].as_u64(), Some(1234));
 

@@ -7,7 +7,8 @@ use memtrace_common::{Counter, Kind};
 
 use super::{format_bytes, format_duration, format_unix_utc, RenderOptions};
 use crate::model::build::{class_in_total, excluded_from_totals, stack_class_detail};
-use crate::model::{Class, Frame, ProgramStats, Report, SessionInfo, StackReport};
+use crate::model::growth::Snapshot;
+use crate::model::{Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport};
 
 /// `writeln!` into a `String` (which cannot fail).
 macro_rules! line {
@@ -41,8 +42,180 @@ pub fn render_text(report: &Report, opts: &RenderOptions) -> String {
         line!(out);
         callers(&mut out, report, top);
     }
+    owner_tables(&mut out, report, top);
     stacks(&mut out, report, top);
     out
+}
+
+/// A compact report taken while the session runs (`--interval`).
+pub fn render_snapshot(s: &Snapshot) -> String {
+    let mut out = String::new();
+    line!(
+        out,
+        "[{}] snapshot: {} outstanding in {}",
+        format_duration(s.at_secs),
+        format_bytes(s.totals.bytes),
+        allocs(s.totals.allocations)
+    );
+    let rows: Vec<Vec<String>> = s
+        .stacks
+        .iter()
+        .map(|st| {
+            vec![
+                format_bytes(st.bytes),
+                st.allocations.to_string(),
+                st.kind.name().to_string(),
+                st.class.name().to_string(),
+                st.stack_id.map_or("-".into(), |i| i.to_string()),
+                st.caller.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        table(
+            &mut out,
+            &["BYTES", "ALLOCS", "KIND", "CLASS", "STACK", "CALLER"],
+            &rows,
+        );
+    }
+    out
+}
+
+/// `comm/pid (tgid)`, or `[softirq]` for an interrupt context, with cgroup/pod when known.
+fn owner_text(o: &Owner) -> String {
+    if o.context.is_interrupt() {
+        return format!(
+            "{} (allocated in interrupt context: charged to whichever task ran)",
+            o.context.label()
+        );
+    }
+    let mut t = format!("{}/{} ({})", o.comm, o.pid, o.tgid);
+    if let Some(pod) = &o.pod_uid {
+        let _ = write!(t, " pod {pod}");
+        if let Some(c) = &o.container_id {
+            let _ = write!(t, " container {}", short_id(c));
+        }
+    } else if let Some(cg) = &o.cgroup {
+        let _ = write!(t, " cgroup {cg}");
+    } else if o.cgroup_id != 0 {
+        let _ = write!(t, " cgroup id {}", o.cgroup_id);
+    }
+    t
+}
+
+/// The first 12 characters of a container id, as `docker ps` / `crictl ps` show it.
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// Who holds the memory: by pod, by cgroup, by process.
+fn owner_tables(out: &mut String, r: &Report, top: usize) {
+    let o = &r.owners;
+    if o.processes.is_empty() {
+        return;
+    }
+    if !o.pods.is_empty() {
+        line!(out);
+        line!(
+            out,
+            "Outstanding by Kubernetes pod (top {} of {}):",
+            o.pods.len().min(top),
+            o.pods.len()
+        );
+        let rows: Vec<Vec<String>> = o
+            .pods
+            .iter()
+            .take(top)
+            .map(|p| {
+                vec![
+                    format_bytes(p.bytes),
+                    p.allocations.to_string(),
+                    p.qos.clone().unwrap_or_else(|| "-".into()),
+                    p.containers
+                        .iter()
+                        .map(|c| short_id(c))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    p.pod_uid.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["BYTES", "ALLOCS", "QOS", "CONTAINERS", "POD UID"],
+            &rows,
+        );
+    }
+    let cgroups: Vec<_> = o.cgroups.iter().filter(|c| c.bytes > 0).collect();
+    if !cgroups.is_empty() {
+        line!(out);
+        line!(
+            out,
+            "Outstanding by cgroup (top {} of {}):",
+            cgroups.len().min(top),
+            cgroups.len()
+        );
+        let rows: Vec<Vec<String>> = cgroups
+            .iter()
+            .take(top)
+            .map(|c| {
+                vec![
+                    format_bytes(c.bytes),
+                    c.allocations.to_string(),
+                    c.path
+                        .clone()
+                        .unwrap_or_else(|| format!("[id {} gone]", c.cgroup_id)),
+                ]
+            })
+            .collect();
+        table(out, &["BYTES", "ALLOCS", "CGROUP"], &rows);
+    }
+    let procs: Vec<_> = o.processes.iter().filter(|p| p.bytes > 0).collect();
+    if procs.is_empty() {
+        return;
+    }
+    line!(out);
+    line!(
+        out,
+        "Outstanding by process (top {} of {}):",
+        procs.len().min(top),
+        procs.len()
+    );
+    let rows: Vec<Vec<String>> = procs
+        .iter()
+        .take(top)
+        .map(|p| {
+            let who = if p.context.is_interrupt() {
+                format!("{} interrupt context", p.context.label())
+            } else {
+                let mut w = format!("{} ({})", p.comm, p.tgid);
+                match (&p.cmdline, p.alive) {
+                    (Some(c), _) => {
+                        let c: String = c.chars().take(60).collect();
+                        let _ = write!(w, " `{c}`");
+                    }
+                    (None, false) => w.push_str(" [exited]"),
+                    (None, true) => {}
+                }
+                if let Some(pod) = &p.pod_uid {
+                    let _ = write!(w, " pod {pod}");
+                } else if let Some(cg) = p.cgroup.as_deref().or(p.memory_cgroup.as_deref()) {
+                    let _ = write!(w, " cgroup {cg}");
+                }
+                w
+            };
+            vec![format_bytes(p.bytes), p.allocations.to_string(), who]
+        })
+        .collect();
+    table(out, &["BYTES", "ALLOCS", "PROCESS"], &rows);
+    if o.attributed_bytes < r.totals.bytes {
+        line!(
+            out,
+            "  owners account for {} of {} outstanding (records lost or not yet old enough)",
+            format_bytes(o.attributed_bytes),
+            format_bytes(r.totals.bytes)
+        );
+    }
 }
 
 /// Whether the session traced pages only (or does not say: reports of page-only sessions).
@@ -162,6 +335,34 @@ fn header(out: &mut String, r: &Report) {
             s.max_stacks,
             s.map_memory_bytes as f64 / (1024.0 * 1024.0)
         );
+    }
+    if s.grace_secs > 0.0 {
+        line!(
+            out,
+            "  grace:      {} at the end: frees matched, new allocations not recorded",
+            format_duration(s.grace_secs)
+        );
+    }
+    if let Some(note) = &s.grace_note {
+        line!(out, "  grace:      {note}");
+    }
+    if s.interval_secs > 0.0 {
+        line!(
+            out,
+            "  snapshots:  every {} ({} taken); GROWING = outstanding bytes grew steadily",
+            format_duration(s.interval_secs),
+            r.snapshots.len()
+        );
+    }
+    if !s.filters.is_empty() {
+        line!(
+            out,
+            "  only:       {} (process context only)",
+            s.filters.join(", ")
+        );
+    }
+    if let Some(note) = &s.cgroups_note {
+        line!(out, "  cgroups:    {note}");
     }
     if s.sample_every > 1 {
         line!(
@@ -535,6 +736,16 @@ fn stack(out: &mut String, rank: usize, s: &StackReport, r: &Report) {
     }
     line!(out, "{what}");
     line!(out, "    caller: {}", s.caller);
+    if let Some(g) = &s.growth {
+        let series: Vec<String> = g.series.iter().map(|b| format_bytes(*b)).collect();
+        line!(
+            out,
+            "    {}: {} ({}/s)",
+            if g.growing { "GROWING" } else { "growth" },
+            series.join(" → "),
+            format_bytes(g.bytes_per_sec.max(0.0) as u64)
+        );
+    }
     line!(
         out,
         "    allocated during session: {} in {}",
@@ -574,10 +785,8 @@ fn stack(out: &mut String, rank: usize, s: &StackReport, r: &Report) {
         for o in &s.owners {
             line!(
                 out,
-                "      {}/{} ({}) {} in {}",
-                o.comm,
-                o.pid,
-                o.tgid,
+                "      {} {} in {}",
+                owner_text(o),
                 format_bytes(o.bytes),
                 allocs(o.allocations)
             );
@@ -741,6 +950,7 @@ pub(crate) mod tests {
                 "tracepoint kmem:mm_page_free".into(),
             ],
             kinds: Vec::new(),
+            ..Default::default()
         };
         let mut r = build_report(
             &raw,
