@@ -4,8 +4,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns,
-        bpf_probe_read_kernel_str_bytes,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
     },
     programs::TracePointContext,
     EbpfContext,

@@ -2,9 +2,7 @@
 //! switch (`--grace`), shared by the page and object programs.
 
 use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm};
-use memtrace_common::{
-    control, Filters, MAX_FILTER_CGROUPS, MAX_FILTER_COMMS, MAX_FILTER_TGIDS,
-};
+use memtrace_common::{control, Filters, MAX_FILTER_CGROUPS, MAX_FILTER_COMMS, MAX_FILTER_TGIDS};
 
 use crate::maps::CONTROL;
 

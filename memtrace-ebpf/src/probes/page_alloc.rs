@@ -2,14 +2,13 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_ktime_get_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    calib, context, record_flags, sampled, Config, Counter, PageRecord, StackCache, DETACHED_KEY_BIT,
-    MIGRATE_MOVABLE,
+    calib, context, record_flags, sampled, Config, Counter, PageRecord, StackCache,
+    DETACHED_KEY_BIT, MIGRATE_MOVABLE,
 };
 
 use super::owner;
