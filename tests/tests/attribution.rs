@@ -8,8 +8,8 @@
 //! - `grace_leaves_out_the_tail`: a hold made during the grace period is not reported; one
 //!   made before it is.
 //!
-//! The workloads that must be separate processes run as this test binary re-executed with
-//! `MEMTRACE_TEST_CHILD` set (see `child_workload`).
+//! The workloads that must be separate processes run as the `memtrace-workload` binary of
+//! this package (`tests/src/bin/memtrace-workload.rs`).
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
@@ -28,8 +28,7 @@ const TCP_FRAG: &[&[&str]] = &[
     &["tcp_sendmsg", "tcp_sendmsg_locked"],
     &["skb_page_frag_refill"],
 ];
-const CHILD_ENV: &str = "MEMTRACE_TEST_CHILD";
-/// Starts the child's protocol lines (the test harness may print on the same line first).
+/// Starts the child's protocol lines.
 const MARK: &str = "@memtrace-child";
 
 fn tcp_stacks(report: &Report) -> Vec<&Stack> {
@@ -54,57 +53,6 @@ fn within(actual: u64, truth: u64, tolerance: f64) -> bool {
 // The child workload process
 // ------------------------------------------------------------------------------------------
 
-/// This test binary run as a workload: waits for `go` on stdin, then for `hold BYTES` makes a
-/// TCP receive-queue hold of that size and prints `held N`; for `grow BYTES STEPS MS` makes
-/// STEPS holds of BYTES each, MS apart, printing `held N` after each. Keeps everything until
-/// stdin closes, then drains and exits.
-#[test]
-#[ignore = "run by the scenarios below as a child process"]
-fn child_workload() {
-    let Ok(role) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    if let Err(e) = run_child(&role) {
-        println!("{MARK} error {e:#}");
-        std::process::exit(1);
-    }
-}
-
-fn run_child(role: &str) -> Result<()> {
-    let stdin = std::io::stdin();
-    let mut lines = stdin.lock().lines();
-    let go = lines.next().context("stdin closed before go")??;
-    ensure!(go.trim() == "go", "expected go, got {go:?}");
-    let words: Vec<&str> = role.split_whitespace().collect();
-    let mut holds = Vec::new();
-    match words.as_slice() {
-        ["hold", bytes] => {
-            let h = tcp_hold(bytes.parse()?)?;
-            println!("{MARK} held {}", h.held_bytes());
-            holds.push(h);
-        }
-        ["grow", bytes, steps, ms] => {
-            let (bytes, steps, ms): (u64, u32, u64) = (bytes.parse()?, steps.parse()?, ms.parse()?);
-            for _ in 0..steps {
-                let started = Instant::now();
-                let h = tcp_hold(bytes)?;
-                println!("{MARK} held {}", h.held_bytes());
-                holds.push(h);
-                std::thread::sleep(Duration::from_millis(ms).saturating_sub(started.elapsed()));
-            }
-        }
-        _ => bail!("unknown role {role:?}"),
-    }
-    println!("{MARK} done");
-    std::io::stdout().flush()?;
-    // Hold until the parent closes stdin.
-    for _ in lines {}
-    for h in holds {
-        h.drain()?;
-    }
-    Ok(())
-}
-
 /// A running child workload.
 struct Workload {
     child: Child,
@@ -114,16 +62,8 @@ struct Workload {
 
 impl Workload {
     fn spawn(role: &str) -> Result<Workload> {
-        let exe = std::env::current_exe().context("current_exe")?;
-        let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "child_workload",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, role)
+        let mut child = Command::new(env!("CARGO_BIN_EXE_memtrace-workload"))
+            .args(role.split_whitespace())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
