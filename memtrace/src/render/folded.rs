@@ -49,7 +49,7 @@ pub fn render_folded(report: &Report) -> String {
 }
 
 /// The symbol (sanitized), or the hex address when unresolved.
-fn frame_name(f: &Frame) -> String {
+pub(crate) fn frame_name(f: &Frame) -> String {
     match f.symbol.as_deref() {
         Some(sym) if !sym.is_empty() => sanitize(sym),
         _ => format!("{:#x}", f.address),

@@ -3,10 +3,14 @@
 
 pub mod folded;
 pub mod json;
+pub mod pprof;
+pub mod svg;
 pub mod text;
 
 pub use folded::render_folded;
 pub use json::{render_json, to_string_pretty, JSON_SCHEMA_VERSION};
+pub use pprof::render_pprof;
+pub use svg::{render_svg, FlameBy, SvgOptions};
 pub use text::render_text;
 
 /// Options of the text renderer.
