@@ -6,27 +6,115 @@ use clap::{Args, Parser, Subcommand};
 use memtrace_common::Kind;
 
 use crate::model::classify::{parse_class_list, Class};
+use crate::render::FlameBy;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "memtrace",
     version,
     about = "Find kernel memory that is allocated and still held, by kernel stack",
-    long_about = "memtrace traces page allocations with eBPF for a time-boxed session, keeps every \
-                  allocation that is still outstanding with its kernel stack, and reports who \
-                  holds the memory: by stack, by calling function and by process."
+    long_about = "memtrace traces kernel memory allocations (pages, slab objects, per-CPU and vmalloc \
+                  areas) with eBPF for a time-boxed session, keeps every allocation that is still \
+                  outstanding with its kernel stack, and reports who holds the memory: by stack, by \
+                  calling function, by process, cgroup and pod. Reports: text, JSON (a saved session \
+                  that `memtrace report` re-renders), folded stacks, a flame graph SVG and pprof.",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Shown under every `--help`.
+pub const EXIT_CODES_HELP: &str = "Exit codes:\n  0  the report was written\n  1  failure while \
+     running or writing the report\n  2  usage error (bad option or value)\n  3  not privileged \
+     enough to load eBPF programs\n  4  environment: tracefs, BTF or the kernel cannot do what is \
+     needed\n  5  `memtrace report`: the saved session is unreadable, damaged or of another \
+     schema version";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace page allocations for a while and report what is still held at the end.
-    #[command(after_help = "Examples:\n  memtrace trace --duration 10m --top 20\n  \
-                            memtrace trace --duration 60s --min-age 30s --json out.json --folded out.folded")]
-    Trace(TraceArgs),
+    /// Trace kernel memory allocations for a while and report what is still held at the end.
+    #[command(after_help = TRACE_EXAMPLES)]
+    Trace(Box<TraceArgs>),
+    /// Re-render a saved session (`trace --save FILE.json`) without privileges: text, folded
+    /// stacks, flame graph SVG, pprof.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+    /// Write the man pages and shell completions (used by `cargo xtask man`).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+const TRACE_EXAMPLES: &str = "Examples:
+  # Ten minutes, the 20 largest stacks, all outputs for later:
+  memtrace trace --duration 10m --top 20 --save s.json --svg s.svg --pprof s.pb.gz
+  # Only what pod 0f3c... allocates, with a snapshot every minute and growing stacks first:
+  memtrace trace --duration 30m --pod 0f3c --interval 1m --sort growth
+  # Unattended (sidecar, Job): every output and snapshot into a directory, no progress bar:
+  memtrace trace --duration 1h --interval 5m --output-dir /var/lib/memtrace --quiet
+  # Network memory only (skb, page frags, page_pool), at least 30 s old:
+  memtrace trace --duration 5m --class network --min-age 30s";
+
+const REPORT_EXAMPLES: &str = "Examples:
+  memtrace report s.json --top 50
+  memtrace report s.json --class network --svg net.svg
+  memtrace report s.json --pprof s.pb.gz   # go tool pprof -sample_index=inuse_space s.pb.gz
+  memtrace report s.json --flame-by allocated --svg churn.svg";
+
+/// Output files and the text report, shared by `trace` and `report`.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Stacks and calling functions shown in the text report (0: all).
+    #[arg(long, default_value_t = 10)]
+    pub top: u64,
+
+    /// Write the report as JSON to this file: the saved session that `memtrace report`
+    /// re-renders (schema: docs/json-schema.md).
+    #[arg(long, visible_alias = "save", value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Write folded stacks (`outer;...;inner bytes`) for flamegraph.pl / inferno.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+
+    /// Write a flame graph (SVG) of the outstanding bytes, coloured by class.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+
+    /// What the flame graph's widths measure: `outstanding` bytes (still held) or all
+    /// `allocated` bytes (freed or not).
+    #[arg(long, value_enum, default_value_t = FlameBy::Outstanding)]
+    pub flame_by: FlameBy,
+
+    /// Write a gzipped pprof profile (inuse_space/inuse_objects, alloc_space/alloc_objects)
+    /// for go tool pprof, Pyroscope, Parca.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+}
+
+/// `memtrace report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The saved session: a JSON report written by `memtrace trace --save` (or `--json`).
+    #[arg(value_name = "SESSION.json")]
+    pub session: PathBuf,
+
+    #[command(flatten)]
+    pub output: OutputArgs,
+
+    /// Only these classes (as for `trace --class`): stacks, callers, totals and owners are
+    /// recomputed over them.
+    #[arg(long, value_parser = parse_classes, value_name = "CLASSES")]
+    pub class: Option<std::vec::Vec<Class>>,
+}
+
+/// `memtrace generate` (hidden).
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Directory for `man/*.1` and `completions/*`.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -35,21 +123,23 @@ pub struct TraceArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Stacks and calling functions shown in the text report.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    pub top: u64,
-
     /// Only allocations at least this old at the end of the session count as outstanding.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub min_age: Duration,
 
-    /// Write the report as JSON to this file (schema in the README).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 
-    /// Write folded stacks (`outer;...;inner bytes`) for flamegraph.pl / inferno.
-    #[arg(long, value_name = "FILE")]
-    pub folded: Option<PathBuf>,
+    /// Write every output into this directory (created if missing) as
+    /// `memtrace-<host>-<start>.{txt,json,svg,folded}`, atomically; with --interval, each
+    /// snapshot too (`...-<start>.at-<seconds>s.*`), and `latest.*` links to the newest.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// No progress display and no informational messages on stderr (warnings and errors
+    /// are still shown). Without a terminal, progress is a log line now and then.
+    #[arg(long, short)]
+    pub quiet: bool,
 
     /// Kinds of kernel memory to trace: any of page, slab, percpu, vmalloc (comma-separated),
     /// or `all`. A kind whose events this kernel lacks is skipped with a warning.
@@ -232,6 +322,70 @@ mod tests {
     use super::*;
     use crate::model::classify::KERNEL_CLASSES;
 
+    fn trace(cli: Cli) -> TraceArgs {
+        match cli.command {
+            Command::Trace(t) => *t,
+            other => panic!("not trace: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn outputs_report_and_generate() {
+        let t = trace(
+            Cli::try_parse_from([
+                "memtrace",
+                "trace",
+                "--save",
+                "s.json",
+                "--svg",
+                "s.svg",
+                "--flame-by",
+                "allocated",
+                "--pprof",
+                "s.pb.gz",
+                "--output-dir",
+                "/out",
+                "-q",
+                "--top",
+                "0",
+            ])
+            .unwrap(),
+        );
+        assert_eq!(t.output.json, Some(PathBuf::from("s.json")));
+        assert_eq!(t.output.svg, Some(PathBuf::from("s.svg")));
+        assert_eq!(t.output.pprof, Some(PathBuf::from("s.pb.gz")));
+        assert_eq!(t.output.flame_by, FlameBy::Allocated);
+        assert_eq!(t.output_dir, Some(PathBuf::from("/out")));
+        assert!(t.quiet);
+        assert_eq!(t.output.top, 0);
+        let cli = Cli::try_parse_from([
+            "memtrace", "report", "s.json", "--top", "3", "--class", "network", "--folded", "f",
+        ])
+        .unwrap();
+        let Command::Report(r) = cli.command else {
+            panic!("not report")
+        };
+        assert_eq!(r.session, PathBuf::from("s.json"));
+        assert_eq!(r.output.top, 3);
+        assert_eq!(r.class, Some(vec![Class::Network]));
+        assert_eq!(r.output.folded, Some(PathBuf::from("f")));
+        // report needs its file; it has no tracing options.
+        assert!(Cli::try_parse_from(["memtrace", "report"]).is_err());
+        assert!(Cli::try_parse_from(["memtrace", "report", "s.json", "--duration", "1s"]).is_err());
+        assert!(Cli::try_parse_from(["memtrace", "trace", "--flame-by", "x"]).is_err());
+        // generate is hidden from --help.
+        let mut help = Vec::new();
+        <Cli as clap::CommandFactory>::command()
+            .write_long_help(&mut help)
+            .unwrap();
+        let help = String::from_utf8(help).unwrap();
+        assert!(
+            help.contains("report") && !help.contains("generate"),
+            "{help}"
+        );
+        assert!(help.contains("Exit codes"));
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
@@ -245,9 +399,11 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let cli = Cli::try_parse_from(["memtrace", "trace"]).unwrap();
-        let Command::Trace(t) = cli.command;
+        let t = trace(cli);
         assert_eq!(t.duration, Duration::from_secs(30));
-        assert_eq!(t.top, 10);
+        assert_eq!(t.output.top, 10);
+        assert!(!t.quiet && t.output_dir.is_none());
+        assert_eq!(t.output.flame_by, FlameBy::Outstanding);
         assert_eq!(t.max_allocations, DEFAULT_MAX_ALLOCATIONS);
         assert_eq!(t.max_objects, DEFAULT_MAX_OBJECTS);
         assert_eq!(t.sample, 1);
@@ -265,7 +421,7 @@ mod tests {
         ] {
             let mut argv = vec!["memtrace", "trace"];
             argv.extend_from_slice(args);
-            let Command::Trace(t) = Cli::try_parse_from(argv).unwrap().command;
+            let t = trace(Cli::try_parse_from(argv).unwrap());
             assert_eq!(t.grace(), Duration::from_secs(grace), "{args:?}");
         }
         // The default session is kernel memory: movable pages are skipped in the kernel.
@@ -273,7 +429,7 @@ mod tests {
         assert!(t.skip_movable());
         for (classes, skip) in [("all", false), ("network,shmem", false), ("kernel", true)] {
             let cli = Cli::try_parse_from(["memtrace", "trace", "--class", classes]).unwrap();
-            let Command::Trace(t) = cli.command;
+            let t = trace(cli);
             assert_eq!(t.skip_movable(), skip, "{classes}");
         }
         assert!(Cli::try_parse_from(["memtrace", "trace", "--sample", "0"]).is_err());
@@ -294,7 +450,7 @@ mod tests {
             "100",
         ])
         .unwrap();
-        let Command::Trace(t) = cli.command;
+        let t = trace(cli);
         assert_eq!(t.duration, Duration::from_secs(120));
         assert_eq!(t.min_age, Duration::from_secs(5));
         assert_eq!(t.max_stacks, 100);
@@ -321,7 +477,7 @@ mod tests {
             "growth",
         ])
         .unwrap();
-        let Command::Trace(t) = cli.command;
+        let t = trace(cli);
         assert_eq!(t.pid, vec![1, 2, 3]);
         assert_eq!(t.comm, vec!["nginx".to_string()]);
         assert_eq!(t.cgroup, vec!["/a".to_string(), "b/c".to_string()]);
@@ -329,7 +485,6 @@ mod tests {
         assert_eq!(t.interval, Some(Duration::from_secs(10)));
         assert_eq!(t.sort, SortBy::Growth);
         assert!(Cli::try_parse_from(["memtrace", "trace", "--sort", "age"]).is_err());
-        assert!(Cli::try_parse_from(["memtrace", "trace", "--top", "0"]).is_err());
     }
 
     #[test]
@@ -343,12 +498,12 @@ mod tests {
         assert!(parse_kinds("pages").unwrap_err().contains("valid: page"));
         assert!(parse_kinds("").is_err());
         let cli = Cli::try_parse_from(["memtrace", "trace"]).unwrap();
-        let Command::Trace(t) = cli.command;
+        let t = trace(cli);
         assert_eq!(t.kind, vec![Kind::Page, Kind::Slab]);
         assert_eq!(t.class, None);
         let cli = Cli::try_parse_from(["memtrace", "trace", "--kind", "all", "--class", "kernel"])
             .unwrap();
-        let Command::Trace(t) = cli.command;
+        let t = trace(cli);
         assert_eq!(t.kind.len(), 4);
         let classes = t.class.unwrap();
         assert!(!classes.contains(&Class::UserAnon) && !classes.contains(&Class::PageCache));

@@ -2,12 +2,14 @@
 
 use std::process::ExitCode;
 
-/// Exit codes: 0 ok, 1 other failure, 2 usage (clap), 3 not privileged, 4 environment.
+/// Exit codes (listed in `--help`, the man page and the README): 0 ok, 1 other failure, 2 usage
+/// (clap), 3 not privileged, 4 environment, 5 unreadable saved session (`memtrace report`).
 pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const PRIVILEGE: u8 = 3;
     pub const ENVIRONMENT: u8 = 4;
+    pub const INPUT: u8 = 5;
 }
 
 /// Failures that have their own exit code and a one-line message naming the fix.
@@ -51,10 +53,47 @@ impl SetupError {
 
 /// Maps any error that ends the program to its exit code.
 pub fn exit_code_for(err: &anyhow::Error) -> ExitCode {
-    let code = err
-        .chain()
-        .find_map(|e| e.downcast_ref::<SetupError>())
-        .map(SetupError::exit_code)
-        .unwrap_or(exit::FAILURE);
-    ExitCode::from(code)
+    ExitCode::from(exit_code_number(err))
+}
+
+/// [`exit_code_for`] as a number.
+pub fn exit_code_number(err: &anyhow::Error) -> u8 {
+    err.chain()
+        .find_map(|e| {
+            e.downcast_ref::<SetupError>()
+                .map(SetupError::exit_code)
+                .or_else(|| {
+                    e.downcast_ref::<crate::saved::SavedError>()
+                        .map(|_| exit::INPUT)
+                })
+        })
+        .unwrap_or(exit::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        let e = anyhow::Error::from(SetupError::NotPrivileged {
+            missing: "CAP_BPF".into(),
+        });
+        assert_eq!(exit_code_number(&e), exit::PRIVILEGE);
+        let e = anyhow::Error::from(SetupError::NoEbpfObject).context("loading");
+        assert_eq!(exit_code_number(&e), exit::ENVIRONMENT);
+        let e = anyhow::Error::from(crate::saved::SavedError::NotAReport { path: "x".into() });
+        assert_eq!(exit_code_number(&e), exit::INPUT);
+        assert_eq!(
+            exit_code_number(&anyhow::anyhow!("disk full")),
+            exit::FAILURE
+        );
+        // The help text lists every code.
+        for code in 0..=exit::INPUT {
+            assert!(
+                crate::cli::EXIT_CODES_HELP.contains(&format!("  {code}  ")),
+                "{code}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@ use clap::Parser as _;
 use memtrace::{
     cli::{Cli, Command},
     error::exit_code_for,
-    session,
+    generate, report, session,
 };
 
 fn main() -> ExitCode {
@@ -12,6 +12,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Trace(args) => session::run_trace(args),
+        Command::Report(args) => report::run_report(args),
+        Command::Generate(args) => generate::generate(&args.out_dir).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
-//! Writing report files: atomically (temp file in the same directory, fsync, rename), so a
-//! reader never sees a half-written report, even if memtrace is killed while writing.
+//! Writing reports: every file atomically (temp file in the same directory, fsync, rename),
+//! so a reader never sees a half-written report, even if memtrace is killed while writing;
+//! the outputs asked for on the command line; and `--output-dir`, the unattended layout.
 
 use std::{
     fs,
@@ -8,6 +9,12 @@ use std::{
 };
 
 use anyhow::Context as _;
+
+use crate::{
+    cli::OutputArgs,
+    model::Report,
+    render::{self, RenderOptions, SvgOptions},
+};
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -28,12 +35,242 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result
 }
 
+/// Temporary files are hidden (`.NAME.tmp.PID`) and carry the writer's pid, so a stale one
+/// (the writer was SIGKILLed) can be recognised and removed.
+const TEMP_MARK: &str = ".tmp.";
+
 fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "report".into());
-    path.with_file_name(format!(".{name}.tmp.{}", std::process::id()))
+    path.with_file_name(format!(".{name}{TEMP_MARK}{}", std::process::id()))
+}
+
+/// Points the symlink `link` at `target` (a name in the same directory) atomically.
+fn replace_symlink(link: &Path, target: &str) -> anyhow::Result<()> {
+    let tmp = temp_path(link);
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)
+        .with_context(|| format!("creating the symlink {}", tmp.display()))?;
+    fs::rename(&tmp, link).with_context(|| {
+        let _ = fs::remove_file(&tmp);
+        format!("renaming {} to {}", tmp.display(), link.display())
+    })
+}
+
+/// The outputs of one report in memory, rendered once and written wherever asked.
+pub struct Rendered {
+    pub text: String,
+    pub json: Option<String>,
+    pub folded: Option<String>,
+    pub svg: Option<Vec<u8>>,
+    pub pprof: Option<Vec<u8>>,
+}
+
+impl Rendered {
+    /// Renders the text report and every format in `want`.
+    pub fn new(report: &Report, opts: &OutputArgs, want: Formats) -> anyhow::Result<Self> {
+        let top = usize::try_from(opts.top).unwrap_or(usize::MAX);
+        Ok(Rendered {
+            text: render::text::render_text(report, &RenderOptions { top }),
+            json: want
+                .json
+                .then(|| render::json::to_string_pretty(report))
+                .transpose()?,
+            folded: want.folded.then(|| render::folded::render_folded(report)),
+            svg: want
+                .svg
+                .then(|| {
+                    render::svg::render_svg(
+                        report,
+                        &SvgOptions {
+                            flame_by: opts.flame_by,
+                        },
+                    )
+                })
+                .transpose()
+                .context("rendering the flame graph")?,
+            pprof: want
+                .pprof
+                .then(|| render::pprof::render_pprof(report))
+                .transpose()
+                .context("rendering the pprof profile")?,
+        })
+    }
+}
+
+/// Which formats to render.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Formats {
+    pub json: bool,
+    pub folded: bool,
+    pub svg: bool,
+    pub pprof: bool,
+}
+
+impl Formats {
+    /// The files named on the command line, plus `extra`.
+    pub fn of(opts: &OutputArgs, extra: Formats) -> Formats {
+        Formats {
+            json: extra.json || opts.json.is_some(),
+            folded: extra.folded || opts.folded.is_some(),
+            svg: extra.svg || opts.svg.is_some(),
+            pprof: extra.pprof || opts.pprof.is_some(),
+        }
+    }
+
+    /// What `--output-dir` writes besides the text.
+    pub const OUTPUT_DIR: Formats = Formats {
+        json: true,
+        folded: true,
+        svg: true,
+        pprof: false,
+    };
+}
+
+/// Writes the files named on the command line (`--json`, `--folded`, `--svg`, `--pprof`).
+pub fn write_named(opts: &OutputArgs, r: &Rendered) -> anyhow::Result<()> {
+    let files: [(&Option<PathBuf>, Option<&[u8]>); 4] = [
+        (&opts.json, r.json.as_deref().map(str::as_bytes)),
+        (&opts.folded, r.folded.as_deref().map(str::as_bytes)),
+        (&opts.svg, r.svg.as_deref()),
+        (&opts.pprof, r.pprof.as_deref()),
+    ];
+    for (path, bytes) in files {
+        if let (Some(path), Some(bytes)) = (path, bytes) {
+            write_atomic(path, bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// `--output-dir`: every report of a session under one prefix,
+/// `memtrace-<host>-<YYYYMMDDTHHMMSSZ>`, the final one as `<prefix>.{txt,json,svg,folded}`,
+/// snapshots as `<prefix>.at-<seconds>s.{...}`, and `latest.{...}` symlinks to the newest.
+#[derive(Debug)]
+pub struct OutputDir {
+    dir: PathBuf,
+    prefix: String,
+}
+
+/// The extensions written into an output directory, in writing order (the text last: when it
+/// is there, the whole set is).
+pub const OUTPUT_DIR_EXTENSIONS: [&str; 4] = ["json", "folded", "svg", "txt"];
+
+impl OutputDir {
+    /// Creates `dir` if needed, checks it is writable, and removes temp files that writers
+    /// killed before they could rename them left behind.
+    pub fn create(dir: &Path, hostname: &str, started_unix: f64) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output directory {}", dir.display()))?;
+        let out = OutputDir {
+            dir: dir.to_path_buf(),
+            prefix: format!(
+                "memtrace-{}-{}",
+                sanitize_host(hostname),
+                compact_utc(started_unix)
+            ),
+        };
+        let probe = dir.join(format!(".{}.probe", out.prefix));
+        write_atomic(&probe, b"")
+            .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
+        let _ = fs::remove_file(&probe);
+        out.remove_stale_temp_files();
+        Ok(out)
+    }
+
+    /// `memtrace-<host>-<start>`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Writes a snapshot taken `at_secs` into the session.
+    pub fn write_snapshot(&self, at_secs: f64, r: &Rendered) -> anyhow::Result<Vec<PathBuf>> {
+        self.write_set(
+            &format!("{}.at-{}s", self.prefix, at_secs.round() as u64),
+            r,
+        )
+    }
+
+    /// Writes the final report.
+    pub fn write_final(&self, r: &Rendered) -> anyhow::Result<Vec<PathBuf>> {
+        self.write_set(&self.prefix, r)
+    }
+
+    fn write_set(&self, stem: &str, r: &Rendered) -> anyhow::Result<Vec<PathBuf>> {
+        let mut written = Vec::new();
+        for ext in OUTPUT_DIR_EXTENSIONS {
+            let bytes: Option<&[u8]> = match ext {
+                "json" => r.json.as_deref().map(str::as_bytes),
+                "folded" => r.folded.as_deref().map(str::as_bytes),
+                "svg" => r.svg.as_deref(),
+                _ => Some(r.text.as_bytes()),
+            };
+            let Some(bytes) = bytes else { continue };
+            let name = format!("{stem}.{ext}");
+            let path = self.dir.join(&name);
+            write_atomic(&path, bytes)?;
+            replace_symlink(&self.dir.join(format!("latest.{ext}")), &name)?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = stale_temp_pid(&name) {
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The writer's pid of a temp file name of ours (`.memtrace-....tmp.PID`, `.latest.txt.tmp.PID`).
+fn stale_temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    if !(rest.starts_with("memtrace-") || rest.starts_with("latest.")) {
+        return None;
+    }
+    let (_, pid) = rest.rsplit_once(TEMP_MARK)?;
+    pid.parse().ok()
+}
+
+/// A host name usable in a file name.
+fn sanitize_host(host: &str) -> String {
+    let s: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "unknown".into()
+    } else {
+        s
+    }
+}
+
+/// Unix time as `YYYYMMDDTHHMMSSZ` (sorts as time, no characters shells or Windows mind).
+fn compact_utc(unix_secs: f64) -> String {
+    // "YYYY-MM-DD HH:MM:SS UTC" → "YYYYMMDDTHHMMSSZ"
+    let pretty = render::format_unix_utc(unix_secs);
+    let digits: String = pretty.chars().filter(|c| c.is_ascii_digit()).collect();
+    if digits.len() == 14 {
+        format!("{}T{}Z", &digits[..8], &digits[8..])
+    } else {
+        "unknown-time".into()
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +295,95 @@ mod tests {
     fn missing_directory_is_an_error_with_the_path() {
         let err = write_atomic(Path::new("/nonexistent-dir/r.json"), b"x").unwrap_err();
         assert!(format!("{err:#}").contains("/nonexistent-dir"));
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn rendered(text: &str) -> Rendered {
+        Rendered {
+            text: text.into(),
+            json: Some(format!("{{\"t\": \"{text}\"}}")),
+            folded: Some("a;b 1\n".into()),
+            svg: Some(b"<svg/>".to_vec()),
+            pprof: Some(vec![1, 2]),
+        }
+    }
+
+    #[test]
+    fn output_dir_layout_snapshots_and_latest_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("out/nested");
+        // A temp file a killed writer left (pid 0 never names a live writer of ours... use a
+        // pid that cannot exist) and one of a live process (ours) that must stay.
+        fs::create_dir_all(&dir).unwrap();
+        let stale = dir.join(".memtrace-h-x.json.tmp.4194999");
+        let live = dir.join(format!(".memtrace-h-x.txt.tmp.{}", std::process::id()));
+        fs::write(&stale, b"half").unwrap();
+        fs::write(&live, b"half").unwrap();
+        let out = OutputDir::create(&dir, "web/1 a", 1_700_000_000.0).unwrap();
+        assert_eq!(out.prefix(), "memtrace-web_1_a-20231114T221320Z");
+        assert!(!stale.exists() && live.exists());
+        fs::remove_file(&live).unwrap();
+
+        out.write_snapshot(60.4, &rendered("snap")).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.join("latest.txt")).unwrap(),
+            "snap",
+            "latest follows the snapshot"
+        );
+        let written = out.write_final(&rendered("final")).unwrap();
+        assert_eq!(written.len(), 4);
+        let p = "memtrace-web_1_a-20231114T221320Z";
+        assert_eq!(
+            names(&dir),
+            [
+                "latest.folded".to_string(),
+                "latest.json".to_string(),
+                "latest.svg".to_string(),
+                "latest.txt".to_string(),
+                format!("{p}.at-60s.folded"),
+                format!("{p}.at-60s.json"),
+                format!("{p}.at-60s.svg"),
+                format!("{p}.at-60s.txt"),
+                format!("{p}.folded"),
+                format!("{p}.json"),
+                format!("{p}.svg"),
+                format!("{p}.txt"),
+            ]
+        );
+        assert_eq!(fs::read_to_string(dir.join("latest.txt")).unwrap(), "final");
+        assert_eq!(
+            fs::read_link(dir.join("latest.json")).unwrap(),
+            PathBuf::from(format!("{p}.json"))
+        );
+    }
+
+    #[test]
+    fn output_dir_that_cannot_be_created_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, b"").unwrap();
+        let err = OutputDir::create(&file.join("sub"), "h", 0.0).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("creating the output directory"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn temp_names() {
+        assert_eq!(stale_temp_pid(".memtrace-h-1.json.tmp.123"), Some(123));
+        assert_eq!(stale_temp_pid(".latest.txt.tmp.9"), Some(9));
+        assert_eq!(stale_temp_pid("memtrace-h-1.json"), None);
+        assert_eq!(stale_temp_pid(".other.tmp.5"), None);
+        assert_eq!(compact_utc(0.0), "19700101T000000Z");
+        assert_eq!(sanitize_host(""), "unknown");
     }
 }

@@ -18,8 +18,9 @@ use crate::{
         growth::{self, SeriesBook},
         BuildOptions, SessionInfo,
     },
-    output::write_atomic,
-    render::{self, RenderOptions},
+    output::{self, Formats, OutputDir, Rendered},
+    progress::Progress,
+    render,
     symbolize::KernelSymbolizer,
 };
 
@@ -107,6 +108,13 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     if args.interval.is_some_and(|i| i.is_zero()) {
         anyhow::bail!("--interval must be longer than 0 (e.g. --interval 30s)");
     }
+    let hostname = read_trimmed("/proc/sys/kernel/hostname");
+    // Before anything is loaded: an output directory that can't be written fails fast.
+    let output_dir = args
+        .output_dir
+        .as_deref()
+        .map(|dir| OutputDir::create(dir, &hostname, unix_now()))
+        .transpose()?;
     let mut resolver = Resolver::scan();
     let resolved = filters::resolve(
         &filters::FilterArgs {
@@ -130,6 +138,10 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         classic_tracepoints: args.classic_tracepoints,
         filters: resolved.filters,
     })?;
+    let grace = args.grace();
+    let started = Instant::now();
+    let started_unix = unix_now();
+    let mut progress = Progress::new(args.quiet, started, args.duration);
     for k in tracer.kinds.iter().filter(|k| !k.traced) {
         eprintln!(
             "memtrace: warning: not tracing {}: {}",
@@ -137,12 +149,6 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             k.note.as_deref().unwrap_or("unavailable")
         );
     }
-    let grace = args.grace();
-    let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
     {
         let mut extras = Vec::new();
         if args.sample > 1 {
@@ -160,10 +166,18 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         if !resolved.descriptions.is_empty() {
             extras.push(format!("only {}", resolved.descriptions.join(", ")));
         }
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
-            "memtrace: tracing {} allocations for {} ({}; up to {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
+        if let Some(dir) = &output_dir {
+            extras.push(format!(
+                "writing {}/{}.*",
+                args.output_dir
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("."))
+                    .display(),
+                dir.prefix()
+            ));
+        }
+        progress.info(&format!(
+            "tracing {} allocations for {} ({}; up to {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
             tracer
                 .kinds
                 .iter()
@@ -178,8 +192,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             tracer.stack_slots,
             tracer.map_memory_bytes as f64 / (1024.0 * 1024.0),
             extras.iter().map(|e| format!("; {e}")).collect::<String>(),
-        );
-        let _ = err.flush();
+        ));
     }
 
     let build_opts = BuildOptions {
@@ -187,7 +200,10 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         max_owners: 5,
         classes: Some(args.classes()),
     };
-    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+    let top = match usize::try_from(args.output.top).unwrap_or(usize::MAX) {
+        0 => usize::MAX,
+        n => n,
+    };
     let end = started + args.duration;
     let grace_at = (!grace.is_zero()).then(|| end - grace);
     let mut grace_begun: Option<Instant> = None;
@@ -195,8 +211,12 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     let mut book = SeriesBook::default();
     let mut snapshots = Vec::new();
     let mut symbolizer: Option<KernelSymbolizer> = None;
+    let mut next_progress = progress.every().map(|e| started + e);
     let ended_by = loop {
         let mut wake = end;
+        if let Some(p) = next_progress {
+            wake = wake.min(p);
+        }
         if grace_begun.is_none() {
             if let Some(g) = grace_at {
                 wake = wake.min(g);
@@ -216,22 +236,56 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             tracer.begin_grace().context("starting the grace period")?;
             grace_begun = Some(now);
         }
+        if let Some(p) = next_progress.filter(|p| now >= *p) {
+            // A display problem must not end the session: show what could be read.
+            if let Ok(stats) = collector::live_stats(&tracer) {
+                progress.update(stats, now);
+            }
+            next_progress = progress.every().map(|e| p.max(now) + e);
+        }
         if let Some(n) = next_snapshot.filter(|n| now >= *n) {
             let at_secs = round_ms(now - started);
             let sym = symbolizer.get_or_insert_with(KernelSymbolizer::new);
             let raw = collector::collect(&tracer).context("reading the kernel maps (snapshot)")?;
             let info = SessionInfo {
+                hostname: hostname.clone(),
+                kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+                started_at_unix: started_unix,
+                duration_secs: at_secs,
+                requested_duration_secs: round_ms(args.duration),
+                ended_by: "running".into(),
+                min_age_secs: round_ms(args.min_age),
                 page_size: raw.page_size,
+                max_allocations: args.max_allocations,
+                max_objects: args.max_objects,
+                map_memory_bytes: tracer.map_memory_bytes,
+                max_stacks: tracer.stack_slots,
                 sample_every: args.sample,
+                interval_secs: args.interval.map_or(0.0, round_ms),
+                filters: resolved.descriptions.clone(),
+                sort: args.sort.name().to_string(),
+                hooks: tracer.hooks.clone(),
+                kinds: tracer.kinds.clone(),
                 ..Default::default()
             };
-            let report = build_report(&raw, info, sym, &build_opts);
+            let mut report = build_report(&raw, info, sym, &build_opts);
             let snap = book.record(&report, at_secs, top);
-            let mut out = std::io::stdout().lock();
-            out.write_all(render::text::render_snapshot(&snap).as_bytes())
-                .context("writing a snapshot to stdout")?;
-            out.flush().context("writing a snapshot to stdout")?;
+            progress.suspend(|| -> anyhow::Result<()> {
+                let mut out = std::io::stdout().lock();
+                out.write_all(render::text::render_snapshot(&snap).as_bytes())
+                    .context("writing a snapshot to stdout")?;
+                out.flush().context("writing a snapshot to stdout")
+            })?;
             snapshots.push(snap);
+            if let Some(dir) = &output_dir {
+                // The snapshot files are whole reports of the session so far.
+                report.snapshots = snapshots.clone();
+                resolver.rescan();
+                annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
+                let rendered = Rendered::new(&report, &args.output, Formats::OUTPUT_DIR)?;
+                dir.write_snapshot(at_secs, &rendered)
+                    .context("writing a snapshot into the output directory")?;
+            }
             let interval = args.interval.unwrap_or(Duration::from_secs(1));
             let mut next = n + interval;
             while next <= now {
@@ -241,11 +295,12 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         }
     };
     let elapsed = started.elapsed();
+    progress.finish();
     if let EndedBy::Signal(sig) = ended_by {
-        eprintln!(
-            "memtrace: signal {sig} received after {:.1}s: reporting",
+        progress.info(&format!(
+            "signal {sig} received after {:.1}s: reporting",
             elapsed.as_secs_f64()
-        );
+        ));
     }
     let timing = Timing::from_env();
     tracer.detach().context("detaching the programs")?;
@@ -258,7 +313,15 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     let map_memory_bytes = tracer.map_memory_bytes;
     // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
     drop(tracer);
-    drop(signals);
+    // Interactive: a second Ctrl-C while reporting ends memtrace as usual (files are written
+    // atomically, so none is left half-written). Unattended (--output-dir): SIGINT/SIGTERM
+    // stay blocked until every file is written, so a second SIGTERM can't cost the report.
+    let signals = if output_dir.is_some() {
+        Some(signals)
+    } else {
+        drop(signals);
+        None
+    };
     timing.mark("unload");
     resolver.rescan();
 
@@ -274,7 +337,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         (None, None) => (0.0, None),
     };
     let info = SessionInfo {
-        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        hostname,
         kernel: read_trimmed("/proc/sys/kernel/osrelease"),
         started_at_unix: started_unix,
         duration_secs: round_ms(elapsed),
@@ -310,20 +373,33 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         eprintln!("memtrace: warning: {w}");
     }
 
-    if let Some(path) = &args.json {
-        let json = render::json::to_string_pretty(&report).context("rendering JSON")?;
-        write_atomic(path, json.as_bytes())?;
+    let extra = if output_dir.is_some() {
+        Formats::OUTPUT_DIR
+    } else {
+        Formats::default()
+    };
+    let rendered = Rendered::new(&report, &args.output, Formats::of(&args.output, extra))?;
+    output::write_named(&args.output, &rendered)?;
+    if let Some(dir) = &output_dir {
+        let files = dir.write_final(&rendered)?;
+        if let Some(txt) = files.last() {
+            progress.info(&format!("report written to {}", txt.display()));
+        }
     }
-    if let Some(path) = &args.folded {
-        write_atomic(path, render::folded::render_folded(&report).as_bytes())?;
-    }
-    let text = render::text::render_text(&report, &RenderOptions { top });
+    timing.mark("render");
+    drop(signals);
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
+    out.write_all(rendered.text.as_bytes())
         .context("writing the report to stdout")?;
     out.flush().context("writing the report to stdout")?;
-    timing.mark("render");
     Ok(())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// `MEMTRACE_TIMING=1`: how long each step after the session takes, on stderr.

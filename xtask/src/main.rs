@@ -1,4 +1,4 @@
-//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench>`.
+//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench|man>`.
 //!
 //! The eBPF crate (`memtrace-ebpf/`, outside the workspace) is built with nightly for
 //! `bpfel-unknown-none` into `<target>/bpf/`; user space embeds the object through
@@ -8,6 +8,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod python;
 
 use std::{
     env,
@@ -32,6 +33,8 @@ const BPF_TARGET_SUBDIR: &str = "bpf";
 const OBJECT_ENV: &str = "MEMTRACE_EBPF_OBJECT";
 /// Tells the scenario tests (`tests/`) which binary to run.
 const BIN_ENV: &str = "MEMTRACE_BIN";
+/// Tells the tests which Python (a venv with protobuf) checks pprof files.
+const PYTHON_ENV: &str = "MEMTRACE_PYTHON";
 
 #[derive(Parser)]
 #[command(
@@ -71,6 +74,13 @@ enum Task {
     /// time to report and hold accuracy, next to bpftrace; prints a table and writes JSON.
     /// Needs root. Nothing is asserted.
     Bench(bench::BenchOpts),
+    /// Generate the man pages (`man/memtrace*.1`) and shell completions (`completions/`) from
+    /// the command-line definitions. Needs no eBPF toolchain.
+    Man {
+        /// Where to write them [default: <target>/generated].
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Copy)]
@@ -309,6 +319,9 @@ fn test(ctx: &Ctx) -> Result<()> {
     )?;
 
     mount_tracefs();
+    // The pprof output is checked by an independent decoder (Python protobuf with the
+    // published profile.proto): the tests that need it fail, not skip, under xtask.
+    let python = python::ensure_env(&ctx.target_dir)?;
     cmd::run(
         ctx.cargo()
             .args([
@@ -320,7 +333,8 @@ fn test(ctx: &Ctx) -> Result<()> {
                 "memtrace-tests",
             ])
             .env(OBJECT_ENV, &object)
-            .env(BIN_ENV, &bin),
+            .env(BIN_ENV, &bin)
+            .env(PYTHON_ENV, &python),
         "fix the failing tests above",
     )?;
     // The scenario tests load eBPF programs and share tracefs state: one at a time.
@@ -336,10 +350,35 @@ fn test(ctx: &Ctx) -> Result<()> {
                 "--test-threads=1",
             ])
             .env(OBJECT_ENV, &object)
-            .env(BIN_ENV, &bin),
+            .env(BIN_ENV, &bin)
+            .env(PYTHON_ENV, &python),
         "fix the failing scenario tests above (tests/)",
     )?;
     eprintln!("[xtask] all checks passed");
+    Ok(())
+}
+
+/// `cargo xtask man`: runs the (hidden) `memtrace generate` of a debug build.
+fn man(ctx: &Ctx, out_dir: Option<PathBuf>) -> Result<()> {
+    let out_dir = out_dir.unwrap_or_else(|| ctx.target_dir.join("generated"));
+    cmd::run(
+        ctx.cargo()
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "memtrace",
+                "--",
+                "generate",
+                "--out-dir",
+            ])
+            .arg(&out_dir),
+        "fix the memtrace build errors above",
+    )?;
+    eprintln!(
+        "[xtask] man pages in {0}/man (try `man -l {0}/man/memtrace-trace.1`), completions in {0}/completions",
+        out_dir.display()
+    );
     Ok(())
 }
 
@@ -364,6 +403,7 @@ fn main() -> ExitCode {
         }),
         Task::Test => test(&ctx),
         Task::Bench(opts) => bench::bench(&ctx, opts),
+        Task::Man { out_dir } => man(&ctx, out_dir),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,6 +27,54 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// What a running session has seen so far (for the progress display): cheap enough to read
+/// every second (the counters and the per-stack aggregates, no records, no stacks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    /// Allocation and free events seen, all kinds.
+    pub events: u64,
+    /// Failure counters (lost or approximate information) summed.
+    pub failures: u64,
+    /// Outstanding bytes summed over every tracked stack, all kinds (backing pages of traced
+    /// slabs count too, unlike the report's totals; unscaled by `--sample`).
+    pub outstanding_bytes: u64,
+}
+
+/// Reads [`LiveStats`] while the programs run.
+pub fn live_stats(tracer: &Tracer) -> anyhow::Result<LiveStats> {
+    let ebpf = &tracer.ebpf;
+    let counters_map: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("COUNTERS map")?;
+    let mut stats = LiveStats::default();
+    for c in Counter::ALL {
+        let per_cpu = counters_map
+            .get(&(c as u32), 0)
+            .with_context(|| format!("reading counter {}", c.name()))?;
+        let v: u64 = per_cpu.iter().sum();
+        if matches!(
+            c,
+            Counter::AllocsSeen
+                | Counter::FreesSeen
+                | Counter::ObjAllocsSeen
+                | Counter::ObjFreesSeen
+        ) {
+            stats.events = stats.events.saturating_add(v);
+        }
+        if c.is_failure() {
+            stats.failures = stats.failures.saturating_add(v);
+        }
+    }
+    for (_, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
+        // Racing updates may leave a slot transiently "negative": clamp like the report.
+        if (agg.outstanding_bytes as i64) > 0 {
+            stats.outstanding_bytes = stats
+                .outstanding_bytes
+                .saturating_add(agg.outstanding_bytes);
+        }
+    }
+    Ok(stats)
+}
+
 /// Reads counters, aggregates, records, stacks and program statistics.
 pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
     let ebpf = &tracer.ebpf;

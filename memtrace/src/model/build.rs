@@ -9,7 +9,8 @@ use memtrace_common::{Counter, Kind, StackAgg};
 use super::classify::{class_detail, classify, Class, ClassifyInput};
 use super::{
     BuildOptions, CallerSummary, CgroupOwner, ClassSummary, ExecContext, Frame, Owner,
-    OwnerSummary, ProcessOwner, RawSession, Report, SessionInfo, StackReport, Symbolize, Totals,
+    OwnerSummary, PodOwner, ProcessOwner, RawSession, Report, SessionInfo, StackReport, Symbolize,
+    Totals,
 };
 
 /// Owners listed per stack when `BuildOptions::max_owners` is 0.
@@ -559,17 +560,7 @@ pub fn build_report(
             .then(sort_id(a.stack_id).cmp(&sort_id(b.stack_id)))
     });
 
-    // Callers and totals over the same stacks, so that callers add up to the totals and
-    // nothing is counted twice (a large kmalloc'ed skb head is a slab object *and* pages
-    // whose caller is the same function).
-    let counted: Vec<&StackReport> = stacks.iter().filter(|s| in_total(s.class)).collect();
-    let callers = summarize_callers(&counted);
-    let totals = counted.iter().fold(Totals::default(), |t, s| Totals {
-        bytes: t.bytes.saturating_add(s.bytes),
-        allocations: t.allocations.saturating_add(s.allocations),
-        allocated_bytes: t.allocated_bytes.saturating_add(s.allocated_bytes),
-        allocated_count: t.allocated_count.saturating_add(s.allocated_count),
-    });
+    let (callers, totals) = callers_and_totals(&stacks, in_total);
 
     Report {
         session,
@@ -584,6 +575,93 @@ pub fn build_report(
         owners,
         snapshots: Vec::new(),
     }
+}
+
+/// Callers and totals over the same stacks, so that callers add up to the totals and nothing
+/// is counted twice (a large kmalloc'ed skb head is a slab object *and* pages whose caller is
+/// the same function).
+fn callers_and_totals(
+    stacks: &[StackReport],
+    in_total: impl Fn(Class) -> bool,
+) -> (Vec<CallerSummary>, Totals) {
+    let counted: Vec<&StackReport> = stacks.iter().filter(|s| in_total(s.class)).collect();
+    let callers = summarize_callers(&counted);
+    let totals = counted.iter().fold(Totals::default(), |t, s| Totals {
+        bytes: t.bytes.saturating_add(s.bytes),
+        allocations: t.allocations.saturating_add(s.allocations),
+        allocated_bytes: t.allocated_bytes.saturating_add(s.allocated_bytes),
+        allocated_count: t.allocated_count.saturating_add(s.allocated_count),
+    });
+    (callers, totals)
+}
+
+/// Narrows a finished report to `classes` (a saved session re-rendered with `--class`):
+/// stacks of other classes are dropped, callers and totals recomputed, and the owner summary
+/// rebuilt from the remaining stacks' owners (in a saved session those are the top owners of
+/// each stack, so smaller owners may be missing from it: `attributed_bytes` says how much
+/// it covers). The class summary stays as it was: it describes the whole session.
+pub fn restrict_classes(report: &mut Report, classes: &[Class]) {
+    report.stacks.retain(|s| classes.contains(&s.class));
+    let summary = report.classes.clone();
+    let in_total = |c: Class| class_in_total(&summary, c);
+    let (callers, totals) = callers_and_totals(&report.stacks, in_total);
+    report.callers = callers;
+    report.totals = totals;
+    let owners = summarize_owners(report.stacks.iter().filter(|s| in_total(s.class)));
+    // Names, cmdlines and pods were resolved when the session ended; keep them.
+    let old = std::mem::take(&mut report.owners);
+    report.owners = merge_owner_details(owners, &old);
+    report.class_filter = Some(classes.to_vec());
+}
+
+/// Copies the resolved details (command lines, cgroup paths, pods) of `old` onto the rebuilt
+/// `new` summary, matching processes by (tgid, cgroup id) and cgroups by id, and sums the
+/// pods again from the processes.
+fn merge_owner_details(mut new: OwnerSummary, old: &OwnerSummary) -> OwnerSummary {
+    for p in &mut new.processes {
+        if let Some(o) = old
+            .processes
+            .iter()
+            .find(|o| o.tgid == p.tgid && o.cgroup_id == p.cgroup_id && o.context == p.context)
+        {
+            let (bytes, allocations) = (p.bytes, p.allocations);
+            *p = o.clone();
+            p.bytes = bytes;
+            p.allocations = allocations;
+        }
+    }
+    for c in &mut new.cgroups {
+        if let Some(o) = old.cgroups.iter().find(|o| o.cgroup_id == c.cgroup_id) {
+            let (bytes, allocations) = (c.bytes, c.allocations);
+            *c = o.clone();
+            c.bytes = bytes;
+            c.allocations = allocations;
+        }
+    }
+    let mut pods: BTreeMap<String, PodOwner> = BTreeMap::new();
+    for p in &new.processes {
+        let Some(uid) = &p.pod_uid else { continue };
+        let pod = pods.entry(uid.clone()).or_insert_with(|| PodOwner {
+            pod_uid: uid.clone(),
+            qos: old
+                .pods
+                .iter()
+                .find(|o| &o.pod_uid == uid)
+                .and_then(|o| o.qos.clone()),
+            ..Default::default()
+        });
+        pod.bytes = pod.bytes.saturating_add(p.bytes);
+        pod.allocations = pod.allocations.saturating_add(p.allocations);
+        if let Some(c) = &p.container_id {
+            if !pod.containers.contains(c) {
+                pod.containers.push(c.clone());
+            }
+        }
+    }
+    new.pods = pods.into_values().collect();
+    new.pods
+        .sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.pod_uid.cmp(&b.pod_uid)));
+    new
 }
 
 /// Frames that only run in interrupt context, innermost first wins: an NMI can interrupt a

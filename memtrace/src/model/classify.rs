@@ -22,12 +22,12 @@
 //! and inlined functions (from debug info) count as frames of their own.
 
 use memtrace_common::Kind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::build::{base_symbol, is_allocator_internal, SymbolPattern};
 
 /// The classes, in report order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
     /// Anonymous memory faulted in by processes (counted in their RSS).

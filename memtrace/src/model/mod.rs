@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use memtrace_common::{Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 pub use classify::Class;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-program statistics read from `bpf_prog_info`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgramStats {
     pub name: String,
     /// Times the program did not run because another BPF program was already running on that
@@ -58,7 +58,7 @@ impl RawSession {
 }
 
 /// Facts about the session shown in the report header.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub hostname: String,
     /// `uname -r`.
@@ -67,7 +67,8 @@ pub struct SessionInfo {
     pub started_at_unix: f64,
     pub duration_secs: f64,
     pub requested_duration_secs: f64,
-    /// "duration" or "signal" (SIGINT/SIGTERM).
+    /// "duration", "signal" (SIGINT/SIGTERM), or "running" (a snapshot written while the
+    /// session runs, `--output-dir` with `--interval`).
     pub ended_by: String,
     pub min_age_secs: f64,
     pub page_size: u64,
@@ -100,7 +101,7 @@ pub struct SessionInfo {
 }
 
 /// Whether a kind of memory was traced in this session, and how.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindStatus {
     /// `page`, `slab`, `percpu`, `vmalloc`.
     pub kind: String,
@@ -139,7 +140,9 @@ impl Frame {
 
 /// Where an allocation ran: in a task, or in an interrupt that was charged to whichever task
 /// it interrupted (then the task is a bystander and is not named).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecContext {
     #[default]
@@ -180,7 +183,7 @@ impl ExecContext {
 /// Who holds outstanding memory from a stack: a thread of a process in a cgroup, or an
 /// interrupt context (then `tgid`, `pid` and `cgroup_id` are 0 and `comm` is `[softirq]`,
 /// `[irq]` or `[nmi]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub tgid: u32,
     pub pid: u32,
@@ -199,7 +202,7 @@ pub struct Owner {
 
 /// Outstanding memory by process (and interrupt context), cgroup and pod: who holds it,
 /// over the reported stacks without double counting (the same stacks as the totals).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OwnerSummary {
     /// Bytes the walk over the outstanding records attributed (scaled when sampled). Less than
     /// the totals when records were lost (table full) or with `--min-age`.
@@ -210,7 +213,7 @@ pub struct OwnerSummary {
 }
 
 /// A process (all its threads) in one cgroup, or an interrupt context.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOwner {
     pub context: ExecContext,
     pub tgid: u32,
@@ -231,7 +234,7 @@ pub struct ProcessOwner {
 }
 
 /// A cgroup v2 (by id).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupOwner {
     pub cgroup_id: u64,
     /// Path relative to the cgroup2 mount; `None` when the cgroup is gone and was not seen at
@@ -248,7 +251,7 @@ pub struct CgroupOwner {
 }
 
 /// A Kubernetes pod (its containers' cgroups summed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodOwner {
     pub pod_uid: String,
     pub qos: Option<String>,
@@ -293,7 +296,7 @@ pub struct StackReport {
 }
 
 /// Outstanding memory summed by class.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassSummary {
     pub class: Class,
     pub bytes: u64,
@@ -305,7 +308,7 @@ pub struct ClassSummary {
 }
 
 /// Outstanding memory summed by calling function.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallerSummary {
     pub function: String,
     pub bytes: u64,
@@ -314,7 +317,7 @@ pub struct CallerSummary {
     pub stacks: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Outstanding bytes over all stacks (respecting `--min-age`).
     pub bytes: u64,

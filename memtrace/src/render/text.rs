@@ -274,7 +274,9 @@ fn header(out: &mut String, r: &Report) {
     } else {
         notes.push("no time limit".to_string());
     }
-    if !s.ended_by.is_empty() {
+    if s.ended_by == "running" {
+        notes.push("still running: a snapshot".to_string());
+    } else if !s.ended_by.is_empty() {
         notes.push(format!("ended by {}", s.ended_by));
     }
     let _ = write!(duration, " ({})", notes.join(", "));

@@ -1,0 +1,46 @@
+//! `memtrace report`: re-renders a saved session (the JSON of `trace --save`) without
+//! privileges or a kernel.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    cli::ReportArgs,
+    output::{self, Formats, Rendered},
+    saved,
+};
+
+/// Runs `memtrace report`.
+pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
+    let mut report = saved::load(&args.session)?;
+    if let Some(classes) = &args.class {
+        let missing = saved::narrow(&mut report, classes);
+        if !missing.is_empty() {
+            eprintln!(
+                "memtrace: warning: the saved session was recorded with --class {}: it has no {} stacks",
+                report_classes(&report),
+                missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let rendered = Rendered::new(
+        &report,
+        &args.output,
+        Formats::of(&args.output, Formats::default()),
+    )?;
+    output::write_named(&args.output, &rendered)?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(rendered.text.as_bytes())
+        .context("writing the report to stdout")?;
+    out.flush().context("writing the report to stdout")
+}
+
+fn report_classes(report: &crate::model::Report) -> String {
+    report
+        .classes
+        .iter()
+        .map(|c| c.class.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
