@@ -49,6 +49,7 @@ impl Progress {
             if let Ok(style) = ProgressStyle::with_template(BAR_TEMPLATE) {
                 bar.set_style(style.progress_chars("=> "));
             }
+            bar.set_message(format!("0s of {}", format_duration(duration.as_secs_f64())));
             Mode::Bar(bar)
         } else {
             Mode::Lines
@@ -90,7 +91,7 @@ impl Progress {
         match &self.mode {
             Mode::Bar(bar) => {
                 bar.set_position(elapsed.as_millis().min(u128::from(u64::MAX)) as u64);
-                bar.set_message(bar_message(rate, &stats));
+                bar.set_message(bar_message(elapsed, self.duration, rate, &stats));
             }
             Mode::Lines => eprintln!(
                 "memtrace: {}",
@@ -125,11 +126,13 @@ impl Progress {
     }
 }
 
-const BAR_TEMPLATE: &str = "{spinner} [{bar:30}] {elapsed} of {len_secs} {msg}";
+const BAR_TEMPLATE: &str = "{spinner} [{bar:30}] {msg}";
 
-fn bar_message(rate: f64, s: &LiveStats) -> String {
+fn bar_message(elapsed: Duration, duration: Duration, rate: f64, s: &LiveStats) -> String {
     let mut m = format!(
-        "· {} events/s · {} held",
+        "{} of {} · {} events/s · {} held",
+        format_duration(elapsed.as_secs_f64()),
+        format_duration(duration.as_secs_f64()),
         si(rate),
         format_bytes(s.outstanding_bytes)
     );
@@ -207,6 +210,15 @@ mod tests {
         );
         assert_eq!(line_every(Duration::from_secs(3600)), LINE_MAX);
         assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
+        assert_eq!(
+            bar_message(
+                Duration::from_secs(5),
+                Duration::from_secs(600),
+                950.0,
+                &lost
+            ),
+            "5.0s of 10m00s · 950 events/s · 3.0 MiB held · 7 lost/approximate"
+        );
     }
 
     #[test]

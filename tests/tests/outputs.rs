@@ -313,6 +313,57 @@ fn first_difference(a: &str, b: &str) -> String {
     )
 }
 
+/// `--quiet`: nothing on stderr but warnings (no start line, no progress lines), the report on
+/// stdout as usual. Without a terminal and without `--quiet`, progress comes as log lines.
+#[test]
+fn quiet_and_progress_lines() {
+    if !require_bpf() {
+        return;
+    }
+    let result = (|| -> Result<()> {
+        let run = run_memtrace(&["trace", "--duration", "3s", "--quiet"], TIMEOUT)?;
+        ensure!(
+            run.code() == Some(0),
+            "exit {:?}: {}",
+            run.code(),
+            run.stderr
+        );
+        let noise: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("memtrace: warning:"))
+            .collect();
+        ensure!(noise.is_empty(), "--quiet printed: {noise:?}");
+        ensure!(run.stdout.starts_with("memtrace — "), "no report on stdout");
+        // 12 s: log lines every 10 s (the minimum interval), so exactly one.
+        let run = run_memtrace(&["trace", "--duration", "12s", "--grace", "0"], TIMEOUT)?;
+        ensure!(
+            run.code() == Some(0),
+            "exit {:?}: {}",
+            run.code(),
+            run.stderr
+        );
+        let progress: Vec<&str> = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("memtrace: tracing: "))
+            .collect();
+        ensure!(
+            progress.len() == 1
+                && progress[0].contains("elapsed")
+                && progress[0].contains("events/s")
+                && progress[0].contains("held by tracked allocations"),
+            "one progress line expected without a terminal: {:?}",
+            run.stderr
+        );
+        Ok(())
+    })();
+    assert_no_memtrace_programs_loaded();
+    if let Err(e) = result {
+        panic!("{e:#}");
+    }
+}
+
 /// Not a test of memtrace: the helpers above must reject what they are meant to reject.
 #[test]
 fn set_checks_reject_partial_sets() -> Result<()> {
