@@ -15,11 +15,14 @@ use crate::{
 pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
     let mut report = saved::load(&args.session)?;
     if let Some(classes) = &args.class {
+        let recorded = report
+            .class_filter
+            .as_ref()
+            .map(|cs| cs.iter().map(|c| c.name()).collect::<Vec<_>>().join(","));
         let missing = saved::narrow(&mut report, classes);
-        if !missing.is_empty() {
+        if let (false, Some(recorded)) = (missing.is_empty(), recorded) {
             eprintln!(
-                "memtrace: warning: the saved session was recorded with --class {}: it has no {} stacks",
-                report_classes(&report),
+                "memtrace: warning: the saved session was recorded with --class {recorded}: it has no {} stacks",
                 missing.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
             );
         }
@@ -34,13 +37,4 @@ pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
     out.write_all(rendered.text.as_bytes())
         .context("writing the report to stdout")?;
     out.flush().context("writing the report to stdout")
-}
-
-fn report_classes(report: &crate::model::Report) -> String {
-    report
-        .classes
-        .iter()
-        .map(|c| c.class.name())
-        .collect::<Vec<_>>()
-        .join(",")
 }
