@@ -1,4 +1,5 @@
-//! The JSON report. The schema is stable (documented in the README); bump
+//! The JSON report. The schema is stable (documented field by field in
+//! `docs/json-schema.md`, which `tests::every_field_is_documented` keeps complete); bump
 //! [`JSON_SCHEMA_VERSION`] on any incompatible change.
 
 use anyhow::{Context, Result};
@@ -24,6 +25,7 @@ pub fn render_json(report: &Report) -> Value {
         "schema": JSON_SCHEMA_VERSION,
         "session": session(&report.session),
         "counters": counters,
+        "failure_counters": report.failure_counters,
         "programs": report.programs.iter().map(program).collect::<Vec<_>>(),
         "totals": totals(&report.totals),
         "classes": report.classes.iter().map(class).collect::<Vec<_>>(),
@@ -402,6 +404,8 @@ fn stack(s: &StackReport) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
     use memtrace_common::Counter;
 
     use super::*;
@@ -433,6 +437,7 @@ mod tests {
                 "class_filter",
                 "classes",
                 "counters",
+                "failure_counters",
                 "owners",
                 "programs",
                 "schema",
@@ -698,5 +703,235 @@ mod tests {
             .expect("stack 2");
         assert_eq!(s2["class"], "page-cache");
         assert_eq!(s2["class_detail"], "dirty");
+    }
+
+    /// A report in which every optional field is set and every list has an entry, so that its
+    /// JSON shows every field of the schema with a value.
+    fn full_report() -> Report {
+        use crate::model::ExecContext;
+
+        let mut r = mixed_report(Some(vec![Class::Network, Class::PageCache]));
+        let s = &mut r.session;
+        s.sample_every = 4;
+        s.grace_secs = 6.0;
+        s.grace_note = Some("grace period of 6s not reached: the session ended early".into());
+        s.interval_secs = 10.0;
+        s.filters = vec!["pid 42".into()];
+        s.sort = "growth".into();
+        s.cgroups_note = Some("cgroup v2 ids recorded at allocation".into());
+        s.hooks = vec!["tp_btf mm_page_alloc".into()];
+        r.programs = vec![ProgramStats {
+            name: "mm_page_alloc_btf".into(),
+            recursion_misses: 1,
+            run_count: 10,
+            run_time_ns: 1000,
+        }];
+        let (uid, cid) = ("0b5c1f2a-1111-2222-3333-444455556666", "4f7c9a1be2d3");
+        // A page-cache stack on the write path (class detail `dirty`), with every field set.
+        r.stacks.push(StackReport {
+            kind: memtrace_common::Kind::Slab,
+            class: Class::PageCache,
+            cache: Some("kmalloc-512".into()),
+            bytes_req: Some(800),
+            stack_id: Some(7),
+            bytes: 1024,
+            allocations: 2,
+            allocated_bytes: 4096,
+            allocated_count: 8,
+            orders: vec![0],
+            oldest_age_secs: Some(12.5),
+            caller: "ext4_da_write_begin".into(),
+            owners: vec![Owner {
+                tgid: 42,
+                pid: 43,
+                comm: "writer".into(),
+                bytes: 1024,
+                allocations: 2,
+                context: ExecContext::Task,
+                cgroup_id: 99,
+                cgroup: Some("/kubepods/burstable/pod1/c1".into()),
+                pod_uid: Some(uid.into()),
+                container_id: Some(cid.into()),
+            }],
+            frames: vec![Frame {
+                address: 0xffff_ffff_8100_0010,
+                symbol: Some("ext4_da_write_begin".into()),
+                module: Some("ext4".into()),
+                offset: Some(0x10),
+                file: Some("fs/ext4/inode.c".into()),
+                line: Some(3000),
+                inlined: vec!["ext4_write_begin".into()],
+            }],
+            growth: Some(Growth {
+                series: vec![0, 512, 1024],
+                at_secs: vec![10.0, 20.0, 25.0],
+                growing: true,
+                bytes_per_sec: 68.5,
+            }),
+        });
+        r.owners = OwnerSummary {
+            attributed_bytes: 1024,
+            processes: vec![ProcessOwner {
+                context: ExecContext::Task,
+                tgid: 42,
+                comm: "writer".into(),
+                cmdline: Some("writer --fast".into()),
+                alive: true,
+                cgroup_id: 99,
+                cgroup: Some("/kubepods/burstable/pod1/c1".into()),
+                memory_cgroup: Some("/kubepods/burstable/pod1/c1".into()),
+                pod_uid: Some(uid.into()),
+                container_id: Some(cid.into()),
+                bytes: 1024,
+                allocations: 2,
+            }],
+            cgroups: vec![CgroupOwner {
+                cgroup_id: 99,
+                path: Some("/kubepods/burstable/pod1/c1".into()),
+                pod_uid: Some(uid.into()),
+                qos: Some("burstable".into()),
+                container_id: Some(cid.into()),
+                runtime: Some("containerd".into()),
+                unit: Some("sshd.service".into()),
+                bytes: 1024,
+                allocations: 2,
+            }],
+            pods: vec![PodOwner {
+                pod_uid: uid.into(),
+                qos: Some("burstable".into()),
+                containers: vec![cid.into()],
+                bytes: 1024,
+                allocations: 2,
+            }],
+        };
+        r.snapshots.push(Snapshot {
+            at_secs: 10.0,
+            totals: r.totals.clone(),
+            stacks: vec![SnapshotStack {
+                kind: memtrace_common::Kind::Slab,
+                stack_id: Some(7),
+                caller: "ext4_da_write_begin".into(),
+                class: Class::PageCache,
+                bytes: 512,
+                allocations: 1,
+            }],
+        });
+        r
+    }
+
+    /// What a JSON value is, in the words the schema document uses for types.
+    fn type_word(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(n) if n.is_f64() => "number",
+            Value::Number(_) => "integer",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+
+    /// Every field under `v` as a dotted path (`a.b`, `a[].b`), with the types of its values
+    /// and whether any of them is set (not null, not an empty list).
+    fn walk(v: &Value, prefix: &str, out: &mut BTreeMap<String, (BTreeSet<&'static str>, bool)>) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    let entry = out.entry(path.clone()).or_default();
+                    entry.0.insert(type_word(value));
+                    entry.1 |= !(value.is_null() || value.as_array().is_some_and(Vec::is_empty));
+                    walk(value, &path, out);
+                }
+            }
+            Value::Array(items) => {
+                for item in items {
+                    walk(item, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// docs/json-schema.md documents every field the JSON report has, with its type, and
+    /// nothing else; the counters table marks exactly the failure counters.
+    #[test]
+    fn every_field_is_documented() {
+        const DOC: &str = include_str!("../../../docs/json-schema.md");
+
+        let v = render_json(&full_report());
+        let mut emitted = BTreeMap::new();
+        walk(&v, "", &mut emitted);
+
+        // The documented fields: rows of the tables whose first column is `field`, as
+        // (path, second column: the type, or for counters whether it is a failure counter).
+        let mut documented: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut header: Vec<&str> = Vec::new();
+        let mut duplicates = Vec::new();
+        for line in DOC.lines() {
+            let Some(row) = line.strip_prefix('|') else {
+                header.clear();
+                continue;
+            };
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            if header.is_empty() {
+                header = cells;
+            } else if header[0] == "field" && !cells[0].starts_with("---") {
+                let path = cells[0].trim_matches('`');
+                let second = cells.get(1).copied().unwrap_or_default();
+                if documented.insert(path, second).is_some() {
+                    duplicates.push(format!("{path}: documented twice"));
+                }
+            }
+        }
+
+        let mut problems = duplicates;
+        for (path, (types, set)) in &emitted {
+            if !set {
+                problems.push(format!(
+                    "{path}: always null or empty in the test report (set it in full_report)"
+                ));
+            }
+            let Some(second) = documented.get(path.as_str()) else {
+                problems.push(format!("{path}: not documented (no table row `{path}`)"));
+                continue;
+            };
+            if let Some(name) = path.strip_prefix("counters.") {
+                let failure = Counter::ALL
+                    .iter()
+                    .any(|c| c.name() == name && c.is_failure());
+                if (*second == "yes") != failure {
+                    problems.push(format!(
+                        "{path}: the failure column must say `yes` exactly for failure counters"
+                    ));
+                }
+                continue;
+            }
+            // "integer or null", "array of string": the first word of each alternative.
+            let allowed: Vec<&str> = second
+                .split(" or ")
+                .filter_map(|alt| alt.split_whitespace().next())
+                .collect();
+            for t in types {
+                if !allowed.contains(t) {
+                    problems.push(format!("{path}: has {t} values, documented as `{second}`"));
+                }
+            }
+        }
+        for path in documented.keys() {
+            if !emitted.contains_key(*path) {
+                problems.push(format!("{path}: documented but not in the JSON report"));
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "docs/json-schema.md is out of date with the JSON report:\n  {}",
+            problems.join("\n  ")
+        );
     }
 }
