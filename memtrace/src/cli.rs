@@ -41,6 +41,15 @@ pub enum Command {
     /// stacks, flame graph SVG, pprof.
     #[command(after_help = REPORT_EXAMPLES)]
     Report(ReportArgs),
+    /// Where the node's memory is: a breakdown of MemTotal (meminfo, vmstat, slabinfo,
+    /// vmallocinfo) down to the buddy-allocator pages no counter explains; per memory cgroup
+    /// with --cgroups.
+    #[command(after_help = OVERVIEW_EXAMPLES)]
+    Overview(OverviewArgs),
+    /// Sockets whose queues hold memory, in every network namespace (sock_diag), with their
+    /// processes and pods.
+    #[command(after_help = SOCKETS_EXAMPLES)]
+    Sockets(SocketsArgs),
     /// Write the man pages and shell completions (used by `cargo xtask man`).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -61,6 +70,58 @@ const REPORT_EXAMPLES: &str = "Examples:
   memtrace report s.json --class network --svg net.svg
   memtrace report s.json --pprof s.pb.gz   # go tool pprof -sample_index=inuse_space s.pb.gz
   memtrace report s.json --flame-by allocated --svg churn.svg";
+
+const OVERVIEW_EXAMPLES: &str = "Examples:
+  memtrace overview
+  memtrace overview --cgroups --json overview.json
+  memtrace overview --unexplained-warn 512MiB --unexplained-warn-percent 3";
+
+const SOCKETS_EXAMPLES: &str = "Examples:
+  memtrace sockets                       # every socket holding at least 1 MiB, largest first
+  memtrace sockets --min-bytes 0 --top 0 --json sockets.json";
+
+/// `memtrace overview`.
+#[derive(Debug, Clone, Args)]
+pub struct OverviewArgs {
+    /// Also break memory down per memory cgroup (memory.stat, cgroup v2 and v1), largest first,
+    /// with Kubernetes pods and containers named.
+    #[arg(long)]
+    pub cgroups: bool,
+
+    /// Cgroups listed in the table with --cgroups (0: all; the JSON has all).
+    #[arg(long, default_value_t = 20)]
+    pub top: u64,
+
+    /// Write the overview as JSON to this file (`-` for stdout instead of the table).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Flag the unexplained remainder (buddy pages no counter accounts for) when it is at
+    /// least this large (e.g. 1GiB, 512M, bytes)...
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, value_name = "SIZE")]
+    pub unexplained_warn: u64,
+
+    /// ...or at least this share of MemTotal, in percent.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    pub unexplained_warn_percent: f64,
+}
+
+/// `memtrace sockets`.
+#[derive(Debug, Clone, Args)]
+pub struct SocketsArgs {
+    /// Only sockets holding at least this much memory (receive + send + other buffers as the
+    /// kernel charges them; e.g. 1MiB, 64K, 0 for all).
+    #[arg(long, default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub min_bytes: u64,
+
+    /// Sockets listed in the table (0: all; the JSON has all that pass --min-bytes).
+    #[arg(long, default_value_t = 20)]
+    pub top: u64,
+
+    /// Write the sockets as JSON to this file (`-` for stdout instead of the table).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
 
 /// Output files and the text report, shared by `trace` and `report`.
 #[derive(Debug, Clone, Args)]
@@ -308,6 +369,36 @@ fn parse_classes(s: &str) -> Result<Vec<Class>, String> {
     parse_class_list(s)
 }
 
+/// Parses a size: bytes (`4096`), or with a binary unit (`64K`, `64KiB`, `512M`, `1GiB`, `2T`;
+/// `K`/`KB`/`KiB` all mean 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (examples: 4096, 64K, 512MiB, 1GiB)"
+            ))
+        }
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (examples: 4096, 64K, 512MiB, 1GiB)"))?;
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 /// Parses `30s`, `10m`, `1h30m`, `500ms`; a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -485,6 +576,34 @@ mod tests {
         assert_eq!(t.interval, Some(Duration::from_secs(10)));
         assert_eq!(t.sort, SortBy::Growth);
         assert!(Cli::try_parse_from(["memtrace", "trace", "--sort", "age"]).is_err());
+    }
+
+    #[test]
+    fn sizes_and_views() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0"), Ok(0));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("").is_err());
+        let cli = Cli::try_parse_from(["memtrace", "overview", "--cgroups"]).unwrap();
+        let Command::Overview(o) = cli.command else {
+            panic!("not overview")
+        };
+        assert!(o.cgroups && o.json.is_none());
+        assert_eq!(
+            (o.unexplained_warn, o.unexplained_warn_percent),
+            (1 << 30, 5.0)
+        );
+        let cli = Cli::try_parse_from(["memtrace", "sockets", "--min-bytes", "0", "--json", "-"])
+            .unwrap();
+        let Command::Sockets(s) = cli.command else {
+            panic!("not sockets")
+        };
+        assert_eq!(s.min_bytes, 0);
+        assert_eq!(s.json, Some(PathBuf::from("-")));
+        assert_eq!(s.top, 20);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use clap::Parser as _;
 use memtrace::{
     cli::{Cli, Command},
     error::exit_code_for,
-    generate, report, session,
+    generate, overview, report, session, sockets,
 };
 
 fn main() -> ExitCode {
@@ -13,6 +13,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Trace(args) => session::run_trace(args),
         Command::Report(args) => report::run_report(args),
+        Command::Overview(args) => overview::run_overview(args),
+        Command::Sockets(args) => sockets::run_sockets(args),
         Command::Generate(args) => generate::generate(&args.out_dir).map(|files| {
             for f in files {
                 println!("{}", f.display());

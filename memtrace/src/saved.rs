@@ -113,6 +113,9 @@ struct SavedReport {
     stacks: Vec<SavedStack>,
     owners: OwnerSummary,
     snapshots: Vec<Snapshot>,
+    // Added within schema 1: absent in files of earlier builds.
+    #[serde(default)]
+    sockets: Vec<crate::sockets::Socket>,
 }
 
 #[derive(Deserialize)]
@@ -225,6 +228,7 @@ impl SavedReport {
             stacks,
             owners: self.owners,
             snapshots: self.snapshots,
+            sockets: self.sockets,
         })
     }
 }
@@ -299,7 +303,38 @@ mod tests {
                 allocations: 1,
             }],
         });
+        r.sockets.push(crate::sockets::Socket {
+            family: "tcp".into(),
+            state: "ESTAB".into(),
+            local: "127.0.0.1:1".into(),
+            remote: "127.0.0.1:2".into(),
+            recv_queue: 32 << 20,
+            rmem_alloc: 33 << 20,
+            held_bytes: 33 << 20,
+            owners: vec![crate::sockets::SocketOwner {
+                pid: 7,
+                comm: "x".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
         assert_eq!(round_trip(&r), r);
+        // The text report ends with them, after the network stacks' total.
+        let text = render_text(&r, &RenderOptions::default());
+        let tail = text
+            .rsplit("Network stacks hold ")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            tail.contains("127.0.0.1:1 -> 127.0.0.1:2") && tail.contains("x[7]"),
+            "{tail}"
+        );
+        // A file of an earlier build has no `sockets`: still read.
+        let mut v: serde_json::Value =
+            serde_json::from_str(&to_string_pretty(&r).expect("serialize")).expect("json");
+        v.as_object_mut().expect("object").remove("sockets");
+        let back = parse(&v.to_string(), "old.json").expect("read without sockets");
+        assert!(back.sockets.is_empty());
     }
 
     #[test]

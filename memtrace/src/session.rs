@@ -16,13 +16,16 @@ use crate::{
     model::{
         build::build_report,
         growth::{self, SeriesBook},
-        BuildOptions, SessionInfo,
+        BuildOptions, Class, SessionInfo,
     },
     output::{self, Formats, OutputDir, Rendered},
     progress::Progress,
     render,
     symbolize::KernelSymbolizer,
 };
+
+/// Sockets listed at the end of a report whose network stacks hold memory.
+const TOP_SOCKETS: usize = 5;
 
 /// How the session ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -369,6 +372,28 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     report.snapshots = snapshots;
     annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
     timing.mark("build");
+    // Network memory held at the end usually sits in socket queues: name the sockets.
+    let network_held = report
+        .stacks
+        .iter()
+        .any(|s| s.class == Class::Network && s.bytes > 0);
+    if network_held {
+        // Owners are looked up only for sockets holding something.
+        let opts = crate::sockets::CollectOptions {
+            min_bytes: 1,
+            ..Default::default()
+        };
+        match crate::sockets::collect_with(&opts) {
+            Ok(scan) => {
+                report.sockets = crate::sockets::top_by_rmem_alloc(&scan.sockets, TOP_SOCKETS);
+                for note in scan.notes {
+                    progress.info(&format!("sockets: {note}"));
+                }
+            }
+            Err(e) => eprintln!("memtrace: warning: listing the sockets failed: {e:#}"),
+        }
+        timing.mark("sockets");
+    }
     for w in symbolizer.warnings() {
         eprintln!("memtrace: warning: {w}");
     }

@@ -67,6 +67,30 @@ fn scenario() -> Result<()> {
         (bytes_a as f64 - truth as f64) * 100.0 / truth as f64
     ));
 
+    // The report names the socket that holds it: the receiver, ours, with its queue.
+    let json_a = a.json()?;
+    let top = &json_a["sockets"][0];
+    let recv_queue = top["recv_queue"].as_u64().unwrap_or(0);
+    let owner_pid = top["owners"][0]["pid"].as_u64().unwrap_or(0);
+    log(&format!(
+        "A: top socket {} -> {} recv_queue {} rmem_alloc {} owner pid {owner_pid}",
+        top["local"],
+        top["remote"],
+        mib(recv_queue),
+        mib(top["rmem_alloc"].as_u64().unwrap_or(0))
+    ));
+    ensure!(
+        owner_pid == u64::from(std::process::id())
+            && (recv_queue as f64 - hold.queued as f64).abs() <= 0.10 * hold.queued as f64,
+        "A: the report's top socket should be our receiver holding {} (SIOCINQ): {top}",
+        mib(hold.queued)
+    );
+    ensure!(
+        a.stdout()
+            .contains("Sockets with the most receive-queue memory at the end"),
+        "A: the text report should end with the sockets"
+    );
+
     // B: stopped after the receiver read everything and the sockets were closed.
     let drained = hold.drain()?;
     std::thread::sleep(Duration::from_millis(500));

@@ -574,6 +574,7 @@ pub fn build_report(
         stacks,
         owners,
         snapshots: Vec::new(),
+        sockets: Vec::new(),
     }
 }
 

@@ -352,6 +352,9 @@ pub struct Report {
     pub owners: OwnerSummary,
     /// Compact reports taken every `--interval` (empty without it).
     pub snapshots: Vec<growth::Snapshot>,
+    /// When network-class stacks hold memory at the end: the sockets with the most receive-
+    /// queue memory (`rmem_alloc`) then, with their owners (see `memtrace sockets`).
+    pub sockets: Vec<crate::sockets::Socket>,
 }
 
 /// Turns kernel addresses into frames. One call per report with every address de-duplicated.

@@ -37,6 +37,7 @@ pub fn render_json(report: &Report) -> Value {
         "stacks": report.stacks.iter().map(stack).collect::<Vec<_>>(),
         "owners": owner_summary(&report.owners),
         "snapshots": report.snapshots.iter().map(snapshot).collect::<Vec<_>>(),
+        "sockets": report.sockets,
     })
 }
 
@@ -443,6 +444,7 @@ mod tests {
                 "schema",
                 "session",
                 "snapshots",
+                "sockets",
                 "stacks",
                 "totals"
             ]
@@ -804,6 +806,37 @@ mod tests {
                 allocations: 2,
             }],
         };
+        r.sockets.push(crate::sockets::Socket {
+            netns: 4026531833,
+            family: "tcp".into(),
+            socket_type: "stream".into(),
+            state: "ESTAB".into(),
+            local: "127.0.0.1:8080".into(),
+            remote: "127.0.0.1:40000".into(),
+            inode: 12345,
+            recv_queue: 32 << 20,
+            send_queue: 0,
+            accept_queue: Some(0),
+            rmem_alloc: 33 << 20,
+            rcvbuf: 64 << 20,
+            wmem_alloc: 0,
+            wmem_queued: 0,
+            sndbuf: 2 << 20,
+            fwd_alloc: 4096,
+            optmem: 0,
+            backlog: 0,
+            drops: 1,
+            held_bytes: 33 << 20,
+            listener: Some(777),
+            owners: vec![crate::sockets::SocketOwner {
+                pid: 4242,
+                comm: "app".into(),
+                cmdline: Some("app --serve".into()),
+                pod_uid: Some("0f3c".into()),
+                container_id: Some("abc".into()),
+                cgroup: Some("/kubepods/pod0f3c/abc".into()),
+            }],
+        });
         r.snapshots.push(Snapshot {
             at_secs: 10.0,
             totals: r.totals.clone(),

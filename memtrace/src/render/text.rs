@@ -44,7 +44,29 @@ pub fn render_text(report: &Report, opts: &RenderOptions) -> String {
     }
     owner_tables(&mut out, report, top);
     stacks(&mut out, report, top);
+    sockets(&mut out, report);
     out
+}
+
+/// The sockets holding receive-queue memory at the end, when network stacks hold memory: the
+/// usual place such memory sits (a process that stopped reading).
+fn sockets(out: &mut String, r: &Report) {
+    if r.sockets.is_empty() {
+        return;
+    }
+    let network: u64 = r
+        .stacks
+        .iter()
+        .filter(|s| s.class == crate::model::Class::Network)
+        .map(|s| s.bytes)
+        .sum();
+    line!(out);
+    line!(
+        out,
+        "Network stacks hold {}. Sockets with the most receive-queue memory at the end (rmem_alloc; all sockets: `memtrace sockets`):",
+        format_bytes(network)
+    );
+    out.push_str(&crate::sockets::render_table(&r.sockets, 0));
 }
 
 /// A compact report taken while the session runs (`--interval`).

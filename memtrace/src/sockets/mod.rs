@@ -1,0 +1,574 @@
+//! `memtrace sockets`: the sockets whose queues hold memory, in every network namespace, with
+//! the processes (and pods) that own them.
+//!
+//! This is the other half of the receive-queue case: `memtrace trace` shows order-3 page frags
+//! held by `skb_page_frag_refill`, and this finds the socket they are queued on and the process
+//! that stopped reading it. The kernel is asked with sock_diag (`diag`: TCP and UDP over IPv4
+//! and IPv6 with `INET_DIAG_SKMEMINFO`, UNIX with `UNIX_DIAG_MEMINFO`), once per network
+//! namespace (`netns`); owners come from `/proc/PID/fd` (`owners`); `render` prints the table
+//! and the JSON document.
+//!
+//! **Memory held** ([`Socket::held_bytes`], the sort key) is
+//! `rmem_alloc + max(wmem_alloc, wmem_queued) + backlog`: what the kernel charges to the socket
+//! for its receive queue (skb truesize, page frags included — far above the payload when small
+//! payloads pin large frags), its send side, and packets waiting in the backlog while the
+//! socket is locked. `wmem_alloc` (skbs handed to the device, not freed yet) and `wmem_queued`
+//! (TCP's write and retransmit queue) count the same data twice on TCP (the skbs in flight are
+//! clones of queued ones), so only the larger counts; UDP and UNIX have only `wmem_alloc`.
+//! `fwd_alloc` is a reservation, not memory in use, and `optmem` (socket options, filters) is
+//! small and not queue memory: both are reported but not added. On UNIX sockets the kernel
+//! charges queued data to the *sending* socket (`wmem_alloc`): the receiver shows the bytes in
+//! `recv_queue`, the sender holds the memory.
+
+pub mod diag;
+pub mod netns;
+pub mod owners;
+pub mod render;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::SocketsArgs;
+use diag::{DiagSocket, Query};
+pub use render::{render_table, SocketsDocument, SOCKETS_SCHEMA};
+
+/// A process with a file descriptor on a socket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketOwner {
+    pub pid: u32,
+    /// `/proc/PID/comm`; `[exited]` if the process went away while memtrace looked.
+    pub comm: String,
+    pub cmdline: Option<String>,
+    /// Kubernetes pod UID, from the cgroup path.
+    pub pod_uid: Option<String>,
+    pub container_id: Option<String>,
+    /// The cgroup path that names the workload (v2, or the v1 memory one on hybrid hosts).
+    pub cgroup: Option<String>,
+}
+
+/// One socket and the memory it holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Socket {
+    /// The network namespace (nsfs inode, as in `/proc/PID/ns/net`).
+    pub netns: u64,
+    /// `tcp`, `tcp6`, `udp`, `udp6` or `unix`.
+    pub family: String,
+    /// `stream`, `dgram` or `seqpacket`.
+    pub socket_type: String,
+    /// `ESTAB`, `LISTEN`, `UNCONN`, `TIME-WAIT`, … (as `ss` spells them).
+    pub state: String,
+    /// `addr:port` (`[addr]:port` for IPv6, `*` for port 0), or the UNIX name (`@name` for an
+    /// abstract one, `*` for none).
+    pub local: String,
+    /// The peer's `addr:port`; for UNIX the peer's name, else `socket:[INODE]` of the peer,
+    /// `*` without a peer.
+    pub remote: String,
+    /// Socket inode (`socket:[INODE]` in `/proc/PID/fd`); 0 for a socket without a file: a
+    /// connection not accepted yet, or one closed by its process.
+    pub inode: u64,
+    /// Bytes waiting to be read, as the kernel reports them (`ss` Recv-Q): TCP and UNIX payload
+    /// bytes, UDP the memory charged. 0 for listeners (see `accept_queue`).
+    pub recv_queue: u64,
+    /// `ss` Send-Q: TCP bytes not acknowledged, UDP and UNIX memory of skbs sent but not freed.
+    /// 0 for listeners.
+    pub send_queue: u64,
+    /// Listeners: connections waiting for accept().
+    #[serde(default)]
+    pub accept_queue: Option<u64>,
+    /// `SK_MEMINFO_RMEM_ALLOC`: memory charged for the receive queue (skb truesize).
+    pub rmem_alloc: u64,
+    pub rcvbuf: u64,
+    /// `SK_MEMINFO_WMEM_ALLOC`: memory of skbs sent and not freed yet.
+    pub wmem_alloc: u64,
+    /// `SK_MEMINFO_WMEM_QUEUED`: TCP write and retransmit queues.
+    pub wmem_queued: u64,
+    pub sndbuf: u64,
+    /// `SK_MEMINFO_FWD_ALLOC`: reserved, not in use.
+    pub fwd_alloc: u64,
+    pub optmem: u64,
+    /// Bytes in the backlog (arrived while the socket was locked).
+    pub backlog: u64,
+    /// Packets dropped.
+    pub drops: u64,
+    /// `rmem_alloc + max(wmem_alloc, wmem_queued) + backlog` (module docs): the sort key.
+    pub held_bytes: u64,
+    /// For a connection not accepted yet: the inode of the listener whose accept queue holds
+    /// it; its owners are that listener's.
+    #[serde(default)]
+    pub listener: Option<u64>,
+    /// Processes with the socket open (for a connection not accepted: the listener's).
+    pub owners: Vec<SocketOwner>,
+}
+
+impl Socket {
+    /// `rmem_alloc / recv_queue` — how much memory each queued byte costs — when both are
+    /// known and non-zero.
+    pub fn rmem_ratio(&self) -> Option<f64> {
+        (self.recv_queue > 0 && self.rmem_alloc > 0)
+            .then(|| self.rmem_alloc as f64 / self.recv_queue as f64)
+    }
+}
+
+/// The result of [`collect`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketScan {
+    /// The sockets holding at least `min_bytes`, by `held_bytes`, largest first.
+    pub sockets: Vec<Socket>,
+    /// Network namespaces whose sockets were listed.
+    pub namespaces: usize,
+    /// Sockets seen in them (before `min_bytes`).
+    #[serde(default)]
+    pub scanned: usize,
+    /// What could not be seen, and why (one line each).
+    pub notes: Vec<String>,
+}
+
+/// What [`collect_with`] looks at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectOptions {
+    /// Only sockets holding at least this many bytes (0: all sockets).
+    pub min_bytes: u64,
+    /// Where `/proc` is.
+    pub proc_root: PathBuf,
+}
+
+impl Default for CollectOptions {
+    fn default() -> Self {
+        CollectOptions {
+            min_bytes: 0,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// Every socket in every reachable network namespace, with its owners, largest first.
+pub fn collect() -> anyhow::Result<SocketScan> {
+    collect_with(&CollectOptions::default())
+}
+
+/// [`collect`] with a minimum size and another `/proc`.
+pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
+    let named: Vec<&Path> = netns::NAMED_NETNS_DIRS.iter().map(Path::new).collect();
+    let found = netns::discover(&opts.proc_root, &named)?;
+    let mut notes = Vec::new();
+    let mut raw: Vec<(u64, DiagSocket)> = Vec::new();
+    let mut namespaces = 0;
+    let mut denied: Vec<u64> = Vec::new();
+    let mut seq = 1u32;
+    let can_enter = has_cap(CAP_SYS_ADMIN);
+    if !can_enter {
+        let others = found.namespaces.iter().filter(|n| !n.own).count();
+        notes.push(format!(
+            "only memtrace's own network namespace is listed: entering the others (setns) needs \
+             CAP_SYS_ADMIN ({others} other namespace(s) found; finding them all needs \
+             CAP_SYS_PTRACE)"
+        ));
+    }
+    for ns in found.namespaces.iter().filter(|n| can_enter || n.own) {
+        let fd = match netns::diag_socket_in(ns) {
+            Ok(fd) => fd,
+            Err(e) if ns.own => {
+                return Err(anyhow::Error::new(e)
+                    .context("opening a sock_diag netlink socket in our own network namespace"))
+            }
+            Err(netns::EnterError::Permission { inode, .. }) => {
+                denied.push(inode);
+                continue;
+            }
+            Err(e) => {
+                notes.push(format!("not listed: {e}"));
+                continue;
+            }
+        };
+        let mut any = false;
+        for query in Query::ALL {
+            seq = seq.wrapping_add(1);
+            match diag::dump(&fd, query, seq) {
+                Ok(d) => {
+                    any = true;
+                    if d.interrupted {
+                        notes.push(format!(
+                            "the {} sockets of network namespace {} changed during the dump; \
+                             the list may miss or repeat a few",
+                            query.label(),
+                            ns.inode
+                        ));
+                    }
+                    raw.extend(d.sockets.into_iter().map(|s| (ns.inode, s)));
+                }
+                Err(e) => notes.push(match e.kernel_errno() {
+                    Some(libc::ENOENT) => format!(
+                        "{} sockets of network namespace {} not listed: the kernel has no \
+                         sock_diag handler for them (module {}_diag not loaded?)",
+                        query.label(),
+                        ns.inode,
+                        if query == Query::Unix {
+                            "unix"
+                        } else if matches!(query, Query::Udp4 | Query::Udp6) {
+                            "udp"
+                        } else {
+                            "tcp"
+                        }
+                    ),
+                    _ => format!(
+                        "{} sockets of network namespace {} not listed: {e}",
+                        query.label(),
+                        ns.inode
+                    ),
+                }),
+            }
+        }
+        if any {
+            namespaces += 1;
+        } else if ns.own {
+            anyhow::bail!(
+                "sock_diag answered no dump in our own network namespace: {}",
+                notes.join("; ")
+            );
+        }
+    }
+    if !denied.is_empty() {
+        notes.push(format!(
+            "{} other network namespace(s) not listed: entering them (setns) was refused{} \
+             (namespaces {})",
+            denied.len(),
+            missing_cap(CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+            join_limited(&denied, 8)
+        ));
+    }
+    if !found.unreadable.is_empty() {
+        notes.push(format!(
+            "the network namespace of {} could not be read (permission denied{}): namespaces \
+             only they use are not listed",
+            processes(&opts.proc_root, &found.unreadable),
+            missing_cap(CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        ));
+    }
+
+    let scanned = raw.len();
+    let mut sockets = build(raw, opts.min_bytes);
+    let wanted: HashSet<u64> = sockets
+        .iter()
+        .flat_map(|s| [s.inode, s.listener.unwrap_or(0)])
+        .filter(|&i| i != 0)
+        .collect();
+    let index = owners::scan_fds(&opts.proc_root, &wanted).with_context(|| {
+        format!(
+            "listing {} to find the sockets' processes",
+            opts.proc_root.display()
+        )
+    })?;
+    if !index.unreadable.is_empty() {
+        notes.push(format!(
+            "the open files of {} could not be read (permission denied{}): sockets only they \
+             hold show no owner",
+            processes(&opts.proc_root, &index.unreadable),
+            missing_cap(CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
+        ));
+    }
+    let mut describer = owners::Describer::new(&opts.proc_root);
+    attach_owners(&mut sockets, &index, |pid| describer.owner(pid));
+    Ok(SocketScan {
+        sockets,
+        namespaces,
+        scanned,
+        notes,
+    })
+}
+
+const CAP_SYS_PTRACE: u32 = 19;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process has capability `bit` in its effective set (`/proc/self/status`);
+/// `false` when that cannot be read.
+fn has_cap(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1u64 << bit) != 0)
+}
+
+/// `; needs NAME` when this process lacks capability `bit`, else nothing (then something else
+/// refused: a security module, a protected process).
+fn missing_cap(bit: u32, name: &str) -> String {
+    if has_cap(bit) {
+        String::new()
+    } else {
+        format!("; needs {name}")
+    }
+}
+
+/// `3 processes (pid 1 systemd, pid 7 x, …)`: a few pids with their names.
+fn processes(proc_root: &Path, pids: &[u32]) -> String {
+    const SHOWN: usize = 5;
+    let mut named: Vec<String> = pids
+        .iter()
+        .take(SHOWN)
+        .map(|pid| {
+            let comm = std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default();
+            format!("pid {pid} {comm}").trim_end().to_string()
+        })
+        .collect();
+    if pids.len() > SHOWN {
+        named.push(format!("… {} more", pids.len() - SHOWN));
+    }
+    format!(
+        "{} process{} ({})",
+        pids.len(),
+        if pids.len() == 1 { "" } else { "es" },
+        named.join(", ")
+    )
+}
+
+fn join_limited(values: &[u64], max: usize) -> String {
+    let mut s: Vec<String> = values.iter().take(max).map(u64::to_string).collect();
+    if values.len() > max {
+        s.push(format!("… {} more", values.len() - max));
+    }
+    s.join(", ")
+}
+
+/// `ss`'s names of the kernel's socket states (UNIX sockets use the same numbers).
+pub fn state_name(state: u8, family: Query) -> String {
+    match state {
+        1 => "ESTAB",
+        2 => "SYN-SENT",
+        3 => "SYN-RECV",
+        4 => "FIN-WAIT-1",
+        5 => "FIN-WAIT-2",
+        6 => "TIME-WAIT",
+        7 if family == Query::Unix || matches!(family, Query::Udp4 | Query::Udp6) => "UNCONN",
+        7 => "CLOSE",
+        8 => "CLOSE-WAIT",
+        9 => "LAST-ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW-SYN-RECV",
+        other => return format!("STATE-{other}"),
+    }
+    .to_string()
+}
+
+fn type_name(t: u8) -> String {
+    match libc::c_int::from(t) {
+        libc::SOCK_STREAM => "stream".into(),
+        libc::SOCK_DGRAM => "dgram".into(),
+        libc::SOCK_SEQPACKET => "seqpacket".into(),
+        libc::SOCK_RAW => "raw".into(),
+        other => format!("type-{other}"),
+    }
+}
+
+/// `rmem_alloc + max(wmem_alloc, wmem_queued) + backlog` (see the module docs).
+pub fn held_bytes(s: &Socket) -> u64 {
+    s.rmem_alloc
+        .saturating_add(s.wmem_alloc.max(s.wmem_queued))
+        .saturating_add(s.backlog)
+}
+
+/// The port of an `addr:port` endpoint and whether its address is a wildcard.
+fn endpoint_parts(endpoint: &str) -> Option<(&str, &str)> {
+    endpoint.rsplit_once(':')
+}
+
+/// The model of the sockets of every namespace: sockets holding at least `min_bytes`, sorted
+/// by [`held_bytes`] (largest first; then `rmem_alloc`, namespace, inode), without owners.
+/// UNIX peers are named; connections not accepted yet get their listener.
+pub fn build(raw: Vec<(u64, DiagSocket)>, min_bytes: u64) -> Vec<Socket> {
+    // UNIX names and TCP listeners, per namespace.
+    let mut unix_names: HashMap<(u64, u64), String> = HashMap::new();
+    let mut listeners: HashMap<(u64, String), Vec<(String, u64)>> = HashMap::new();
+    for (ns, d) in &raw {
+        if d.query == Query::Unix && d.local != "*" {
+            unix_names.insert((*ns, d.inode), d.local.clone());
+        }
+        if matches!(d.query, Query::Tcp4 | Query::Tcp6) && d.state == diag::STATE_LISTEN {
+            if let Some((addr, port)) = endpoint_parts(&d.local) {
+                listeners
+                    .entry((*ns, port.to_string()))
+                    .or_default()
+                    .push((addr.to_string(), d.inode));
+            }
+        }
+    }
+    let mut out: Vec<Socket> = raw
+        .into_iter()
+        .map(|(ns, d)| {
+            let m = d.meminfo.unwrap_or_default();
+            let listening = d.state == diag::STATE_LISTEN;
+            let remote = if d.query == Query::Unix {
+                match d.unix_peer {
+                    Some(peer) => unix_names
+                        .get(&(ns, peer))
+                        .cloned()
+                        .unwrap_or_else(|| format!("socket:[{peer}]")),
+                    None => "*".to_string(),
+                }
+            } else {
+                d.remote.clone()
+            };
+            // A TCP connection without a file in a state where it was never closed by its
+            // process: it waits in a listener's accept queue.
+            let listener = (d.inode == 0
+                && matches!(d.query, Query::Tcp4 | Query::Tcp6)
+                && matches!(d.state, 1 | 8))
+            .then(|| endpoint_parts(&d.local))
+            .flatten()
+            .and_then(|(addr, port)| {
+                let candidates = listeners.get(&(ns, port.to_string()))?;
+                candidates
+                    .iter()
+                    .find(|(a, _)| a == addr)
+                    .or_else(|| {
+                        candidates
+                            .iter()
+                            .find(|(a, _)| a == "0.0.0.0" || a == "[::]")
+                    })
+                    .map(|(_, inode)| *inode)
+            });
+            let mut s = Socket {
+                netns: ns,
+                family: d.query.label().to_string(),
+                socket_type: type_name(d.socket_type),
+                state: state_name(d.state, d.query),
+                local: d.local,
+                remote,
+                inode: d.inode,
+                recv_queue: if listening { 0 } else { d.rqueue.unwrap_or(0) },
+                send_queue: if listening { 0 } else { d.wqueue.unwrap_or(0) },
+                accept_queue: if listening { d.rqueue } else { None },
+                rmem_alloc: m.rmem_alloc,
+                rcvbuf: m.rcvbuf,
+                wmem_alloc: m.wmem_alloc,
+                wmem_queued: m.wmem_queued,
+                sndbuf: m.sndbuf,
+                fwd_alloc: m.fwd_alloc,
+                optmem: m.optmem,
+                backlog: m.backlog,
+                drops: m.drops,
+                held_bytes: 0,
+                listener,
+                owners: Vec::new(),
+            };
+            s.held_bytes = held_bytes(&s);
+            s
+        })
+        .filter(|s| s.held_bytes >= min_bytes)
+        .collect();
+    sort_sockets(&mut out);
+    out
+}
+
+/// Largest `held_bytes` first; then `rmem_alloc`, namespace and inode, so the order is stable.
+pub fn sort_sockets(sockets: &mut [Socket]) {
+    sockets.sort_by(|a, b| {
+        b.held_bytes
+            .cmp(&a.held_bytes)
+            .then(b.rmem_alloc.cmp(&a.rmem_alloc))
+            .then(a.netns.cmp(&b.netns))
+            .then(a.inode.cmp(&b.inode))
+            .then(a.local.cmp(&b.local))
+    });
+}
+
+/// The `n` sockets with the most `rmem_alloc` (receive-queue memory) holding any, largest
+/// first (`n` = 0: all), for the end of a trace report.
+pub fn top_by_rmem_alloc(sockets: &[Socket], n: usize) -> Vec<Socket> {
+    let mut v: Vec<Socket> = sockets
+        .iter()
+        .filter(|s| s.rmem_alloc > 0)
+        .cloned()
+        .collect();
+    v.sort_by(|a, b| {
+        b.rmem_alloc
+            .cmp(&a.rmem_alloc)
+            .then(a.netns.cmp(&b.netns))
+            .then(a.inode.cmp(&b.inode))
+    });
+    if n > 0 {
+        v.truncate(n);
+    }
+    v
+}
+
+/// Fills in the owners: the processes with the socket open, or for a connection not accepted
+/// yet, those of its listener.
+pub fn attach_owners(
+    sockets: &mut [Socket],
+    index: &owners::OwnerIndex,
+    mut describe: impl FnMut(u32) -> SocketOwner,
+) {
+    for s in sockets {
+        let inode = match (s.inode, s.listener) {
+            (0, Some(l)) => l,
+            (i, _) => i,
+        };
+        if inode == 0 {
+            continue;
+        }
+        if let Some(pids) = index.by_inode.get(&inode) {
+            s.owners = pids.iter().map(|&pid| describe(pid)).collect();
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Runs `memtrace sockets`.
+pub fn run_sockets(args: &SocketsArgs) -> anyhow::Result<()> {
+    let scan = collect_with(&CollectOptions {
+        min_bytes: args.min_bytes,
+        ..CollectOptions::default()
+    })?;
+    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
+    let doc = SocketsDocument::new(&scan, host_name(), unix_now(), args.min_bytes);
+    let mut stdout = std::io::stdout().lock();
+    match args.json.as_deref() {
+        Some(path) if path == Path::new("-") => {
+            let json = render::to_json(&doc)?;
+            writeln!(stdout, "{json}").context("writing the JSON to stdout")?;
+            for note in &scan.notes {
+                eprintln!("memtrace: note: {note}");
+            }
+        }
+        json => {
+            if let Some(path) = json {
+                let text = render::to_json(&doc)?;
+                crate::output::write_atomic(path, format!("{text}\n").as_bytes())
+                    .with_context(|| format!("writing the sockets JSON to {}", path.display()))?;
+            }
+            write!(
+                stdout,
+                "{}",
+                render::render_scan(&scan, top, args.min_bytes)
+            )
+            .context("writing the table to stdout")?;
+        }
+    }
+    stdout.flush().context("writing to stdout")
+}
+
+#[cfg(test)]
+mod tests;
