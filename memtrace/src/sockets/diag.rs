@@ -654,9 +654,10 @@ pub fn dump(fd: &OwnedFd, query: Query, seq: u32) -> Result<Decoded, DumpError> 
 
 #[cfg(test)]
 mod capture {
-    //! `MEMTRACE_CAPTURE_FIXTURES=DIR cargo test -p memtrace --lib capture_fixtures -- --ignored`
-    //! makes a few sockets on loopback, dumps them and writes the real reply messages of just
-    //! those sockets (plus the real `NLMSG_DONE`) to `DIR/{tcp,tcp6,udp,unix}.bin`.
+    //! Makes a few sockets on loopback, dumps them and keeps the real reply messages of just
+    //! those sockets (plus the real `NLMSG_DONE`), and checks each kind was found. With
+    //! `MEMTRACE_CAPTURE_FIXTURES=DIR` (`cargo test -p memtrace --lib capture_fixtures`) it
+    //! writes them to `DIR/{tcp,tcp6,udp,unix}.bin`: how `fixtures/` was made.
     use super::*;
     use std::io::Write as _;
     use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -669,12 +670,10 @@ mod capture {
     }
 
     #[test]
-    #[ignore]
     fn capture_fixtures() {
-        let Some(dir) = std::env::var_os("MEMTRACE_CAPTURE_FIXTURES") else {
-            return;
-        };
-        let dir = std::path::PathBuf::from(dir);
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = std::env::var_os("MEMTRACE_CAPTURE_FIXTURES")
+            .map_or_else(|| scratch.path().to_path_buf(), std::path::PathBuf::from);
         let l4 = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut c4 = TcpStream::connect(l4.local_addr().unwrap()).unwrap();
         let (a4, _) = l4.accept().unwrap();
@@ -741,6 +740,10 @@ mod capture {
                     }
                 }
             }
+            // Our sockets of this kind were found and the kept messages decode on their own.
+            let mut again = Decoded::default();
+            decode(&kept, query, seq, &mut again).unwrap();
+            assert!(!again.sockets.is_empty(), "{name}: none of our sockets in the dump");
             std::fs::write(dir.join(format!("{name}.bin")), &kept).unwrap();
         }
         eprintln!("unix inodes {unix_inodes:?}, path {}", tmp.display());
