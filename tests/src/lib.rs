@@ -11,6 +11,8 @@
 //! - [`Report`] and the stack matchers ([`find_stacks`], [`sum_bytes`], ...): the JSON report.
 //! - [`assert_no_memtrace_programs_loaded`]: no `mm_page_alloc` / `mm_page_free` program of ours
 //!   stays loaded after a test.
+//! - [`ChildWorkload`]: the `memtrace-workload` child process (holds in its own process,
+//!   cgroup or network namespace) and its protocol.
 //! - Workloads: [`tcp_hold`] (pages held in a loopback TCP receive queue) and [`churn`]
 //!   (anonymous memory faulted in and unmapped again); for the kinds and classes
 //!   [`unix_dgram_hold`] (skb slab objects), [`percpu_array_maps`] (percpu),
@@ -19,6 +21,7 @@
 //!   [`vmalloc_areas`] (`/proc/vmallocinfo`), [`meminfo`], [`possible_cpus`].
 
 mod bpf_maps;
+mod child;
 mod env;
 mod holds;
 mod process;
@@ -31,6 +34,7 @@ pub use bpf_maps::{
     percpu_array_maps, vmalloc_array_map, BpfMap, PercpuMaps, VmallocMap, BPF_MAP_TYPE_ARRAY,
     BPF_MAP_TYPE_PERCPU_ARRAY, MAX_PERCPU_VALUE,
 };
+pub use child::{child_value, child_values, ChildWorkload, CHILD_MARK};
 pub use env::{bpf_unavailable_reason, memtrace_bin, require_bpf, workspace_root};
 pub use holds::{
     anon_hold, file_hold, shmem_hold, unix_dgram_hold, AnonHold, FileHold, ShmemHold, UnixDgramHold,

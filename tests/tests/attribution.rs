@@ -12,24 +12,23 @@
 //! this package (`tests/src/bin/memtrace-workload.rs`).
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, churn, find_stacks, log, mib, require_bpf, sum_bytes,
-    tcp_hold, Report, Stack, Tracer, MIB,
+    assert_no_memtrace_programs_loaded, child_value, child_values, churn, find_stacks, log, mib,
+    require_bpf, sum_bytes, tcp_hold, ChildWorkload, Report, Stack, Tracer, MIB,
 };
+
+/// The child workload binary of this package.
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 
 const TCP_FRAG: &[&[&str]] = &[
     &["tcp_sendmsg", "tcp_sendmsg_locked"],
     &["skb_page_frag_refill"],
 ];
-/// Starts the child's protocol lines.
-const MARK: &str = "@memtrace-child";
 
 fn tcp_stacks(report: &Report) -> Vec<&Stack> {
     find_stacks(report, TCP_FRAG)
@@ -52,89 +51,6 @@ fn within(actual: u64, truth: u64, tolerance: f64) -> bool {
 // ------------------------------------------------------------------------------------------
 // The child workload process
 // ------------------------------------------------------------------------------------------
-
-/// A running child workload.
-struct Workload {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Workload {
-    fn spawn(role: &str) -> Result<Workload> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_memtrace-workload"))
-            .args(role.split_whitespace())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning the child workload")?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        Ok(Workload {
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn go(&mut self) -> Result<()> {
-        let stdin = self.stdin.as_mut().context("child stdin closed")?;
-        writeln!(stdin, "go").context("telling the child to go")?;
-        stdin.flush().context("telling the child to go")
-    }
-
-    /// Reads the child's output up to `done`; returns every `held N` value.
-    fn wait_done(&mut self) -> Result<Vec<u64>> {
-        let mut held = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self
-                .stdout
-                .read_line(&mut line)
-                .context("reading the child")?
-                == 0
-            {
-                bail!("the child workload exited early (see its stderr above)");
-            }
-            let Some(at) = line.find(MARK) else {
-                continue;
-            };
-            let l = line[at + MARK.len()..].trim();
-            if let Some(n) = l.strip_prefix("held ") {
-                held.push(n.parse().context("held N")?);
-            } else if l == "done" {
-                return Ok(held);
-            } else if let Some(e) = l.strip_prefix("error ") {
-                bail!("child workload: {e}");
-            }
-        }
-    }
-
-    /// Closes stdin (the child drains and exits) and waits for it.
-    fn finish(mut self) -> Result<()> {
-        drop(self.stdin.take());
-        let status = self.child.wait().context("waiting for the child")?;
-        ensure!(status.success(), "child workload failed: {status}");
-        Ok(())
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        // Ours, by pid: stop it if it is still running (a failed scenario).
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 // ------------------------------------------------------------------------------------------
 // A cgroup v2 directory of our own
@@ -235,7 +151,7 @@ fn cgroup_scenario() -> Result<()> {
         bail!("no cgroup2 hierarchy mounted (mount -t cgroup2 none /sys/fs/cgroup/unified)");
     };
     let cg = TestCgroup::create(&mount, &format!("memtrace-test-{}", std::process::id()))?;
-    let mut child = Workload::spawn(&format!("hold {}", 48 * MIB))?;
+    let mut child = ChildWorkload::spawn(WORKLOAD, &["hold", &(48 * MIB).to_string()])?;
     cg.add(child.pid())?;
     let child_pid = child.pid().to_string();
 
@@ -244,7 +160,7 @@ fn cgroup_scenario() -> Result<()> {
     let mut by_pid = Tracer::start("pid", &["--duration", "10m", "--pid", &child_pid])?;
 
     child.go()?;
-    let child_held = *child.wait_done()?.first().context("child held nothing")?;
+    let child_held = child_value(&child.wait_done()?, "held")?;
     // The same hold from another process (this one), outside the cgroup.
     let own = tcp_hold(32 * MIB)?;
     let own_held = own.held_bytes();
@@ -381,7 +297,10 @@ fn growing_stack_is_marked_and_churn_is_not() {
 
 fn growth_scenario() -> Result<()> {
     const STEPS: u32 = 6;
-    let mut child = Workload::spawn(&format!("grow {} {STEPS} 1000", 8 * MIB))?;
+    let mut child = ChildWorkload::spawn(
+        WORKLOAD,
+        &["grow", &(8 * MIB).to_string(), &STEPS.to_string(), "1000"],
+    )?;
     let mut tracer = Tracer::start(
         "growth",
         &[
@@ -398,7 +317,7 @@ fn growth_scenario() -> Result<()> {
     child.go()?;
     // Churn anonymous memory in this process while the child's hold grows.
     let churner = std::thread::spawn(|| churn(60, 16 << 20));
-    let held = child.wait_done()?;
+    let held = child_values(&child.wait_done()?, "held");
     let churned = churner
         .join()
         .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;

@@ -13,16 +13,18 @@
 //! that CI treats a skip the same way.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::Duration,
 };
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    log, meminfo_field, mib, require_bpf, run_memtrace, run_memtrace_unprivileged, MIB,
+    child_values, log, meminfo_field, mib, require_bpf, run_memtrace, run_memtrace_unprivileged,
+    ChildWorkload, MIB,
 };
+
+/// The child workload binary of this package.
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,7 +33,6 @@ const HOLD: u64 = 64 * MIB;
 const AT_LEAST: u64 = 60 * MIB;
 /// What the other columns may hold besides (the child's own bits: metadata, buffers).
 const AT_MOST_OTHER: u64 = 16 * MIB;
-const MARK: &str = "@memtrace-child";
 
 fn run(scenario: fn() -> Result<()>) {
     if !require_bpf() {
@@ -45,86 +46,6 @@ fn run(scenario: fn() -> Result<()>) {
 // ------------------------------------------------------------------------------------------
 // The child workload and the cgroups
 // ------------------------------------------------------------------------------------------
-
-/// A `memtrace-workload` child; killed (by its pid) on drop if still running.
-struct Workload {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Workload {
-    fn spawn(role: &str) -> Result<Workload> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_memtrace-workload"))
-            .args(role.split_whitespace())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning the child workload")?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        Ok(Workload {
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Tells the child to go and waits for its `done`; returns what it says it holds.
-    fn go_and_wait(&mut self) -> Result<u64> {
-        let stdin = self.stdin.as_mut().context("child stdin closed")?;
-        writeln!(stdin, "go")
-            .and_then(|()| stdin.flush())
-            .context("telling the child to go")?;
-        let mut held = 0;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self
-                .stdout
-                .read_line(&mut line)
-                .context("reading the child")?
-                == 0
-            {
-                bail!("the child workload exited early (see its stderr above)");
-            }
-            let Some(at) = line.find(MARK) else {
-                continue;
-            };
-            let l = line[at + MARK.len()..].trim();
-            if let Some(n) = l.strip_prefix("held ") {
-                held += n.parse::<u64>().context("held N")?;
-            } else if l == "done" {
-                return Ok(held);
-            } else if let Some(e) = l.strip_prefix("error ") {
-                bail!("child workload: {e}");
-            }
-        }
-    }
-
-    /// Closes stdin (the child releases its hold and exits) and waits for it.
-    fn finish(mut self) -> Result<()> {
-        drop(self.stdin.take());
-        let status = self.child.wait().context("waiting for the child")?;
-        ensure!(status.success(), "child workload failed: {status}");
-        Ok(())
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hier {
@@ -420,12 +341,16 @@ fn cgroup_scenario(hier: Hier, mount: &Path) -> Result<()> {
     // Declared before the children, so dropped after them (a cgroup with tasks cannot go).
     let shmem_cg = TestCgroup::create(hier, mount, &format!("{base}-shmem"))?;
     let file_cg = TestCgroup::create(hier, mount, &format!("{base}-file"))?;
-    let mut shmem_child = Workload::spawn(&format!("shmem {HOLD}"))?;
+    let mut shmem_child = ChildWorkload::spawn(WORKLOAD, &["shmem", &HOLD.to_string()])?;
     shmem_cg.add(shmem_child.pid())?;
-    let mut file_child = Workload::spawn(&format!("file {HOLD}"))?;
+    let mut file_child = ChildWorkload::spawn(WORKLOAD, &["file", &HOLD.to_string()])?;
     file_cg.add(file_child.pid())?;
-    let shmem_held = shmem_child.go_and_wait()?;
-    let file_held = file_child.go_and_wait()?;
+    let shmem_held: u64 = child_values(&shmem_child.go_and_wait()?, "held")
+        .iter()
+        .sum();
+    let file_held: u64 = child_values(&file_child.go_and_wait()?, "held")
+        .iter()
+        .sum();
     ensure!(
         shmem_held == HOLD && file_held == HOLD,
         "held {shmem_held} / {file_held}"

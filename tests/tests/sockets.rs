@@ -12,116 +12,25 @@
 //! fails. The two scenarios run one after the other (each expects its socket to be first).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    io::Read as _,
+    process::{Command, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use memtrace_tests::{log, memtrace_bin, mib, require_bpf, MIB};
+use memtrace_tests::{child_value, log, memtrace_bin, mib, require_bpf, ChildWorkload, MIB};
+
+/// The child workload binary of this package.
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
 use serde_json::Value;
 
-/// Starts the child's protocol lines.
-const MARK: &str = "@memtrace-child";
 const HOLD: u64 = 32 * MIB;
 const TOLERANCE: f64 = 0.10;
 const MEMTRACE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The scenarios each expect their socket to be the largest: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A running `memtrace-workload`.
-struct Workload {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Workload {
-    fn spawn(args: &[&str]) -> Result<Workload> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_memtrace-workload"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawning the child workload")?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        Ok(Workload {
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Says `go` and reads the child's lines up to `done`: every `KEY N` line as (KEY, N).
-    fn go_and_wait(&mut self) -> Result<Vec<(String, u64)>> {
-        let stdin = self.stdin.as_mut().context("child stdin closed")?;
-        writeln!(stdin, "go").context("telling the child to go")?;
-        stdin.flush().context("telling the child to go")?;
-        let mut values = Vec::new();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if self
-                .stdout
-                .read_line(&mut line)
-                .context("reading the child")?
-                == 0
-            {
-                bail!("the child workload exited early (see its stderr above)");
-            }
-            let Some(at) = line.find(MARK) else {
-                continue;
-            };
-            let l = line[at + MARK.len()..].trim();
-            if l == "done" {
-                return Ok(values);
-            }
-            if let Some(e) = l.strip_prefix("error ") {
-                bail!("child workload: {e}");
-            }
-            if let Some((key, n)) = l.split_once(' ') {
-                if let Ok(n) = n.parse() {
-                    values.push((key.to_string(), n));
-                }
-            }
-        }
-    }
-
-    /// Closes stdin (the child drains and exits) and waits for it.
-    fn finish(mut self) -> Result<()> {
-        drop(self.stdin.take());
-        let status = self.child.wait().context("waiting for the child")?;
-        ensure!(status.success(), "child workload failed: {status}");
-        Ok(())
-    }
-}
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        // Ours, by pid: stop it if it is still running (a failed scenario).
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn value_of(values: &[(String, u64)], key: &str) -> Result<u64> {
-    values
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| *v)
-        .with_context(|| format!("the child printed no `{key} N` line"))
-}
 
 /// The network namespace inode of `pid` (`self` for ours).
 fn netns_of(pid: &str) -> Result<u64> {
@@ -304,11 +213,11 @@ fn run(scenario: fn() -> Result<()>) {
 #[test]
 fn receive_queue_socket_is_listed_first() {
     run(|| {
-        let mut child = Workload::spawn(&["hold", &HOLD.to_string()])?;
+        let mut child = ChildWorkload::spawn(WORKLOAD, &["hold", &HOLD.to_string()])?;
         let values = child.go_and_wait()?;
         // `held` = queued at the receiver + unsent at the sender; as root the buffers are
         // forced large enough that everything is queued.
-        let held = value_of(&values, "held")?;
+        let held = child_value(&values, "held")?;
         let doc = memtrace_sockets()?;
         check_first(&doc, child.pid(), held, netns_of("self")?)?;
         child.finish()
@@ -319,9 +228,9 @@ fn receive_queue_socket_is_listed_first() {
 fn receive_queue_in_another_netns() {
     run(|| {
         let ours = netns_of("self")?;
-        let mut child = Workload::spawn(&["netns-hold", &HOLD.to_string()])?;
+        let mut child = ChildWorkload::spawn(WORKLOAD, &["netns-hold", &HOLD.to_string()])?;
         let values = child.go_and_wait()?;
-        let queued = value_of(&values, "queued")?;
+        let queued = child_value(&values, "queued")?;
         let pid = child.pid();
         let theirs = netns_of(&pid.to_string())?;
         ensure!(

@@ -743,7 +743,10 @@ mod capture {
             // Our sockets of this kind were found and the kept messages decode on their own.
             let mut again = Decoded::default();
             decode(&kept, query, seq, &mut again).unwrap();
-            assert!(!again.sockets.is_empty(), "{name}: none of our sockets in the dump");
+            assert!(
+                !again.sockets.is_empty(),
+                "{name}: none of our sockets in the dump"
+            );
             std::fs::write(dir.join(format!("{name}.bin")), &kept).unwrap();
         }
         eprintln!("unix inodes {unix_inodes:?}, path {}", tmp.display());

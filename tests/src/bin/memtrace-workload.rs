@@ -21,9 +21,7 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context as _, Result};
-use memtrace_tests::tcp_hold;
-
-const MARK: &str = "@memtrace-child";
+use memtrace_tests::{tcp_hold, CHILD_MARK as MARK};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
