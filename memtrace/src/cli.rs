@@ -193,7 +193,8 @@ pub struct TraceArgs {
 
     /// Write every output into this directory (created if missing) as
     /// `memtrace-<host>-<start>.{txt,json,svg,folded}`, atomically; with --interval, each
-    /// snapshot too (`...-<start>.at-<seconds>s.*`), and `latest.*` links to the newest.
+    /// snapshot too (`...-<start>.snap-<NNNN>-at-<seconds>s.*`), and `latest.*` links to the
+    /// newest whole set.
     #[arg(long, value_name = "DIR")]
     pub output_dir: Option<PathBuf>,
 

@@ -5,7 +5,9 @@
 use std::{
     fs,
     io::Write as _,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::Context as _;
@@ -16,12 +18,19 @@ use crate::{
     render::{self, RenderOptions, SvgOptions},
 };
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` through a temporary file and a rename. The temp file is created
+/// exclusively (`O_EXCL`, so never through a symlink someone planted in a shared directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        // A leftover of an earlier process that had our pid.
+        let _ = fs::remove_file(&tmp);
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(bytes)
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all()
@@ -53,10 +62,29 @@ fn replace_symlink(link: &Path, target: &str) -> anyhow::Result<()> {
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)
         .with_context(|| format!("creating the symlink {}", tmp.display()))?;
-    fs::rename(&tmp, link).with_context(|| {
+    let renamed = fs::rename(&tmp, link);
+    if renamed.is_err() {
         let _ = fs::remove_file(&tmp);
-        format!("renaming {} to {}", tmp.display(), link.display())
-    })
+    }
+    renamed.with_context(|| format!("renaming {} to {}", tmp.display(), link.display()))
+}
+
+/// Fails with the path when the directory a `--json`/`--svg`/... file goes into does not exist
+/// (checked before a session, not after it).
+pub fn check_parent_dir(path: &Path) -> anyhow::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "cannot write {}: the directory {} does not exist",
+            path.display(),
+            parent.display()
+        )
+    }
 }
 
 /// The outputs of one report in memory, rendered once and written wherever asked.
@@ -147,20 +175,19 @@ pub fn write_named(opts: &OutputArgs, r: &Rendered) -> anyhow::Result<()> {
 
 /// `--output-dir`: every report of a session under one prefix,
 /// `memtrace-<host>-<YYYYMMDDTHHMMSSZ>`, the final one as `<prefix>.{txt,json,svg,folded}`,
-/// snapshots as `<prefix>.at-<seconds>s.{...}`, and `latest.{...}` symlinks to the newest.
+/// snapshots as `<prefix>.snap-<NNNN>-at-<seconds>s.{...}` (numbered, so two never share a
+/// name), and `latest.{...}` symlinks to the newest whole set.
 #[derive(Debug)]
 pub struct OutputDir {
     dir: PathBuf,
     prefix: String,
 }
 
-/// The extensions written into an output directory, in writing order (the text last: when it
-/// is there, the whole set is).
-pub const OUTPUT_DIR_EXTENSIONS: [&str; 4] = ["json", "folded", "svg", "txt"];
-
 impl OutputDir {
     /// Creates `dir` if needed, checks it is writable, and removes temp files that writers
-    /// killed before they could rename them left behind.
+    /// killed before they could rename them left behind (their pid is gone and they are older
+    /// than [`STALE_AFTER`]: a live writer in another pid namespace sharing the directory is
+    /// left alone).
     pub fn create(dir: &Path, hostname: &str, started_unix: f64) -> anyhow::Result<Self> {
         fs::create_dir_all(dir)
             .with_context(|| format!("creating the output directory {}", dir.display()))?;
@@ -172,8 +199,17 @@ impl OutputDir {
                 compact_utc(started_unix)
             ),
         };
-        let probe = dir.join(format!(".{}.probe", out.prefix));
-        write_atomic(&probe, b"")
+        // Named like our temp files, so a probe left by a killed memtrace is cleaned up too.
+        let probe = dir.join(format!(
+            ".{}.probe{TEMP_MARK}{}",
+            out.prefix,
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&probe);
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
             .with_context(|| format!("the output directory {} is not writable", dir.display()))?;
         let _ = fs::remove_file(&probe);
         out.remove_stale_temp_files();
@@ -185,12 +221,15 @@ impl OutputDir {
         &self.prefix
     }
 
-    /// Writes a snapshot taken `at_secs` into the session.
-    pub fn write_snapshot(&self, at_secs: f64, r: &Rendered) -> anyhow::Result<Vec<PathBuf>> {
-        self.write_set(
-            &format!("{}.at-{}s", self.prefix, at_secs.round() as u64),
-            r,
-        )
+    /// Writes snapshot number `n` (from 1), taken `at_secs` into the session.
+    pub fn write_snapshot(
+        &self,
+        n: usize,
+        at_secs: f64,
+        r: &Rendered,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        let stem = format!("{}.snap-{n:04}-at-{}s", self.prefix, at_secs.round() as u64);
+        self.write_set(&stem, r)
     }
 
     /// Writes the final report.
@@ -198,23 +237,27 @@ impl OutputDir {
         self.write_set(&self.prefix, r)
     }
 
+    /// Writes the set, the text last, then points the `latest.*` links at it (so they never
+    /// mix two sets).
     fn write_set(&self, stem: &str, r: &Rendered) -> anyhow::Result<Vec<PathBuf>> {
+        let files: [(&str, Option<&[u8]>); 4] = [
+            ("json", r.json.as_deref().map(str::as_bytes)),
+            ("folded", r.folded.as_deref().map(str::as_bytes)),
+            ("svg", r.svg.as_deref()),
+            ("txt", Some(r.text.as_bytes())),
+        ];
         let mut written = Vec::new();
-        for ext in OUTPUT_DIR_EXTENSIONS {
-            let bytes: Option<&[u8]> = match ext {
-                "json" => r.json.as_deref().map(str::as_bytes),
-                "folded" => r.folded.as_deref().map(str::as_bytes),
-                "svg" => r.svg.as_deref(),
-                _ => Some(r.text.as_bytes()),
-            };
+        for (ext, bytes) in files {
             let Some(bytes) = bytes else { continue };
-            let name = format!("{stem}.{ext}");
-            let path = self.dir.join(&name);
+            let path = self.dir.join(format!("{stem}.{ext}"));
             write_atomic(&path, bytes)?;
-            replace_symlink(&self.dir.join(format!("latest.{ext}")), &name)?;
-            written.push(path);
+            written.push((ext, path));
         }
-        Ok(written)
+        for (ext, _) in &written {
+            let link = self.dir.join(format!("latest.{ext}"));
+            replace_symlink(&link, &format!("{stem}.{ext}"))?;
+        }
+        Ok(written.into_iter().map(|(_, p)| p).collect())
     }
 
     fn remove_stale_temp_files(&self) {
@@ -223,14 +266,24 @@ impl OutputDir {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(pid) = stale_temp_pid(&name) {
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = fs::remove_file(e.path());
-                }
+            let Some(pid) = stale_temp_pid(&name) else {
+                continue;
+            };
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= STALE_AFTER);
+            if old && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = fs::remove_file(e.path());
             }
         }
     }
 }
+
+/// Age after which a temp file of a writer that is gone is removed.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
 
 /// The writer's pid of a temp file name of ours (`.memtrace-....tmp.PID`, `.latest.txt.tmp.PID`).
 fn stale_temp_pid(name: &str) -> Option<u32> {
@@ -320,19 +373,32 @@ mod tests {
     fn output_dir_layout_snapshots_and_latest_links() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("out/nested");
-        // A temp file a killed writer left (pid 0 never names a live writer of ours... use a
-        // pid that cannot exist) and one of a live process (ours) that must stay.
+        // Temp files: one a killed writer left long ago (a pid that cannot exist: above
+        // pid_max), one of a live process (ours), and a young one of a pid we can't see (a
+        // writer in another pid namespace sharing the directory): only the first goes.
         fs::create_dir_all(&dir).unwrap();
         let stale = dir.join(".memtrace-h-x.json.tmp.4194999");
         let live = dir.join(format!(".memtrace-h-x.txt.tmp.{}", std::process::id()));
-        fs::write(&stale, b"half").unwrap();
-        fs::write(&live, b"half").unwrap();
+        let young = dir.join(".memtrace-h-x.svg.tmp.4194998");
+        for p in [&stale, &live, &young] {
+            fs::write(p, b"half").unwrap();
+        }
+        let long_ago = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(1);
+        for p in [&stale, &live] {
+            fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
         let out = OutputDir::create(&dir, "web/1 a", 1_700_000_000.0).unwrap();
         assert_eq!(out.prefix(), "memtrace-web_1_a-20231114T221320Z");
-        assert!(!stale.exists() && live.exists());
+        assert!(!stale.exists() && live.exists() && young.exists());
         fs::remove_file(&live).unwrap();
+        fs::remove_file(&young).unwrap();
 
-        out.write_snapshot(60.4, &rendered("snap")).unwrap();
+        out.write_snapshot(1, 60.4, &rendered("snap")).unwrap();
         assert_eq!(
             fs::read_to_string(dir.join("latest.txt")).unwrap(),
             "snap",
@@ -341,23 +407,22 @@ mod tests {
         let written = out.write_final(&rendered("final")).unwrap();
         assert_eq!(written.len(), 4);
         let p = "memtrace-web_1_a-20231114T221320Z";
-        assert_eq!(
-            names(&dir),
-            [
-                "latest.folded".to_string(),
-                "latest.json".to_string(),
-                "latest.svg".to_string(),
-                "latest.txt".to_string(),
-                format!("{p}.at-60s.folded"),
-                format!("{p}.at-60s.json"),
-                format!("{p}.at-60s.svg"),
-                format!("{p}.at-60s.txt"),
-                format!("{p}.folded"),
-                format!("{p}.json"),
-                format!("{p}.svg"),
-                format!("{p}.txt"),
-            ]
-        );
+        let mut want = vec![
+            "latest.folded".to_string(),
+            "latest.json".to_string(),
+            "latest.svg".to_string(),
+            "latest.txt".to_string(),
+            format!("{p}.snap-0001-at-60s.folded"),
+            format!("{p}.snap-0001-at-60s.json"),
+            format!("{p}.snap-0001-at-60s.svg"),
+            format!("{p}.snap-0001-at-60s.txt"),
+            format!("{p}.folded"),
+            format!("{p}.json"),
+            format!("{p}.svg"),
+            format!("{p}.txt"),
+        ];
+        want.sort();
+        assert_eq!(names(&dir), want);
         assert_eq!(fs::read_to_string(dir.join("latest.txt")).unwrap(), "final");
         assert_eq!(
             fs::read_link(dir.join("latest.json")).unwrap(),

@@ -118,6 +118,11 @@ impl Progress {
         }
     }
 
+    /// A warning (shown even with `--quiet`, without disturbing the bar).
+    pub fn warn(&self, msg: &str) {
+        self.suspend(|| eprintln!("memtrace: warning: {msg}"));
+    }
+
     /// Removes the bar (the session is over).
     pub fn finish(&self) {
         if let Mode::Bar(bar) = &self.mode {

@@ -397,8 +397,16 @@ mod tests {
             r.totals.bytes
         );
         assert_eq!(r.class_filter, Some(vec![Class::Network]));
-        // Asking for a class the saved session left out is reported back.
+        // Asking for a class the saved session left out is reported back, and the report
+        // does not claim to cover it.
         let missing = narrow(&mut r, &[Class::Network, Class::PageTables]);
         assert_eq!(missing, vec![Class::PageTables]);
+        assert_eq!(r.class_filter, Some(vec![Class::Network]));
+        // Sockets go with network memory.
+        r.sockets.push(crate::sockets::Socket::default());
+        narrow(&mut r, &[Class::Network]);
+        assert_eq!(r.sockets.len(), 1);
+        narrow(&mut r, &[Class::PageTables]);
+        assert!(r.sockets.is_empty());
     }
 }

@@ -24,6 +24,9 @@ use crate::{
     symbolize::KernelSymbolizer,
 };
 
+/// Shortest `--interval`: every snapshot reads all the kernel maps.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Sockets listed at the end of a report whose network stacks hold memory.
 const TOP_SOCKETS: usize = 5;
 
@@ -89,6 +92,25 @@ impl StopSignals {
     }
 }
 
+impl StopSignals {
+    /// Takes SIGINT/SIGTERM that arrived while they were blocked (a second one during
+    /// reporting), so that unblocking them afterwards does not end memtrace after its work
+    /// is done.
+    fn discard_pending(&self) {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            // SAFETY: as in `wait_until`: an initialised sigset, a live timespec, null siginfo.
+            let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &zero) };
+            if sig <= 0 {
+                break;
+            }
+        }
+    }
+}
+
 impl Drop for StopSignals {
     fn drop(&mut self) {
         // SAFETY: restores the default mask for these two signals; a second Ctrl-C after the
@@ -108,8 +130,22 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     if args.sort == SortBy::Growth && args.interval.is_none() {
         anyhow::bail!("--sort growth needs --interval (growth is measured across snapshots)");
     }
-    if args.interval.is_some_and(|i| i.is_zero()) {
-        anyhow::bail!("--interval must be longer than 0 (e.g. --interval 30s)");
+    if args.interval.is_some_and(|i| i < MIN_INTERVAL) {
+        anyhow::bail!("--interval must be at least 1s (e.g. --interval 30s): every snapshot reads all the kernel maps");
+    }
+    // First: a SIGTERM from now on ends the session with a report instead of killing it.
+    let signals = StopSignals::block()?;
+    // Output files that can't be written fail now, not after the session.
+    for path in [
+        &args.output.json,
+        &args.output.folded,
+        &args.output.svg,
+        &args.output.pprof,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        output::check_parent_dir(path)?;
     }
     let hostname = read_trimmed("/proc/sys/kernel/hostname");
     // Before anything is loaded: an output directory that can't be written fails fast.
@@ -129,7 +165,6 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         &resolver.mounts,
         &resolver.index,
     )?;
-    let signals = StopSignals::block()?;
     let mut tracer = loader::load(LoadOptions {
         max_allocations: args.max_allocations,
         max_objects: args.max_objects,
@@ -146,11 +181,11 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     let started_unix = unix_now();
     let mut progress = Progress::new(args.quiet, started, args.duration);
     for k in tracer.kinds.iter().filter(|k| !k.traced) {
-        eprintln!(
-            "memtrace: warning: not tracing {}: {}",
+        progress.warn(&format!(
+            "not tracing {}: {}",
             k.kind,
             k.note.as_deref().unwrap_or("unavailable")
-        );
+        ));
     }
     {
         let mut extras = Vec::new();
@@ -198,6 +233,26 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         ));
     }
 
+    // What every report of this session (snapshots and the final one) says about it.
+    let base_info = SessionInfo {
+        hostname,
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        started_at_unix: started_unix,
+        requested_duration_secs: round_ms(args.duration),
+        min_age_secs: round_ms(args.min_age),
+        page_size: tracer.config.page_size,
+        max_allocations: args.max_allocations,
+        max_objects: args.max_objects,
+        map_memory_bytes: tracer.map_memory_bytes,
+        max_stacks: tracer.stack_slots,
+        sample_every: args.sample,
+        interval_secs: args.interval.map_or(0.0, round_ms),
+        filters: resolved.descriptions.clone(),
+        sort: args.sort.name().to_string(),
+        hooks: tracer.hooks.clone(),
+        kinds: tracer.kinds.clone(),
+        ..Default::default()
+    };
     let build_opts = BuildOptions {
         min_age_ns: args.min_age.as_nanos().min(u64::MAX as u128) as u64,
         max_owners: 5,
@@ -240,54 +295,51 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
             grace_begun = Some(now);
         }
         if let Some(p) = next_progress.filter(|p| now >= *p) {
-            // A display problem must not end the session: show what could be read.
-            if let Ok(stats) = collector::live_stats(&tracer) {
+            // A display problem must not end the session: show what could be read. Reading
+            // costs more with a large --max-stacks: never spend more than a tenth of the time
+            // on it.
+            let read_started = Instant::now();
+            if let Ok(stats) = collector::live_stats(&tracer, args.sample) {
                 progress.update(stats, now);
             }
-            next_progress = progress.every().map(|e| p.max(now) + e);
+            let backoff = read_started.elapsed() * 10;
+            next_progress = progress.every().map(|e| p.max(now) + e.max(backoff));
         }
         if let Some(n) = next_snapshot.filter(|n| now >= *n) {
             let at_secs = round_ms(now - started);
             let sym = symbolizer.get_or_insert_with(KernelSymbolizer::new);
-            let raw = collector::collect(&tracer).context("reading the kernel maps (snapshot)")?;
-            let info = SessionInfo {
-                hostname: hostname.clone(),
-                kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-                started_at_unix: started_unix,
-                duration_secs: at_secs,
-                requested_duration_secs: round_ms(args.duration),
-                ended_by: "running".into(),
-                min_age_secs: round_ms(args.min_age),
-                page_size: raw.page_size,
-                max_allocations: args.max_allocations,
-                max_objects: args.max_objects,
-                map_memory_bytes: tracer.map_memory_bytes,
-                max_stacks: tracer.stack_slots,
-                sample_every: args.sample,
-                interval_secs: args.interval.map_or(0.0, round_ms),
-                filters: resolved.descriptions.clone(),
-                sort: args.sort.name().to_string(),
-                hooks: tracer.hooks.clone(),
-                kinds: tracer.kinds.clone(),
-                ..Default::default()
-            };
-            let mut report = build_report(&raw, info, sym, &build_opts);
-            let snap = book.record(&report, at_secs, top);
-            progress.suspend(|| -> anyhow::Result<()> {
-                let mut out = std::io::stdout().lock();
-                out.write_all(render::text::render_snapshot(&snap).as_bytes())
-                    .context("writing a snapshot to stdout")?;
-                out.flush().context("writing a snapshot to stdout")
-            })?;
-            snapshots.push(snap);
-            if let Some(dir) = &output_dir {
-                // The snapshot files are whole reports of the session so far.
-                report.snapshots = snapshots.clone();
-                resolver.rescan();
-                annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
-                let rendered = Rendered::new(&report, &args.output, Formats::OUTPUT_DIR)?;
-                dir.write_snapshot(at_secs, &rendered)
-                    .context("writing a snapshot into the output directory")?;
+            // A snapshot that fails (disk full, stdout closed) is a warning: the session and
+            // its final report go on.
+            let taken = (|| -> anyhow::Result<()> {
+                let raw =
+                    collector::collect(&tracer).context("reading the kernel maps (snapshot)")?;
+                let info = SessionInfo {
+                    duration_secs: at_secs,
+                    ended_by: "running".into(),
+                    ..base_info.clone()
+                };
+                let mut report = build_report(&raw, info, sym, &build_opts);
+                let snap = book.record(&report, at_secs, top);
+                let printed = progress.suspend(|| -> anyhow::Result<()> {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(render::text::render_snapshot(&snap).as_bytes())
+                        .and_then(|()| out.flush())
+                        .context("writing a snapshot to stdout")
+                });
+                snapshots.push(snap);
+                if let Some(dir) = &output_dir {
+                    // The snapshot files are whole reports of the session so far.
+                    report.snapshots = snapshots.clone();
+                    resolver.rescan();
+                    annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
+                    let rendered = Rendered::new(&report, &args.output, Formats::OUTPUT_DIR)?;
+                    dir.write_snapshot(snapshots.len(), at_secs, &rendered)
+                        .context("writing a snapshot into the output directory")?;
+                }
+                printed
+            })();
+            if let Err(e) = taken {
+                progress.warn(&format!("snapshot at {at_secs:.1}s: {e:#}"));
             }
             let interval = args.interval.unwrap_or(Duration::from_secs(1));
             let mut next = n + interval;
@@ -310,16 +362,14 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     timing.mark("detach");
     let raw = collector::collect(&tracer).context("reading the kernel maps")?;
     timing.mark("collect");
-    let hooks = tracer.hooks.clone();
-    let kinds = tracer.kinds.clone();
-    let stack_slots = tracer.stack_slots;
-    let map_memory_bytes = tracer.map_memory_bytes;
     // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
     drop(tracer);
-    // Interactive: a second Ctrl-C while reporting ends memtrace as usual (files are written
-    // atomically, so none is left half-written). Unattended (--output-dir): SIGINT/SIGTERM
-    // stay blocked until every file is written, so a second SIGTERM can't cost the report.
-    let signals = if output_dir.is_some() {
+    // Only the text on stdout: a second Ctrl-C while reporting ends memtrace as usual. With
+    // files to write (--output-dir, --json, ...): SIGINT/SIGTERM stay blocked until every file
+    // and the text are written, so a second SIGTERM can't cost the report.
+    let writes_files =
+        output_dir.is_some() || Formats::of(&args.output, Formats::default()) != Formats::default();
+    let signals = if writes_files {
         Some(signals)
     } else {
         drop(signals);
@@ -340,27 +390,12 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         (None, None) => (0.0, None),
     };
     let info = SessionInfo {
-        hostname,
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
-        started_at_unix: started_unix,
         duration_secs: round_ms(elapsed),
-        requested_duration_secs: round_ms(args.duration),
         ended_by: ended_by.as_str().to_string(),
-        min_age_secs: round_ms(args.min_age),
-        page_size: raw.page_size,
-        max_allocations: args.max_allocations,
-        max_objects: args.max_objects,
-        map_memory_bytes,
-        max_stacks: stack_slots,
-        sample_every: args.sample,
         grace_secs,
         grace_note,
-        interval_secs: args.interval.map_or(0.0, round_ms),
-        filters: resolved.descriptions.clone(),
-        sort: args.sort.name().to_string(),
         cgroups_note: Some(resolver.note()),
-        hooks,
-        kinds,
+        ..base_info
     };
     let symbolizer = symbolizer.unwrap_or_default();
     timing.mark("symbolizer");
@@ -390,12 +425,12 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
                     progress.info(&format!("sockets: {note}"));
                 }
             }
-            Err(e) => eprintln!("memtrace: warning: listing the sockets failed: {e:#}"),
+            Err(e) => progress.warn(&format!("listing the sockets failed: {e:#}")),
         }
         timing.mark("sockets");
     }
     for w in symbolizer.warnings() {
-        eprintln!("memtrace: warning: {w}");
+        progress.warn(&w);
     }
 
     let extra = if output_dir.is_some() {
@@ -404,20 +439,29 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         Formats::default()
     };
     let rendered = Rendered::new(&report, &args.output, Formats::of(&args.output, extra))?;
-    output::write_named(&args.output, &rendered)?;
+    // Every output is attempted even if one fails (a full disk must not cost the text).
+    let mut written = output::write_named(&args.output, &rendered);
     if let Some(dir) = &output_dir {
-        let files = dir.write_final(&rendered)?;
-        if let Some(txt) = files.last() {
-            progress.info(&format!("report written to {}", txt.display()));
+        match dir.write_final(&rendered) {
+            Ok(files) => {
+                if let Some(txt) = files.last() {
+                    progress.info(&format!("report written to {}", txt.display()));
+                }
+            }
+            Err(e) => written = written.and(Err(e)),
         }
     }
     timing.mark("render");
-    drop(signals);
-    let mut out = std::io::stdout().lock();
-    out.write_all(rendered.text.as_bytes())
-        .context("writing the report to stdout")?;
-    out.flush().context("writing the report to stdout")?;
-    Ok(())
+    let printed = {
+        let mut out = std::io::stdout().lock();
+        out.write_all(rendered.text.as_bytes())
+            .and_then(|()| out.flush())
+            .context("writing the report to stdout")
+    };
+    if let Some(signals) = signals {
+        signals.discard_pending();
+    }
+    written.and(printed)
 }
 
 fn unix_now() -> f64 {

@@ -66,8 +66,11 @@ fn scenario() -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    // Mid-way through the next interval.
+    // Mid-way through the next interval; then a second SIGTERM while it reports (as an
+    // impatient supervisor would send): held back until every file and the text are out.
     std::thread::sleep(Duration::from_millis(900));
+    tracer.signal(libc::SIGTERM)?;
+    std::thread::sleep(Duration::from_millis(50));
     tracer.signal(libc::SIGTERM)?;
     let status = tracer.wait_exit(TIMEOUT)?;
     drop(hold);
@@ -78,7 +81,7 @@ fn scenario() -> Result<()> {
     );
 
     let sets = check_complete_sets(&dir)?;
-    let finals: Vec<&String> = sets.keys().filter(|s| !s.contains(".at-")).collect();
+    let finals: Vec<&String> = sets.keys().filter(|s| !s.contains(".snap-")).collect();
     ensure!(
         finals.len() == 1,
         "one final set expected: {:?}",
@@ -277,7 +280,7 @@ fn snapshot_stems(dir: &Path) -> Result<Vec<String>> {
     }
     Ok(names(dir)?
         .into_iter()
-        .filter(|n| n.contains(".at-") && n.ends_with(".txt") && !n.starts_with('.'))
+        .filter(|n| n.contains(".snap-") && n.ends_with(".txt") && !n.starts_with('.'))
         .collect())
 }
 

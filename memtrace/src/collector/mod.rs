@@ -36,12 +36,12 @@ pub struct LiveStats {
     /// Failure counters (lost or approximate information) summed.
     pub failures: u64,
     /// Outstanding bytes summed over every tracked stack, all kinds (backing pages of traced
-    /// slabs count too, unlike the report's totals; unscaled by `--sample`).
+    /// slabs count too, unlike the report's totals).
     pub outstanding_bytes: u64,
 }
 
-/// Reads [`LiveStats`] while the programs run.
-pub fn live_stats(tracer: &Tracer) -> anyhow::Result<LiveStats> {
+/// Reads [`LiveStats`] while the programs run; bytes scaled by `sample_every` (`--sample`).
+pub fn live_stats(tracer: &Tracer, sample_every: u32) -> anyhow::Result<LiveStats> {
     let ebpf = &tracer.ebpf;
     let counters_map: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("COUNTERS map")?;
@@ -72,6 +72,9 @@ pub fn live_stats(tracer: &Tracer) -> anyhow::Result<LiveStats> {
                 .saturating_add(agg.outstanding_bytes);
         }
     }
+    stats.outstanding_bytes = stats
+        .outstanding_bytes
+        .saturating_mul(u64::from(sample_every.max(1)));
     Ok(stats)
 }
 

@@ -612,7 +612,19 @@ pub fn restrict_classes(report: &mut Report, classes: &[Class]) {
     // Names, cmdlines and pods were resolved when the session ended; keep them.
     let old = std::mem::take(&mut report.owners);
     report.owners = merge_owner_details(owners, &old);
-    report.class_filter = Some(classes.to_vec());
+    // The stacks now cover the requested classes the session recorded.
+    report.class_filter = Some(match &report.class_filter {
+        Some(recorded) => classes
+            .iter()
+            .copied()
+            .filter(|c| recorded.contains(c))
+            .collect(),
+        None => classes.to_vec(),
+    });
+    // The sockets are listed for network memory.
+    if !classes.contains(&Class::Network) {
+        report.sockets.clear();
+    }
 }
 
 /// Copies the resolved details (command lines, cgroup paths, pods) of `old` onto the rebuilt
