@@ -26,7 +26,8 @@ What is checked:
   and resolve through line -> function -> string table to the frame's functions: the
   inlined ones innermost first (JSON `inlined` is outermost first), then the frame's symbol
   (its hex address when unresolved) as the LAST line; the mapping is [kernel.kallsyms] for
-  the kernel image or [<module>] for a module's frame;
+  the kernel image or [<module>] for a module's frame, none for an unresolved address, and
+  every mapped address lies within its mapping's range;
 - a stack with no stack id is one location named "[stack unavailable]", a stack with an
   id but no frames one named "[unknown]", both without address or mapping.
 """
@@ -104,6 +105,13 @@ class View:
         for loc in p.location:
             if loc.mapping_id != 0 and loc.mapping_id not in self.mappings:
                 fail(f"location {loc.id}: mapping {loc.mapping_id} does not exist")
+            if loc.mapping_id != 0:
+                m = self.mappings[loc.mapping_id]
+                if not (m.memory_start <= loc.address < m.memory_limit):
+                    fail(
+                        f"location {loc.id}: address {loc.address:#x} outside its mapping "
+                        f"[{m.memory_start:#x}, {m.memory_limit:#x})"
+                    )
             if len(loc.line) == 0:
                 fail(f"location {loc.id} has no line")
             for line in loc.line:
@@ -154,7 +162,13 @@ def expected_locations(stack):
         symbol = f.get("symbol") or f"{address:#x}"
         names = list(reversed(f.get("inlined") or [])) + [symbol]
         module = f.get("module")
-        out.append((address, names, f"[{module}]" if module else KERNEL_MAPPING))
+        if module:
+            mapping = f"[{module}]"
+        elif f.get("symbol"):
+            mapping = KERNEL_MAPPING
+        else:
+            mapping = None  # nothing explains the address: no mapping
+        out.append((address, names, mapping))
     return out
 
 

@@ -31,6 +31,16 @@ fn venv_dir(target_dir: &Path) -> PathBuf {
 /// Makes (if missing or broken) the venv `<target_dir>/pyenv` with the pinned packages and
 /// returns the path of its `python`. Fast when the venv is there with the same pins.
 pub fn ensure_env(target_dir: &Path) -> Result<PathBuf> {
+    // A Python the user provides (e.g. an offline machine with the packages installed).
+    if let Some(python) = std::env::var_os("MEMTRACE_PYTHON") {
+        let python = PathBuf::from(python);
+        cmd::run(
+            Command::new(&python).args(["-c", PROBE]),
+            "MEMTRACE_PYTHON must name a Python with protobuf and grpcio-tools installed \
+             (or unset it and xtask makes its own venv)",
+        )?;
+        return Ok(python);
+    }
     let target_dir = std::path::absolute(target_dir)
         .with_context(|| format!("cannot make {} absolute", target_dir.display()))?;
     let venv = venv_dir(&target_dir);
@@ -65,6 +75,12 @@ pub fn ensure_env(target_dir: &Path) -> Result<PathBuf> {
                 "--disable-pip-version-check",
                 "--no-input",
                 "--quiet",
+                // Wheels only: never minutes of compiling grpcio on a Python without wheels.
+                "--only-binary=:all:",
+                "--retries",
+                "3",
+                "--timeout",
+                "30",
             ])
             .args(PACKAGES),
         "cannot install the Python packages of the pprof check from PyPI; check the network \

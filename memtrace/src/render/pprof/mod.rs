@@ -420,14 +420,21 @@ impl<'a> Builder<'a> {
             line: f.line.map_or(0, i64::from),
             column: 0,
         });
-        let m = self.mapping(f.module.as_deref());
-        let acc = &mut self.mappings[m];
-        acc.start = acc.start.min(f.address);
-        acc.limit = acc.limit.max(f.address.saturating_add(1));
-        acc.has_filenames |= f.file.is_some();
-        acc.has_line_numbers |= f.line.is_some();
-        acc.has_inline_frames |= !f.inlined.is_empty();
-        let mapping_id = acc.id;
+        // An address no symbol or module explains (a BPF program, a module that went away)
+        // belongs to no known mapping: it must not stretch the kernel image's range over the
+        // module area.
+        let mapping_id = if f.symbol.is_none() && f.module.is_none() {
+            0
+        } else {
+            let m = self.mapping(f.module.as_deref());
+            let acc = &mut self.mappings[m];
+            acc.start = acc.start.min(f.address);
+            acc.limit = acc.limit.max(f.address.saturating_add(1));
+            acc.has_filenames |= f.file.is_some();
+            acc.has_line_numbers |= f.line.is_some();
+            acc.has_inline_frames |= !f.inlined.is_empty();
+            acc.id
+        };
         self.push_location(
             key,
             proto::Location {
@@ -736,6 +743,8 @@ mod tests {
             ]
         );
         assert_eq!(anon_stack[3].address, 0xffff_ffff_dead_beef);
+        // An address nothing explains has no mapping (it must not widen the kernel's).
+        assert_eq!(anon_stack[3].mapping, None);
         // One location per address: __alloc_pages_noprof is shared by three stacks.
         let leaf_ids: HashSet<u64> = p
             .sample
@@ -791,7 +800,7 @@ mod tests {
                 (
                     "[kernel.kallsyms]",
                     0xffff_ffff_8100_0010,
-                    0xffff_ffff_dead_bef0,
+                    0xffff_ffff_8300_0011,
                     true,
                     true
                 ),
