@@ -279,7 +279,7 @@ pub struct TraceArgs {
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub grace: Option<Duration>,
 
-    /// Print a compact report every interval (and keep it in the JSON as `snapshots`); stacks
+    /// Print a compact report every interval (at least 1s; kept in the JSON as `snapshots`); stacks
     /// whose outstanding bytes grow steadily across the snapshots are marked `growing`.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub interval: Option<Duration>,
