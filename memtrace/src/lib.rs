@@ -23,4 +23,5 @@ pub mod saved;
 pub mod session;
 pub mod sockets;
 pub mod symbolize;
+pub(crate) mod sysinfo;
 pub mod tracefs;

@@ -5,6 +5,9 @@
 //!   own, one with a child holding 64 MiB of shmem (a memfd), one with a child holding 64 MiB
 //!   of dirty page cache; `overview --cgroups --json -` shows each in its own column (and not
 //!   in the other), and the shmem cgroup, given a limit just above its usage, as near its limit.
+//!   The node rows move with the holds: compared with an overview taken before them, `shmem`
+//!   and `page_cache` each grow by (nearly) the 64 MiB held, and the remainder does not grow
+//!   by more than [`REMAINDER_SLACK`] (the holds are explained, not left in the remainder).
 //! - `node_rows_add_up_to_memtotal`: the rows of the JSON add up to MemTotal (plus a reported
 //!   overlap), MemTotal is /proc/meminfo's, and the same holds for an unprivileged run, which
 //!   says the root-only detail is missing instead of failing.
@@ -33,8 +36,13 @@ const HOLD: u64 = 64 * MIB;
 const AT_LEAST: u64 = 60 * MIB;
 /// What the other columns may hold besides (the child's own bits: metadata, buffers).
 const AT_MOST_OTHER: u64 = 16 * MIB;
+/// How much the node's remainder may grow while the holds exist (other activity on the
+/// machine between the two overviews).
+const REMAINDER_SLACK: u64 = 32 * MIB;
 
 fn run(scenario: fn() -> Result<()>) {
+    // No BPF is needed here; gated like every privileged scenario so that CI
+    // (MEMTRACE_REQUIRE_BPF=1) treats a skip the same way.
     if !require_bpf() {
         return;
     }
@@ -201,6 +209,17 @@ fn u(v: &Value, field: &str) -> Result<u64> {
         .with_context(|| format!("no number `{field}` in {v}"))
 }
 
+/// Bytes of the node row `key`.
+fn row_bytes(v: &Value, key: &str) -> Result<u64> {
+    let row = v["rows"]
+        .as_array()
+        .context("no rows")?
+        .iter()
+        .find(|r| r["key"] == key)
+        .with_context(|| format!("no row {key}"))?;
+    u(row, "bytes")
+}
+
 /// The rows add up to MemTotal (+ the reported overlap) and the remainder is the last row.
 fn check_rows(v: &Value, label: &str) -> Result<()> {
     let rows = v["rows"].as_array().context("no rows")?;
@@ -233,6 +252,7 @@ fn check_rows(v: &Value, label: &str) -> Result<()> {
     );
     for key in [
         "free",
+        "free_per_cpu",
         "user_anon",
         "page_cache",
         "shmem",
@@ -332,12 +352,56 @@ fn find_cgroup<'a>(v: &'a Value, cg: &TestCgroup) -> Result<&'a Value> {
         })
 }
 
+/// While the holds exist, the node's `shmem` and `page_cache` rows are each ≥ [`AT_LEAST`]
+/// larger than before them, and the remainder has not grown by more than
+/// [`REMAINDER_SLACK`].
+fn check_node_growth(before: &Value, during: &Value, hier: Hier) -> Result<()> {
+    let grew = |key: &str| -> Result<i64> {
+        Ok(row_bytes(during, key)? as i64 - row_bytes(before, key)? as i64)
+    };
+    let (shmem, cache, remainder) = (grew("shmem")?, grew("page_cache")?, grew("unexplained")?);
+    let signed_mib = |b: i64| format!("{:+.1} MiB", b as f64 / MIB as f64);
+    log(&format!(
+        "overview {}: with the holds the node rows grew: shmem {}, page cache {}, \
+         unexplained {} (free {}, free per-CPU {})",
+        hier.name(),
+        signed_mib(shmem),
+        signed_mib(cache),
+        signed_mib(remainder),
+        signed_mib(grew("free")?),
+        signed_mib(grew("free_per_cpu")?),
+    ));
+    ensure!(
+        shmem >= AT_LEAST as i64,
+        "the node shmem row grew by {} with {} of shmem held",
+        signed_mib(shmem),
+        mib(HOLD)
+    );
+    ensure!(
+        cache >= AT_LEAST as i64,
+        "the node page-cache row grew by {} with {} of dirty page cache held",
+        signed_mib(cache),
+        mib(HOLD)
+    );
+    ensure!(
+        remainder <= REMAINDER_SLACK as i64,
+        "the remainder grew by {} with the holds (at most {} allowed): they should be \
+         explained by rows",
+        signed_mib(remainder),
+        mib(REMAINDER_SLACK)
+    );
+    Ok(())
+}
+
 fn cgroup_scenario(hier: Hier, mount: &Path) -> Result<()> {
     let base = format!(
         "memtrace-test-overview-{}-{}",
         std::process::id(),
         hier.name()
     );
+    // The node before the holds, to see its rows move with them.
+    let before = overview_json(&[], false)?;
+    check_rows(&before, &format!("{} before the holds", hier.name()))?;
     // Declared before the children, so dropped after them (a cgroup with tasks cannot go).
     let shmem_cg = TestCgroup::create(hier, mount, &format!("{base}-shmem"))?;
     let file_cg = TestCgroup::create(hier, mount, &format!("{base}-file"))?;
@@ -363,6 +427,7 @@ fn cgroup_scenario(hier: Hier, mount: &Path) -> Result<()> {
 
     let v = overview_json(&["--cgroups"], false)?;
     check_rows(&v, hier.name())?;
+    check_node_growth(&before, &v, hier)?;
     let s = find_cgroup(&v, &shmem_cg)?;
     let f = find_cgroup(&v, &file_cg)?;
     log(&format!(

@@ -40,8 +40,6 @@ pub struct Thresholds {
     pub unexplained_warn_percent: f64,
     pub network_warn_bytes: u64,
     pub network_warn_percent: f64,
-    pub cgroup_sock_warn_bytes: u64,
-    pub near_limit_percent: f64,
 }
 
 impl Thresholds {
@@ -51,8 +49,6 @@ impl Thresholds {
             unexplained_warn_percent,
             network_warn_bytes: NETWORK_WARN_BYTES,
             network_warn_percent: NETWORK_WARN_PERCENT,
-            cgroup_sock_warn_bytes: CGROUP_SOCK_WARN_BYTES,
-            near_limit_percent: NEAR_LIMIT_PERCENT,
         }
     }
 }
@@ -153,9 +149,8 @@ pub fn assess(o: &Overview) -> Vec<Warning> {
         t.unexplained_warn_percent,
     ) {
         let top = o
-            .slab_top
-            .iter()
-            .find(|c| c.reclaimable == Some(false))
+            .slab_largest_unreclaimable
+            .as_ref()
             .map(|c| {
                 format!(
                     " (largest unreclaimable cache: {} with {})",
@@ -196,17 +191,17 @@ pub fn assess(o: &Overview) -> Vec<Warning> {
     }
 
     if let Some(section) = &o.cgroups {
-        out.extend(cgroup_warnings(&section.cgroups, t));
+        out.extend(cgroup_warnings(&section.cgroups));
     }
     out
 }
 
 /// Whether the cgroup's socket buffers are large.
-fn cgroup_sock_large(c: &CgroupEntry, t: &Thresholds) -> bool {
+fn cgroup_sock_large(c: &CgroupEntry) -> bool {
     let Some(sock) = c.memory.sock_bytes else {
         return false;
     };
-    sock >= t.cgroup_sock_warn_bytes
+    sock >= CGROUP_SOCK_WARN_BYTES
         || (sock >= CGROUP_SOCK_WARN_MIN_BYTES
             && percent(sock, c.memory.usage_bytes) >= CGROUP_SOCK_WARN_SHARE)
 }
@@ -239,7 +234,7 @@ fn trace_cgroup(c: &CgroupEntry, what: &str) -> String {
     )
 }
 
-fn cgroup_warnings(cgroups: &[CgroupEntry], t: &Thresholds) -> Vec<Warning> {
+fn cgroup_warnings(cgroups: &[CgroupEntry]) -> Vec<Warning> {
     let mut out = Vec::new();
 
     // Near the limit: what fills the cgroup, largest first.
@@ -304,7 +299,7 @@ fn cgroup_warnings(cgroups: &[CgroupEntry], t: &Thresholds) -> Vec<Warning> {
             message: format!(
                 "{} more cgroups are at {}% of their limit or more (see the table / JSON)",
                 near.len() - MAX_CGROUP_WARNINGS,
-                t.near_limit_percent
+                NEAR_LIMIT_PERCENT
             ),
             next: Vec::new(),
             cgroup: None,
@@ -312,7 +307,7 @@ fn cgroup_warnings(cgroups: &[CgroupEntry], t: &Thresholds) -> Vec<Warning> {
     }
 
     // Large socket buffers: the innermost such cgroups only (their ancestors contain them).
-    let sock: Vec<&CgroupEntry> = cgroups.iter().filter(|c| cgroup_sock_large(c, t)).collect();
+    let sock: Vec<&CgroupEntry> = cgroups.iter().filter(|c| cgroup_sock_large(c)).collect();
     let innermost: Vec<&CgroupEntry> = sock
         .iter()
         .copied()
@@ -400,6 +395,7 @@ mod tests {
                 total_bytes: sock,
             }),
             slab_top: Vec::new(),
+            slab_largest_unreclaimable: None,
             slab_note: None,
             vmalloc_top: Vec::new(),
             vmalloc_note: None,
@@ -550,10 +546,12 @@ mod tests {
             bytes,
             reclaimable,
         };
+        // kmalloc-2k is not among the largest caches listed; it is still the one named.
         o.slab_top = vec![
             cache("dentry", 3 * GIB, Some(true)),
-            cache("kmalloc-2k", 2 * GIB, Some(false)),
+            cache("inode_cache", 2 * GIB + MIB, None),
         ];
+        o.slab_largest_unreclaimable = Some(cache("kmalloc-2k", 2 * GIB, Some(false)));
         let w = assess(&o);
         assert_eq!(kinds(&w), ["slab"]);
         assert!(

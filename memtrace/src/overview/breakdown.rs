@@ -12,6 +12,7 @@
 //! LRU        = Active(anon) + Inactive(anon) + Active(file) + Inactive(file) + Unevictable
 //!            + nr_isolated_anon + nr_isolated_file
 //! free       = MemFree
+//! free (per-CPU lists) = Σ count of the pagesets in /proc/zoneinfo × page size
 //! user anon  = LRU − Cached − Buffers − SwapCached
 //! page cache = Cached − Shmem
 //! buffers    = Buffers
@@ -23,7 +24,9 @@
 //! page tables   = PageTables;  secondary page tables = SecPageTables
 //! percpu     = Percpu
 //! vmalloc    = VmallocUsed − kernel stacks        (CONFIG_VMAP_STACK; else VmallocUsed)
-//! hugetlb    = Hugetlb                            (else HugePages_Total × Hugepagesize)
+//!              (before 5.3: Σ pages= of /proc/vmallocinfo instead of VmallocUsed)
+//! hugetlb    = Hugetlb                            (else Σ nr_hugepages × size of
+//!              /sys/kernel/mm/hugepages/*, else HugePages_Total × Hugepagesize)
 //! compressed = max(nr_zspages, Zswap)             (zsmalloc pools of zram / zswap)
 //! bounce, writeback tmp, hardware corrupted = Bounce, WritebackTmp, HardwareCorrupted
 //! memmap     = nr_memmap_pages                    (struct pages allocated after boot)
@@ -33,6 +36,11 @@
 //!
 //! # Why these and not others
 //!
+//! - **Free pages on the per-CPU lists are not in `MemFree`.** The page allocator moves free
+//!   pages from the buddy lists to per-CPU lists (PCP) in batches and subtracts them from
+//!   `NR_FREE_PAGES` then; they are still free. Only `/proc/zoneinfo` (world-readable) counts
+//!   them (`pagesets` → `count:` per zone and CPU): tens to hundreds of MiB on a machine with a
+//!   few CPUs, more with many. Without the row they would be in the remainder.
 //! - **User memory is taken from the LRU lists, as SysAK does.** Every anonymous, page-cache,
 //!   shmem and swap-cache page sits on exactly one LRU list (or is isolated from it for
 //!   reclaim/migration: `nr_isolated_*`), so their sum counts each page once. `Cached` (page
@@ -53,8 +61,13 @@
 //!   stack is a vmalloc area, so its pages are in `VmallocUsed` (`nr_vmalloc_pages`) *and* in
 //!   `KernelStack`: the vmalloc row leaves them out (the per-CPU cached free stacks stay in it).
 //!   Where that cannot be decided (no kernel config) it is assumed on x86_64/aarch64, with a
-//!   note. Kernels 4.4–5.2 print `VmallocUsed: 0`; then the vmalloc areas' `pages=` of
-//!   `/proc/vmallocinfo` (root) are used, as SysAK does.
+//!   note.
+//! - **`VmallocUsed` is pages only from 5.3 on** (`nr_vmalloc_pages`). Kernels 4.4–5.2 print
+//!   0, and before 4.4 it is the size of every vmap area — `ioremap`, `vmap()` and the guard
+//!   page of each area included — not pages. Before 5.3 the `pages=` of the vmalloc areas in
+//!   `/proc/vmallocinfo` (root) are summed instead, as SysAK does; without them the vmalloc row
+//!   is unknown (0, with a note) and the remainder includes the vmalloc pages. The kernel
+//!   version comes from `/proc/sys/kernel/osrelease` ([`Facts::kernel_version`]).
 //! - `VmallocUsed` counts only pages vmalloc allocated itself: percpu chunks map pages the
 //!   percpu allocator allocates (`Percpu`), `vmap()`/`ioremap` map pages or I/O memory of others
 //!   — no overlap.
@@ -62,8 +75,10 @@
 //!   at boot from memblock and is *not* part of MemTotal (the kernel log's `percpu: Embedded N
 //!   pages/cpu`, about 200 KiB per CPU): the remainder is understated by that much.
 //! - `Hugetlb` (kernels ≥ 5.x) counts pool pages of every huge page size, free or in use;
-//!   older kernels only have `HugePages_Total × Hugepagesize` of the default size. Pool pages
-//!   reserved at boot are added to MemTotal when the pool is set up, so they are inside it.
+//!   older kernels only have `HugePages_Total × Hugepagesize` of the default size, so there
+//!   the pools of every size are summed from `/sys/kernel/mm/hugepages/hugepages-<size>kB/
+//!   nr_hugepages` when readable. Pool pages reserved at boot are added to MemTotal when the
+//!   pool is set up, so they are inside it.
 //! - zram and zswap store compressed pages in zsmalloc pages (`nr_zspages`), which no meminfo
 //!   line but `Zswap` (zswap's pool only) shows.
 //! - `Bounce`, `WritebackTmp` (FUSE), `HardwareCorrupted` (poisoned pages taken out of use) and
@@ -73,6 +88,9 @@
 //!   take their pages out of MemTotal, a virtio balloon with it leaves them in: a row only then.
 //! - Subsets that are not rows: `AnonPages`, `AnonHugePages`, `Mapped`, `Mlocked`,
 //!   `ShmemHugePages`, `FileHugePages`, `CmaFree` and `Unaccepted` (both inside `MemFree`).
+//!   `AnonPages` (mapped anon, swap-cache pages that are mapped included) and `Mapped` (mapped
+//!   page cache *and* shmem) straddle rows, so they are shown as parts of the user rows
+//!   together (`within: "user"`), not of `user anon` / `page cache`.
 //!   `nr_iommu_pages` is inside `SecPageTables`. `Committed_AS`, `VmallocTotal`, `DirectMap*`
 //!   are not memory in use.
 //! - Left in the remainder, by design: pages drivers and subsystems take with `alloc_pages()`
@@ -103,6 +121,14 @@ pub struct Facts {
     /// Whether `Balloon` pages are part of MemTotal (virtio-balloon with `DEFLATE_ON_OOM`);
     /// `None` when no virtio balloon says so (then they are taken as outside it).
     pub balloon_in_memtotal: Option<bool>,
+    /// The running kernel's `(major, minor)` from `/proc/sys/kernel/osrelease`; `None` when
+    /// not known. Decides what meminfo's `VmallocUsed` means ([`vmalloc_used_meaning`]).
+    pub kernel_version: Option<(u32, u32)>,
+    /// Free pages on the per-CPU lists × page size (`/proc/zoneinfo`); `None` when unreadable.
+    pub pcp_free_bytes: Option<u64>,
+    /// Σ `nr_hugepages` × size over `/sys/kernel/mm/hugepages/hugepages-*` (every pool size);
+    /// `None` when not readable. Used only when meminfo has no `Hugetlb`.
+    pub hugepage_pools_bytes: Option<u64>,
 }
 
 impl Default for Facts {
@@ -113,13 +139,40 @@ impl Default for Facts {
             vmap_stack_source: "assumed".into(),
             vmallocinfo_bytes: None,
             balloon_in_memtotal: None,
+            kernel_version: None,
+            pcp_free_bytes: None,
+            hugepage_pools_bytes: None,
         }
+    }
+}
+
+/// What meminfo's `VmallocUsed` is on a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmallocUsed {
+    /// 5.3 and later: pages vmalloc allocated (`nr_vmalloc_pages`).
+    Pages,
+    /// 4.4 to 5.2: always 0.
+    Zero,
+    /// Before 4.4: the size of every vmap area (`ioremap`, `vmap()`, guard pages included).
+    AreaSizes,
+    /// The kernel version is not known.
+    Unknown,
+}
+
+/// What `VmallocUsed` means on kernel `version` (`(major, minor)`).
+pub fn vmalloc_used_meaning(version: Option<(u32, u32)>) -> VmallocUsed {
+    match version {
+        None => VmallocUsed::Unknown,
+        Some(v) if v >= (5, 3) => VmallocUsed::Pages,
+        Some(v) if v >= (4, 4) => VmallocUsed::Zero,
+        Some(_) => VmallocUsed::AreaSizes,
     }
 }
 
 /// Row keys (JSON `rows[].key`), in table order.
 pub mod key {
     pub const FREE: &str = "free";
+    pub const FREE_PER_CPU: &str = "free_per_cpu";
     pub const USER_ANON: &str = "user_anon";
     pub const PAGE_CACHE: &str = "page_cache";
     pub const BUFFERS: &str = "buffers";
@@ -186,16 +239,6 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    /// The row with this key.
-    pub fn row(&self, key: &str) -> Option<&Row> {
-        self.rows.iter().find(|r| r.key == key)
-    }
-
-    /// Bytes of the row with this key (0 when there is none).
-    pub fn bytes(&self, key: &str) -> u64 {
-        self.row(key).map_or(0, |r| r.bytes)
-    }
-
     /// `unexplained` as a percentage of MemTotal.
     pub fn unexplained_percent(&self) -> f64 {
         percent(self.unexplained, self.mem_total)
@@ -238,6 +281,24 @@ pub fn breakdown(m: &Meminfo, v: &Vmstat, f: &Facts) -> Breakdown {
 
     let free = b.field("MemFree");
     b.push(key::FREE, "free", free, "MemFree", false);
+    let pcp = match f.pcp_free_bytes {
+        Some(bytes) => bytes,
+        None => {
+            b.notes.push(
+                "/proc/zoneinfo could not be read or parsed: the free pages on the per-CPU lists are \
+                 counted as 0 (they are not in MemFree, so they fall into the remainder)"
+                    .into(),
+            );
+            0
+        }
+    };
+    b.push(
+        key::FREE_PER_CPU,
+        "free (per-CPU lists)",
+        pcp,
+        "Σ pagesets count in /proc/zoneinfo",
+        false,
+    );
     let user_anon = b.clamped(
         "user anon",
         lru as i128 - file_pages as i128,
@@ -347,42 +408,23 @@ pub fn breakdown(m: &Meminfo, v: &Vmstat, f: &Facts) -> Breakdown {
     let pcpu = b.field("Percpu");
     b.push(key::PERCPU, "percpu", pcpu, "Percpu", false);
 
-    let used = m.get("VmallocUsed").filter(|&u| u > 0);
-    let (vmalloc_used, mut vsrc) = match (used, f.vmallocinfo_bytes) {
-        (Some(used), _) => (used, "VmallocUsed".to_owned()),
-        (None, Some(info)) if info > 0 => {
-            b.notes.push(format!(
-                "meminfo's VmallocUsed is 0 or missing (kernels 4.4–5.2 print 0): vmalloc is \
-                 summed from /proc/vmallocinfo ({info} bytes)"
-            ));
-            (
-                info,
-                "Σ pages= of vmalloc areas in /proc/vmallocinfo".to_owned(),
-            )
+    let (vmalloc, vsrc) = match vmalloc_used(m, f, &mut b.notes) {
+        None => (
+            0,
+            "unknown: VmallocUsed not usable, /proc/vmallocinfo not readable".into(),
+        ),
+        Some((used, mut vsrc)) if f.vmap_stack => {
+            vsrc.push_str(" − kernel stacks (vmalloc'ed: CONFIG_VMAP_STACK)");
+            if stacks > used {
+                b.notes.push(format!(
+                    "kernel stacks ({stacks} bytes) exceed VmallocUsed ({used} bytes) \
+                     although stacks are taken to be vmalloc'ed ({}): vmalloc shown as 0",
+                    f.vmap_stack_source
+                ));
+            }
+            (used.saturating_sub(stacks), vsrc)
         }
-        // /proc/vmallocinfo says 0 too.
-        (None, Some(_)) => (0, "VmallocUsed".to_owned()),
-        (None, None) => {
-            b.notes.push(
-                "meminfo's VmallocUsed is 0 or missing (kernels 4.4–5.2 print 0) and \
-                 /proc/vmallocinfo is not readable (root): vmalloc pages fall into the remainder"
-                    .into(),
-            );
-            (0, "VmallocUsed".to_owned())
-        }
-    };
-    let vmalloc = if f.vmap_stack {
-        vsrc.push_str(" − kernel stacks (vmalloc'ed: CONFIG_VMAP_STACK)");
-        if stacks > vmalloc_used {
-            b.notes.push(format!(
-                "kernel stacks ({stacks} bytes) exceed VmallocUsed ({vmalloc_used} bytes) \
-                 although stacks are taken to be vmalloc'ed ({}): vmalloc shown as 0",
-                f.vmap_stack_source
-            ));
-        }
-        vmalloc_used.saturating_sub(stacks)
-    } else {
-        vmalloc_used
+        Some(used_src) => used_src,
     };
     if f.vmap_stack_source.starts_with("assumed") {
         b.notes.push(format!(
@@ -397,9 +439,13 @@ pub fn breakdown(m: &Meminfo, v: &Vmstat, f: &Facts) -> Breakdown {
     }
     b.push(key::VMALLOC, "vmalloc", vmalloc, &vsrc, false);
 
-    let (hugetlb, hsrc) = match m.get("Hugetlb") {
-        Some(h) => (h, "Hugetlb"),
-        None => (
+    let (hugetlb, hsrc) = match (m.get("Hugetlb"), f.hugepage_pools_bytes) {
+        (Some(h), _) => (h, "Hugetlb"),
+        (None, Some(pools)) => (
+            pools,
+            "Σ nr_hugepages × size of /sys/kernel/mm/hugepages/hugepages-*",
+        ),
+        (None, None) => (
             m.or0("HugePages_Total")
                 .saturating_mul(m.or0("Hugepagesize")),
             "HugePages_Total × Hugepagesize",
@@ -506,6 +552,50 @@ pub fn breakdown(m: &Meminfo, v: &Vmstat, f: &Facts) -> Breakdown {
     }
 }
 
+/// `VmallocUsed` in bytes as far as this kernel's meminfo can be trusted (see the module
+/// documentation), else Σ `pages=` of `/proc/vmallocinfo`, else 0 with a note; and the
+/// formula it came from.
+/// `None`: not known (the note says so).
+fn vmalloc_used(m: &Meminfo, f: &Facts, notes: &mut Vec<String>) -> Option<(u64, String)> {
+    const FROM_INFO: &str = "Σ pages= of vmalloc areas in /proc/vmallocinfo";
+    let meaning = vmalloc_used_meaning(f.kernel_version);
+    let used = m.get("VmallocUsed").filter(|&u| u > 0);
+    let why = match (meaning, used) {
+        (VmallocUsed::Pages, Some(used)) => return Some((used, "VmallocUsed".into())),
+        (VmallocUsed::Pages, None) => "meminfo's VmallocUsed is 0 or missing",
+        (VmallocUsed::Zero, _) => "kernels 4.4–5.2 print VmallocUsed as 0",
+        (VmallocUsed::AreaSizes, _) => {
+            "before Linux 4.4 meminfo's VmallocUsed is the size of every vmap area (ioremap, \
+             vmap() and guard pages included), not pages"
+        }
+        (VmallocUsed::Unknown, _) => "the kernel version is not known",
+    };
+    match (f.vmallocinfo_bytes, meaning, used) {
+        (Some(info), _, _) => {
+            if info > 0 || matches!(meaning, VmallocUsed::Zero | VmallocUsed::AreaSizes) {
+                notes.push(format!(
+                    "{why}: vmalloc is summed from /proc/vmallocinfo ({info} bytes)"
+                ));
+            }
+            Some((info, FROM_INFO.into()))
+        }
+        (None, VmallocUsed::Unknown, Some(used)) => {
+            notes.push(format!(
+                "{why} and /proc/vmallocinfo is not readable (root only): meminfo's \
+                 VmallocUsed is taken as pages (true from Linux 5.3 on)"
+            ));
+            Some((used, "VmallocUsed".into()))
+        }
+        (None, _, _) => {
+            notes.push(format!(
+                "{why}, and /proc/vmallocinfo is not readable (root only): the vmalloc row is \
+                 unknown (shown as 0) and the remainder includes the vmalloc pages"
+            ));
+            None
+        }
+    }
+}
+
 struct Builder<'a> {
     m: &'a Meminfo,
     notes: Vec<String>,
@@ -582,24 +672,32 @@ fn details(m: &Meminfo) -> Vec<Detail> {
         "Writeback",
         key::PAGE_CACHE,
     );
-    add("mapped", "mapped", "Mapped", key::PAGE_CACHE);
     add(
         "file_huge",
         "file huge pages",
         "FileHugePages",
         key::PAGE_CACHE,
     );
+    // These straddle rows: AnonPages counts mapped swap-cache pages too (user anon + swap
+    // cache), AnonHugePages is part of it, and Mapped counts mapped shmem too (page cache +
+    // shmem). So they are parts of the user rows together, not of one of them.
     add(
         "anon_mapped",
-        "mapped anon (AnonPages)",
+        "mapped anon (AnonPages, incl. mapped swap cache)",
         "AnonPages",
-        key::USER_ANON,
+        "user",
     );
     add(
         "anon_huge",
-        "anon huge pages",
+        "anon huge pages (AnonHugePages)",
         "AnonHugePages",
-        key::USER_ANON,
+        "user",
+    );
+    add(
+        "mapped",
+        "mapped files and shmem (Mapped)",
+        "Mapped",
+        "user",
     );
     add("unevictable", "unevictable", "Unevictable", "user");
     add("mlocked", "mlocked", "Mlocked", "user");
@@ -638,6 +736,18 @@ mod tests {
 
     const KIB: u64 = 1024;
 
+    impl Breakdown {
+        fn row(&self, key: &str) -> Option<&Row> {
+            self.rows.iter().find(|r| r.key == key)
+        }
+
+        fn bytes(&self, key: &str) -> u64 {
+            self.row(key).map_or(0, |r| r.bytes)
+        }
+    }
+
+    /// A 6.18 kernel; the per-CPU lists empty (so the hand-computed remainders stay as they
+    /// were computed from meminfo alone).
     fn facts(vmap_stack: bool) -> Facts {
         Facts {
             page_size: 4096,
@@ -645,6 +755,9 @@ mod tests {
             vmap_stack_source: "/proc/config.gz".into(),
             vmallocinfo_bytes: None,
             balloon_in_memtotal: None,
+            kernel_version: Some((6, 18)),
+            pcp_free_bytes: Some(0),
+            hugepage_pools_bytes: None,
         }
     }
 
@@ -706,6 +819,9 @@ mod tests {
             (dirty.bytes, dirty.within),
             (272_756 * KIB, key::PAGE_CACHE)
         );
+        // The free pages on the per-CPU lists come right after MemFree.
+        assert_eq!(b.rows[0].key, key::FREE);
+        assert_eq!(b.rows[1].key, key::FREE_PER_CPU);
 
         // Without CONFIG_VMAP_STACK the stacks are not inside VmallocUsed: the vmalloc row
         // grows by them and the remainder shrinks by as much.
@@ -798,6 +914,65 @@ mod tests {
             b.row(key::HUGETLB).unwrap().source,
             "HugePages_Total × Hugepagesize"
         );
+        // A 1 GiB pool besides the 256 default-size (2 MiB) pages: only sysfs sees it.
+        let mut f = facts(true);
+        f.hugepage_pools_bytes = Some(256 * 2048 * KIB + (1 << 30));
+        let pools = breakdown(&m, &Vmstat::default(), &f);
+        check_invariants(&pools);
+        assert_eq!(pools.bytes(key::HUGETLB), 256 * 2048 * KIB + (1 << 30));
+        assert_eq!(pools.unexplained + (1 << 30), b.unexplained);
+        assert!(pools
+            .row(key::HUGETLB)
+            .unwrap()
+            .source
+            .contains("nr_hugepages"));
+        // meminfo's Hugetlb (every size already) wins over sysfs.
+        let m = Meminfo::parse(&synthetic("")).unwrap();
+        assert_eq!(
+            breakdown(&m, &Vmstat::default(), &f).bytes(key::HUGETLB),
+            524_288 * KIB
+        );
+    }
+
+    #[test]
+    fn free_pages_on_the_per_cpu_lists_are_a_row() {
+        let m = Meminfo::parse(&synthetic("")).unwrap();
+        let v = Vmstat::parse(SYNTH_VMSTAT).unwrap();
+        let without = breakdown(&m, &v, &facts(true));
+        let mut f = facts(true);
+        f.pcp_free_bytes = Some(120 << 20);
+        let b = breakdown(&m, &v, &f);
+        check_invariants(&b);
+        assert_eq!(b.rows[1].key, key::FREE_PER_CPU);
+        assert_eq!(b.rows[1].label, "free (per-CPU lists)");
+        assert_eq!(b.bytes(key::FREE_PER_CPU), 120 << 20);
+        assert_eq!(b.unexplained + (120 << 20), without.unexplained);
+        assert!(b.notes.is_empty(), "{:?}", b.notes);
+        // /proc/zoneinfo unreadable: 0 and a note.
+        f.pcp_free_bytes = None;
+        let b = breakdown(&m, &v, &f);
+        check_invariants(&b);
+        assert_eq!(b.bytes(key::FREE_PER_CPU), 0);
+        assert_eq!(b.unexplained, without.unexplained);
+        assert!(
+            b.notes.iter().any(|n| n.contains("/proc/zoneinfo")),
+            "{:?}",
+            b.notes
+        );
+    }
+
+    #[test]
+    fn straddling_subsets_are_parts_of_the_user_rows() {
+        let m = Meminfo::parse(REAL_MEMINFO).unwrap();
+        let b = breakdown(&m, &Vmstat::default(), &facts(true));
+        for k in ["anon_mapped", "anon_huge", "mapped"] {
+            let d = b.details.iter().find(|d| d.key == k).unwrap();
+            assert_eq!(d.within, "user", "{d:?}");
+        }
+        let d = b.details.iter().find(|d| d.key == "anon_mapped").unwrap();
+        assert!(d.label.contains("swap cache"), "{}", d.label);
+        let d = b.details.iter().find(|d| d.key == "mapped").unwrap();
+        assert!(d.label.contains("shmem"), "{}", d.label);
     }
 
     #[test]
@@ -864,11 +1039,23 @@ mod tests {
 
     #[test]
     fn old_kernel_fixture() {
-        // CentOS 7 (3.10) meminfo: no KReclaimable, Percpu, SecPageTables, Hugetlb, Zswap;
-        // a VmallocUsed of its own (before 4.4 it was real).
+        // CentOS 7 (3.10) meminfo: no KReclaimable, Percpu, SecPageTables, Hugetlb, Zswap.
+        // Its VmallocUsed (368456 kB) is the size of every vmap area (ioremap and guard pages
+        // included), not pages: without /proc/vmallocinfo the vmalloc row is unknown (0) and
+        // the remainder includes the vmalloc pages.
         let m = Meminfo::parse(OLD_MEMINFO).unwrap();
-        let b = breakdown(&m, &Vmstat::default(), &facts(false));
+        let mut f = facts(false);
+        f.kernel_version = Some((3, 10));
+        let b = breakdown(&m, &Vmstat::default(), &f);
         check_invariants(&b);
+        assert_eq!(b.bytes(key::VMALLOC), 0);
+        assert!(
+            b.notes
+                .iter()
+                .any(|n| n.contains("before Linux 4.4") && n.contains("remainder includes")),
+            "{:?}",
+            b.notes
+        );
         assert_eq!(b.bytes(key::KERNEL_MISC_RECLAIMABLE), 0);
         assert_eq!(b.bytes(key::HUGETLB), 0);
         assert!(
@@ -879,8 +1066,7 @@ mod tests {
         // MemTotal 16267652 kB; by hand (kB): free 1197272; LRU 3914388+1009620+4628888
         // +4321212+0 = 13874108; Cached 8739424 + Buffers 1052 + SwapCached 0 → user anon
         // 5133632; page cache 8739424 − 1066376 = 7673048; shmem 1066376; slab 555908 +
-        // 103752; stacks 33392; page tables 62072; vmalloc 368456 (no VMAP_STACK);
-        // remainder 72692.
+        // 103752; stacks 33392; page tables 62072; vmalloc unknown (0): remainder 441148.
         let explained = 1_197_272
             + 5_133_632
             + 7_673_048
@@ -889,10 +1075,41 @@ mod tests {
             + 555_908
             + 103_752
             + 33_392
-            + 62_072
-            + 368_456;
+            + 62_072;
         assert_eq!(b.unexplained, (16_267_652 - explained) * KIB);
-        assert_eq!(b.unexplained, 72_692 * KIB);
+        assert_eq!(b.unexplained, 441_148 * KIB);
+        // As root, the pages= of /proc/vmallocinfo make the row.
+        f.vmallocinfo_bytes = Some(100_000 * KIB);
+        let b = breakdown(&m, &Vmstat::default(), &f);
+        check_invariants(&b);
+        assert_eq!(b.bytes(key::VMALLOC), 100_000 * KIB);
+        assert_eq!(b.unexplained, 341_148 * KIB);
+        assert!(b.row(key::VMALLOC).unwrap().source.contains("vmallocinfo"));
+    }
+
+    #[test]
+    fn vmalloc_used_is_pages_from_5_3() {
+        assert_eq!(vmalloc_used_meaning(Some((6, 18))), VmallocUsed::Pages);
+        assert_eq!(vmalloc_used_meaning(Some((5, 3))), VmallocUsed::Pages);
+        assert_eq!(vmalloc_used_meaning(Some((5, 2))), VmallocUsed::Zero);
+        assert_eq!(vmalloc_used_meaning(Some((4, 4))), VmallocUsed::Zero);
+        assert_eq!(vmalloc_used_meaning(Some((4, 3))), VmallocUsed::AreaSizes);
+        assert_eq!(vmalloc_used_meaning(Some((3, 10))), VmallocUsed::AreaSizes);
+        assert_eq!(vmalloc_used_meaning(None), VmallocUsed::Unknown);
+        // A non-zero VmallocUsed on 4.4–5.2 (it cannot be pages there) is not used either.
+        let m = Meminfo::parse(&synthetic("")).unwrap();
+        let mut f = facts(false);
+        f.kernel_version = Some((4, 19));
+        let b = breakdown(&m, &Vmstat::default(), &f);
+        assert_eq!(b.bytes(key::VMALLOC), 0);
+        // Unknown version: /proc/vmallocinfo when readable, else VmallocUsed with a note.
+        f.kernel_version = None;
+        let b = breakdown(&m, &Vmstat::default(), &f);
+        assert_eq!(b.bytes(key::VMALLOC), 49_152 * KIB);
+        assert!(b.notes.iter().any(|n| n.contains("version is not known")));
+        f.vmallocinfo_bytes = Some(30_000 * KIB);
+        let b = breakdown(&m, &Vmstat::default(), &f);
+        assert_eq!(b.bytes(key::VMALLOC), 30_000 * KIB);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Optional detail for the node overview, and the [`Facts`] the breakdown needs that the
 //! counters do not give: the largest slab caches (`/proc/slabinfo`, root only), the largest
 //! vmalloc callers (`/proc/vmallocinfo`, root only), whether kernel stacks are vmalloc'ed
-//! (kernel config), and whether balloon pages are inside MemTotal (virtio-balloon features).
+//! (kernel config), whether balloon pages are inside MemTotal (virtio-balloon features), the
+//! kernel version (what `VmallocUsed` means) and the huge page pools of every size (sysfs).
 //!
 //! Nothing here is required: an unreadable file gives a note, not an error.
 
@@ -76,17 +77,47 @@ pub fn parse_slabinfo(text: &str, page_size: u64) -> anyhow::Result<Vec<SlabCach
 /// Where SLUB says whether a cache's pages count as reclaimable.
 pub const SYS_KERNEL_SLAB: &str = "/sys/kernel/slab";
 
-/// Fills in [`SlabCache::reclaimable`] from `<dir>/<name>/reclaim_account` (`1`/`0`).
-pub fn mark_reclaimable(caches: &mut [SlabCache], dir: &Path) {
-    for c in caches {
-        c.reclaimable = std::fs::read_to_string(dir.join(&c.name).join("reclaim_account"))
-            .ok()
-            .and_then(|t| match t.trim() {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            });
+/// Whether the cache's pages count as reclaimable: `<dir>/<name>/reclaim_account` (`1`/`0`);
+/// `None` when unknown (no SLUB sysfs, or no such cache there).
+pub fn reclaim_account(dir: &Path, name: &str) -> Option<bool> {
+    std::fs::read_to_string(dir.join(name).join("reclaim_account"))
+        .ok()
+        .and_then(|t| match t.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        })
+}
+
+/// The slab detail the overview shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlabDetail {
+    /// The [`TOP_DETAIL`] largest caches, each marked reclaimable or not.
+    pub top: Vec<SlabCache>,
+    /// The largest cache known to be unreclaimable, wherever it ranks.
+    pub largest_unreclaimable: Option<SlabCache>,
+}
+
+/// The largest caches of a `/proc/slabinfo` text, and the largest unreclaimable one (looked
+/// for past the top too: in size order until one is found), marked from `sys_slab`
+/// ([`SYS_KERNEL_SLAB`]).
+pub fn slab_detail(text: &str, page_size: u64, sys_slab: &Path) -> anyhow::Result<SlabDetail> {
+    let mut caches = parse_slabinfo(text, page_size)?;
+    let mut largest_unreclaimable = None;
+    for (i, c) in caches.iter_mut().enumerate() {
+        if i >= TOP_DETAIL && largest_unreclaimable.is_some() {
+            break;
+        }
+        c.reclaimable = reclaim_account(sys_slab, &c.name);
+        if largest_unreclaimable.is_none() && c.reclaimable == Some(false) {
+            largest_unreclaimable = Some(c.clone());
+        }
     }
+    caches.truncate(TOP_DETAIL);
+    Ok(SlabDetail {
+        top: caches,
+        largest_unreclaimable,
+    })
 }
 
 /// Bytes of vmalloc'ed pages per calling function, from `/proc/vmallocinfo`.
@@ -261,8 +292,52 @@ pub fn balloon_in_memtotal(driver_dir: &Path) -> Option<bool> {
 /// Where virtio balloon devices are listed.
 pub const VIRTIO_BALLOON_DRIVER: &str = "/sys/bus/virtio/drivers/virtio_balloon";
 
-/// The [`Facts`] for this machine.
-pub fn facts(page_size: u64, release: &str, vmallocinfo: Option<&VmallocInfo>) -> Facts {
+/// `(major, minor)` of a kernel release (`6.18.44-fc-v657`, `3.10.0-1160.el7.x86_64`);
+/// `None` when it does not start with two numbers.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-', '+', '_']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// The huge page pools of every size.
+pub const SYS_HUGEPAGES: &str = "/sys/kernel/mm/hugepages";
+
+/// Σ `nr_hugepages` × size over `<dir>/hugepages-<size>kB/` (every pool size, not only the
+/// default one meminfo's `HugePages_*` describe). `None` when the directory or any pool in it
+/// cannot be read (a partial sum would mislead).
+pub fn hugepage_pools(dir: &Path) -> Option<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let Some(kb) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hugepages-"))
+            .and_then(|n| n.strip_suffix("kB"))
+        else {
+            continue;
+        };
+        let kb: u64 = kb.parse().ok()?;
+        let pages: u64 = std::fs::read_to_string(entry.path().join("nr_hugepages"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        total = total.saturating_add(pages.saturating_mul(kb).saturating_mul(1024));
+    }
+    Some(total)
+}
+
+/// The [`Facts`] for this machine; `pcp_free_bytes` from `/proc/zoneinfo` (read by the
+/// caller with the other counters).
+pub fn facts(
+    page_size: u64,
+    release: &str,
+    vmallocinfo: Option<&VmallocInfo>,
+    pcp_free_bytes: Option<u64>,
+) -> Facts {
     let (vmap_stack, vmap_stack_source) = vmap_stack(release, vmallocinfo);
     Facts {
         page_size,
@@ -270,6 +345,9 @@ pub fn facts(page_size: u64, release: &str, vmallocinfo: Option<&VmallocInfo>) -
         vmap_stack_source,
         vmallocinfo_bytes: vmallocinfo.map(|v| v.bytes),
         balloon_in_memtotal: balloon_in_memtotal(Path::new(VIRTIO_BALLOON_DRIVER)),
+        kernel_version: kernel_version(release),
+        pcp_free_bytes,
+        hugepage_pools_bytes: hugepage_pools(Path::new(SYS_HUGEPAGES)),
     }
 }
 
@@ -316,12 +394,72 @@ dentry             21000  21021    192   21    1 : tunables    0    0    0 : sla
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("dentry")).unwrap();
         std::fs::write(dir.path().join("dentry/reclaim_account"), "1\n").unwrap();
-        let mut caches = caches;
-        mark_reclaimable(&mut caches, dir.path());
-        assert_eq!(caches[0].reclaimable, Some(true));
-        assert_eq!(caches[1].reclaimable, None);
+        let d = slab_detail(text, 4096, dir.path()).unwrap();
+        assert_eq!(d.top[0].reclaimable, Some(true));
+        assert_eq!(d.top[1].reclaimable, None);
+        assert_eq!(d.largest_unreclaimable, None);
         assert!(parse_slabinfo("hello\n", 4096).is_err());
         assert!(parse_slabinfo("slabinfo - version: 2.1\nx 1 2\n", 4096).is_err());
+    }
+
+    #[test]
+    fn largest_unreclaimable_cache_past_the_top() {
+        // Eight caches, 8 slabs down to 1; only the 7th largest is unreclaimable.
+        let mut text = String::from("slabinfo - version: 2.1\n");
+        for (i, name) in ["a", "b", "c", "d", "e", "f", "kmalloc-2k", "h"]
+            .iter()
+            .enumerate()
+        {
+            let slabs = 8 - i;
+            text.push_str(&format!(
+                "{name} 10 10 100 10 1 : tunables 0 0 0 : slabdata {slabs} {slabs} 0\n"
+            ));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["a", "b", "c", "d", "e", "f", "kmalloc-2k", "h"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            let reclaim = if name == "kmalloc-2k" { "0" } else { "1" };
+            std::fs::write(dir.path().join(name).join("reclaim_account"), reclaim).unwrap();
+        }
+        let d = slab_detail(&text, 4096, dir.path()).unwrap();
+        assert_eq!(d.top.len(), TOP_DETAIL);
+        assert!(d.top.iter().all(|c| c.reclaimable == Some(true)));
+        let u = d.largest_unreclaimable.unwrap();
+        assert_eq!((u.name.as_str(), u.bytes), ("kmalloc-2k", 2 * 4096));
+        assert_eq!(u.reclaimable, Some(false));
+        // In the top it is found there.
+        std::fs::write(dir.path().join("b/reclaim_account"), "0").unwrap();
+        let d = slab_detail(&text, 4096, dir.path()).unwrap();
+        assert_eq!(d.largest_unreclaimable.unwrap().name, "b");
+    }
+
+    #[test]
+    fn kernel_versions() {
+        assert_eq!(kernel_version("6.18.44-fc-v657"), Some((6, 18)));
+        assert_eq!(kernel_version("3.10.0-1160.el7.x86_64"), Some((3, 10)));
+        assert_eq!(kernel_version("5.3-rc1"), Some((5, 3)));
+        assert_eq!(kernel_version("4.4\n"), Some((4, 4)));
+        assert_eq!(kernel_version("unknown"), None);
+        assert_eq!(kernel_version("6"), None);
+    }
+
+    #[test]
+    fn hugepage_pools_of_every_size() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(hugepage_pools(&dir.path().join("missing")), None);
+        assert_eq!(hugepage_pools(dir.path()), Some(0));
+        for (size, n) in [("2048kB", "256\n"), ("1048576kB", "2\n")] {
+            let pool = dir.path().join(format!("hugepages-{size}"));
+            std::fs::create_dir(&pool).unwrap();
+            std::fs::write(pool.join("nr_hugepages"), n).unwrap();
+        }
+        assert_eq!(
+            hugepage_pools(dir.path()),
+            Some(256 * (2 << 20) + 2 * (1 << 30))
+        );
+        // A pool that cannot be read: no partial sum.
+        std::fs::create_dir(dir.path().join("hugepages-64kB")).unwrap();
+        assert_eq!(hugepage_pools(dir.path()), None);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `memtrace overview`: where the node's memory is, without tracing anything.
 //!
 //! The data path, one file per step:
-//! - [`meminfo`]: `/proc/meminfo`, `/proc/vmstat`, `/proc/net/sockstat` (world-readable);
+//! - [`meminfo`]: `/proc/meminfo`, `/proc/vmstat`, `/proc/zoneinfo` (free pages on the per-CPU
+//!   lists), `/proc/net/sockstat` (world-readable);
 //! - [`detail`]: what the counters do not say — largest slab caches and vmalloc callers
 //!   (root-only files, optional), kernel stacks vmalloc'ed or not, balloon in MemTotal or not;
 //! - [`breakdown`]: the formula — MemTotal in rows that each count pages once, the remainder
@@ -21,7 +22,6 @@ pub mod render;
 
 use std::io::Write as _;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{ensure, Context as _};
 
@@ -60,6 +60,8 @@ pub struct Overview {
     pub sockets: Option<SocketMemory>,
     /// The largest slab caches (empty when `/proc/slabinfo` is not readable: see the note).
     pub slab_top: Vec<SlabCache>,
+    /// The largest cache known to be unreclaimable, in `slab_top` or not (`null`: none known).
+    pub slab_largest_unreclaimable: Option<SlabCache>,
     pub slab_note: Option<String>,
     /// The largest vmalloc users by caller.
     pub vmalloc_top: Vec<VmallocCaller>,
@@ -170,16 +172,10 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
         .context("writing to stdout")
 }
 
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Reads everything and builds the [`Overview`].
 pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
     let page_size = crate::tracefs::page_size();
-    let kernel = read_trimmed("/proc/sys/kernel/osrelease");
+    let kernel = crate::sysinfo::kernel_release();
     let mut notes = Vec::new();
 
     let meminfo = Meminfo::read(Path::new(meminfo::MEMINFO))?;
@@ -199,22 +195,27 @@ pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
             None
         }
     };
-    let (slab_top, slab_note) = match detail::read_optional(detail::SLABINFO) {
-        Ok(text) => match detail::parse_slabinfo(&text, page_size) {
-            Ok(mut caches) => {
-                caches.truncate(detail::TOP_DETAIL);
-                detail::mark_reclaimable(&mut caches, Path::new(detail::SYS_KERNEL_SLAB));
-                (caches, None)
+    // Unreadable: the breakdown notes it (the row is 0).
+    let pcp_free_bytes = meminfo::read_zoneinfo_pcp()
+        .ok()
+        .map(|pages| pages.saturating_mul(page_size));
+    let (slab, slab_note) = match detail::read_optional(detail::SLABINFO) {
+        Ok(text) => {
+            match detail::slab_detail(&text, page_size, Path::new(detail::SYS_KERNEL_SLAB)) {
+                Ok(slab) => (slab, None),
+                Err(e) => (
+                    detail::SlabDetail::default(),
+                    Some(format!("{}: {e:#}", detail::SLABINFO)),
+                ),
             }
-            Err(e) => (Vec::new(), Some(format!("{}: {e:#}", detail::SLABINFO))),
-        },
-        Err(note) => (Vec::new(), Some(note)),
+        }
+        Err(note) => (detail::SlabDetail::default(), Some(note)),
     };
     let (vmallocinfo, vmalloc_note) = match detail::read_optional(detail::VMALLOCINFO) {
         Ok(text) => (Some(detail::parse_vmallocinfo(&text, page_size)), None),
         Err(note) => (None, Some(note)),
     };
-    let facts = detail::facts(page_size, &kernel, vmallocinfo.as_ref());
+    let facts = detail::facts(page_size, &kernel, vmallocinfo.as_ref(), pcp_free_bytes);
     let b = breakdown::breakdown(&meminfo, &vmstat, &facts);
     notes.extend(b.notes.iter().cloned());
 
@@ -241,12 +242,9 @@ pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
     let mut overview = Overview {
         schema: OVERVIEW_SCHEMA_VERSION,
         kind: "memtrace-overview",
-        hostname: read_trimmed("/proc/sys/kernel/hostname"),
+        hostname: crate::sysinfo::host_name(),
         kernel,
-        taken_at_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64(),
+        taken_at_unix: crate::sysinfo::unix_now(),
         page_size,
         mem_total_bytes: b.mem_total,
         unexplained_bytes: b.unexplained,
@@ -255,7 +253,8 @@ pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
         rows: b.rows,
         details: b.details,
         sockets,
-        slab_top,
+        slab_top: slab.top,
+        slab_largest_unreclaimable: slab.largest_unreclaimable,
         slab_note,
         vmalloc_top: vmallocinfo
             .map(|mut v| {

@@ -117,9 +117,20 @@ pub fn render_table(o: &Overview, top: usize) -> String {
         }
     } else {
         let _ = writeln!(s, "Largest slab caches (/proc/slabinfo):");
-        for c in &o.slab_top {
+        // The largest unreclaimable one too when it is not among them.
+        let extra = o
+            .slab_largest_unreclaimable
+            .as_ref()
+            .filter(|u| !o.slab_top.iter().any(|c| c.name == u.name));
+        for (c, largest) in o
+            .slab_top
+            .iter()
+            .map(|c| (c, false))
+            .chain(extra.map(|c| (c, true)))
+        {
             let kind = match c.reclaimable {
                 Some(true) => ", reclaimable",
+                Some(false) if largest => ", the largest unreclaimable",
                 Some(false) => ", unreclaimable",
                 None => "",
             };
@@ -324,6 +335,7 @@ mod tests {
                 total_bytes: 4096,
             }),
             slab_top: Vec::new(),
+            slab_largest_unreclaimable: None,
             slab_note: Some("/proc/slabinfo is readable by root only".into()),
             vmalloc_top: Vec::new(),
             vmalloc_note: None,
@@ -381,6 +393,25 @@ mod tests {
             assert!(t.contains(label), "{label} missing:\n{t}");
         }
         assert!(t.contains("of which: dirty 266.4 MiB"), "{t}");
+        // Subsets that straddle rows are parts of the user rows together, after them.
+        let user = t
+            .lines()
+            .find(|l| l.contains("the user rows above include:"))
+            .unwrap();
+        assert!(
+            user.contains("mapped anon (AnonPages, incl. mapped swap cache)")
+                && user.contains("mapped files and shmem (Mapped)"),
+            "{user}"
+        );
+        assert!(!t.contains("of which: mapped"), "{t}");
+        let free = t.lines().position(|l| l.contains(" free  ")).unwrap();
+        assert!(
+            t.lines()
+                .nth(free + 1)
+                .unwrap()
+                .contains("free (per-CPU lists)"),
+            "{t}"
+        );
         // Minor rows that are 0 are left out.
         assert!(!t.contains("FUSE writeback"), "{t}");
         assert!(
@@ -405,6 +436,31 @@ mod tests {
         let t1 = render_table(&o, 1);
         assert!(t1.contains("1 more (--top 0 lists all"), "{t1}");
         assert!(!t1.contains("/other"));
+    }
+
+    #[test]
+    fn largest_unreclaimable_slab_cache_is_listed() {
+        use super::super::detail::SlabCache;
+        let cache = |name: &str, reclaimable| SlabCache {
+            name: name.into(),
+            active_objs: 1,
+            num_objs: 2,
+            objsize: 64,
+            bytes: 8 * MIB,
+            reclaimable,
+        };
+        let mut o = sample();
+        o.slab_top = vec![cache("dentry", Some(true))];
+        o.slab_largest_unreclaimable = Some(cache("kmalloc-2k", Some(false)));
+        let t = render_table(&o, 20);
+        assert!(
+            t.contains("kmalloc-2k (1 of 2 objects of 64 B in use, the largest unreclaimable)"),
+            "{t}"
+        );
+        // Already listed: once.
+        o.slab_top.push(cache("kmalloc-2k", Some(false)));
+        let t = render_table(&o, 20);
+        assert_eq!(t.matches("kmalloc-2k").count(), 1, "{t}");
     }
 
     #[test]
