@@ -3,7 +3,7 @@
 
 use std::{
     io::Write as _,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -22,6 +22,7 @@ use crate::{
     progress::Progress,
     render,
     symbolize::KernelSymbolizer,
+    sysinfo,
 };
 
 /// Shortest `--interval`: every snapshot reads all the kernel maps.
@@ -119,12 +120,6 @@ impl Drop for StopSignals {
     }
 }
 
-fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
-}
-
 /// Runs `memtrace trace`.
 pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     if args.sort == SortBy::Growth && args.interval.is_none() {
@@ -147,12 +142,12 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     {
         output::check_parent_dir(path)?;
     }
-    let hostname = read_trimmed("/proc/sys/kernel/hostname");
+    let hostname = sysinfo::host_name();
     // Before anything is loaded: an output directory that can't be written fails fast.
     let output_dir = args
         .output_dir
         .as_deref()
-        .map(|dir| OutputDir::create(dir, &hostname, unix_now()))
+        .map(|dir| OutputDir::create(dir, &hostname, sysinfo::unix_now()))
         .transpose()?;
     let mut resolver = Resolver::scan();
     let resolved = filters::resolve(
@@ -178,7 +173,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     })?;
     let grace = args.grace();
     let started = Instant::now();
-    let started_unix = unix_now();
+    let started_unix = sysinfo::unix_now();
     let mut progress = Progress::new(args.quiet, started, args.duration);
     for k in tracer.kinds.iter().filter(|k| !k.traced) {
         progress.warn(&format!(
@@ -236,7 +231,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     // What every report of this session (snapshots and the final one) says about it.
     let base_info = SessionInfo {
         hostname,
-        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        kernel: sysinfo::kernel_release(),
         started_at_unix: started_unix,
         requested_duration_secs: round_ms(args.duration),
         min_age_secs: round_ms(args.min_age),
@@ -413,14 +408,10 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         .iter()
         .any(|s| s.class == Class::Network && s.bytes > 0);
     if network_held {
-        // Owners are looked up only for sockets holding something.
-        let opts = crate::sockets::CollectOptions {
-            min_bytes: 1,
-            ..Default::default()
-        };
-        match crate::sockets::collect_with(&opts) {
+        // The top ones are chosen first: owners are looked up only for them.
+        match crate::sockets::collect_top_by_rmem_alloc(TOP_SOCKETS) {
             Ok(scan) => {
-                report.sockets = crate::sockets::top_by_rmem_alloc(&scan.sockets, TOP_SOCKETS);
+                report.sockets = scan.sockets;
                 for note in scan.notes {
                     progress.info(&format!("sockets: {note}"));
                 }
@@ -462,13 +453,6 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
         signals.discard_pending();
     }
     written.and(printed)
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 /// `MEMTRACE_TIMING=1`: how long each step after the session takes, on stderr.

@@ -6,20 +6,18 @@
 //!   queued (SIOCINQ) and `rmem_alloc` at least that.
 //! - `receive_queue_in_another_netns`: the same inside a network namespace the child creates
 //!   (`memtrace-workload netns-hold`); memtrace enters it and reports its inode (read from
-//!   `/proc/<child>/ns/net`, not ours). After the child exits, nothing of it is listed.
+//!   `/proc/<child>/ns/net`, not ours).
+//! - `leftover_file_in_run_netns_is_not_a_namespace`: a plain file in `/run/netns` (what a
+//!   failed `ip netns add` leaves) is not taken for a namespace: no note says entering it
+//!   failed.
 //!
 //! The children are `memtrace-workload` processes of this package, killed by pid if a check
 //! fails. The two scenarios run one after the other (each expects its socket to be first).
 
-use std::{
-    io::Read as _,
-    process::{Command, Stdio},
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, sync::Mutex, time::Duration};
 
-use anyhow::{bail, ensure, Context as _, Result};
-use memtrace_tests::{child_value, log, memtrace_bin, mib, require_bpf, ChildWorkload, MIB};
+use anyhow::{ensure, Context as _, Result};
+use memtrace_tests::{child_value, log, mib, require_bpf, run_memtrace, ChildWorkload, MIB};
 
 /// The child workload binary of this package.
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
@@ -45,54 +43,24 @@ fn netns_of(pid: &str) -> Result<u64> {
 
 /// Runs `memtrace sockets --json - --min-bytes 1MiB` and returns its document.
 fn memtrace_sockets() -> Result<Value> {
-    let bin = memtrace_bin();
-    let mut child = Command::new(&bin)
-        .args(["sockets", "--json", "-", "--min-bytes", "1MiB"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running {}", bin.display()))?;
-    let mut stdout = child.stdout.take().context("memtrace stdout")?;
-    let mut stderr = child.stderr.take().context("memtrace stderr")?;
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).map(|_| s)
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).map(|_| s)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().context("waiting for memtrace")? {
-            break status;
-        }
-        if started.elapsed() > MEMTRACE_TIMEOUT {
-            // Ours, by pid.
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("memtrace sockets did not finish within {MEMTRACE_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out
-        .join()
-        .map_err(|_| anyhow::anyhow!("stdout reader panicked"))?
-        .context("reading memtrace's stdout")?;
-    let stderr = err
-        .join()
-        .map_err(|_| anyhow::anyhow!("stderr reader panicked"))?
-        .context("reading memtrace's stderr")?;
-    if !stderr.trim().is_empty() {
-        log(&format!("memtrace sockets stderr:\n{}", stderr.trim_end()));
+    let run = run_memtrace(
+        &["sockets", "--json", "-", "--min-bytes", "1MiB"],
+        MEMTRACE_TIMEOUT,
+    )?;
+    if !run.stderr.trim().is_empty() {
+        log(&format!(
+            "memtrace sockets stderr:\n{}",
+            run.stderr.trim_end()
+        ));
     }
     ensure!(
-        status.success(),
-        "memtrace sockets failed ({status}):\n{stderr}"
+        run.status.success(),
+        "memtrace sockets failed ({}):\n{}",
+        run.status,
+        run.stderr
     );
-    let doc: Value = serde_json::from_str(&stdout)
-        .with_context(|| format!("memtrace sockets printed no JSON:\n{stdout}"))?;
+    let doc: Value = serde_json::from_str(&run.stdout)
+        .with_context(|| format!("memtrace sockets printed no JSON:\n{}", run.stdout))?;
     ensure!(
         doc["schema"] == "memtrace-sockets/1",
         "unexpected schema {}",
@@ -244,21 +212,70 @@ fn receive_queue_in_another_netns() {
             doc["namespaces"]
         );
         check_first(&doc, pid, queued, theirs)?;
-        child.finish()?;
+        child.finish()
+    });
+}
 
-        // The child's namespace went away with it: nothing of it is listed any more.
-        let after = memtrace_sockets()?;
-        let left: Vec<String> = after["sockets"]
+/// A plain file in `/run/netns`, removed on drop (with the directory if it made it).
+struct Leftover {
+    file: PathBuf,
+    made_dir: bool,
+}
+
+impl Leftover {
+    fn create() -> Result<Leftover> {
+        let dir = PathBuf::from("/run/netns");
+        let made_dir = !dir.exists();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join(format!("memtrace-test-leftover-{}", std::process::id()));
+        let guard = Leftover { file, made_dir };
+        std::fs::write(&guard.file, b"")
+            .with_context(|| format!("creating {}", guard.file.display()))?;
+        Ok(guard)
+    }
+}
+
+impl Drop for Leftover {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        if self.made_dir {
+            // Only if empty: someone may have added a namespace meanwhile.
+            if let Some(dir) = self.file.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+#[test]
+fn leftover_file_in_run_netns_is_not_a_namespace() {
+    run(|| {
+        use std::os::unix::fs::MetadataExt as _;
+        let leftover = Leftover::create()?;
+        let inode = std::fs::metadata(&leftover.file)?.ino().to_string();
+        let doc = memtrace_sockets()?;
+        let notes: Vec<&str> = doc["notes"]
             .as_array()
-            .context("no sockets array")?
+            .context("no notes array")?
             .iter()
-            .filter(|s| s["netns"].as_u64() == Some(theirs))
-            .map(describe)
+            .filter_map(Value::as_str)
+            .collect();
+        log(&format!(
+            "notes with {}: {notes:?}",
+            leftover.file.display()
+        ));
+        // Entering it would fail (setns: EINVAL) and say so in a note naming its inode.
+        let about_it: Vec<&&str> = notes
+            .iter()
+            .filter(|n| {
+                n.contains("Invalid argument")
+                    || n.split(|c: char| !c.is_ascii_digit()).any(|w| w == inode)
+            })
             .collect();
         ensure!(
-            left.is_empty(),
-            "sockets of the child's namespace {theirs} still listed after it exited:\n  {}",
-            left.join("\n  ")
+            about_it.is_empty(),
+            "the plain file {} (inode {inode}) was taken for a network namespace: {about_it:?}",
+            leftover.file.display()
         );
         Ok(())
     });

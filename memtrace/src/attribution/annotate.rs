@@ -73,6 +73,18 @@ pub trait ProcLookup {
     fn process(&self, tgid: u32) -> Option<ProcInfo>;
 }
 
+/// The text of a `/proc/PID/cmdline`: its NUL-separated arguments joined by spaces; `None` when
+/// empty (kernel threads, zombies).
+pub(crate) fn cmdline_text(raw: &[u8]) -> Option<String> {
+    let text = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    (!text.is_empty()).then_some(text)
+}
+
 /// `/proc/<tgid>/cmdline` and `/proc/<tgid>/cgroup`.
 pub struct ProcFs;
 
@@ -82,16 +94,10 @@ impl ProcLookup for ProcFs {
             return None;
         }
         let raw = std::fs::read(format!("/proc/{tgid}/cmdline")).ok()?;
-        let cmdline = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
         let v1_memory = cgroup::proc_cgroups(tgid).ok().and_then(|c| c.v1_memory);
         Some(ProcInfo {
             // Kernel threads have an empty command line.
-            cmdline: (!cmdline.is_empty()).then_some(cmdline),
+            cmdline: cmdline_text(&raw),
             v1_memory,
         })
     }

@@ -172,7 +172,7 @@ impl MemInfo {
     /// From the `u32` array; values a kernel does not send are 0, extra ones are ignored.
     fn parse(value: &[u8]) -> Result<MemInfo, DecodeError> {
         if !value.len().is_multiple_of(4) {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "meminfo attribute of {} bytes is not a u32 array",
                 value.len()
             )));
@@ -244,12 +244,6 @@ pub enum DecodeError {
     Kernel(i32),
 }
 
-impl DecodeError {
-    fn malformed(what: String) -> DecodeError {
-        DecodeError::Malformed(what)
-    }
-}
-
 fn read_u16(buf: &[u8], at: usize) -> u16 {
     let mut b = [0u8; 2];
     b.copy_from_slice(&buf[at..at + 2]);
@@ -280,14 +274,14 @@ pub fn split_messages(buf: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     while off < buf.len() {
         let rest = &buf[off..];
         if rest.len() < NLMSG_HDRLEN {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "{} trailing bytes at offset {off}, shorter than a netlink header",
                 rest.len()
             )));
         }
         let len = read_u32(rest, 0) as usize;
         if len < NLMSG_HDRLEN || len > rest.len() {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "message at offset {off} claims {len} bytes, {} available",
                 rest.len()
             )));
@@ -328,7 +322,7 @@ pub fn decode(buf: &[u8], query: Query, seq: u32, out: &mut Decoded) -> Result<(
             }
             NLMSG_ERROR => {
                 if msg.payload.len() < 4 {
-                    return Err(DecodeError::malformed(
+                    return Err(DecodeError::Malformed(
                         "error message without an error code".to_string(),
                     ));
                 }
@@ -339,7 +333,7 @@ pub fn decode(buf: &[u8], query: Query, seq: u32, out: &mut Decoded) -> Result<(
                 // An acknowledgement: nothing to do.
             }
             NLMSG_OVERRUN => {
-                return Err(DecodeError::malformed(
+                return Err(DecodeError::Malformed(
                     "data lost (NLMSG_OVERRUN)".to_string(),
                 ))
             }
@@ -361,14 +355,14 @@ fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     while off < buf.len() {
         let rest = &buf[off..];
         if rest.len() < 4 {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "{} trailing attribute bytes",
                 rest.len()
             )));
         }
         let len = usize::from(read_u16(rest, 0));
         if len < 4 || len > rest.len() {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "attribute claims {len} bytes, {} available",
                 rest.len()
             )));
@@ -401,14 +395,14 @@ fn inet_endpoint(family: u8, port_be: &[u8], addr: &[u8]) -> String {
 /// `inet_diag_msg` + attributes.
 fn decode_inet(payload: &[u8], query: Query) -> Result<DiagSocket, DecodeError> {
     if payload.len() < INET_DIAG_MSG_LEN {
-        return Err(DecodeError::malformed(format!(
+        return Err(DecodeError::Malformed(format!(
             "inet_diag_msg of {} bytes, expected at least {INET_DIAG_MSG_LEN}",
             payload.len()
         )));
     }
     let family = payload[0];
     if family != AF_INET && family != AF_INET6 {
-        return Err(DecodeError::malformed(format!(
+        return Err(DecodeError::Malformed(format!(
             "inet_diag_msg of address family {family}"
         )));
     }
@@ -458,13 +452,13 @@ fn unix_name(value: &[u8]) -> String {
 /// `unix_diag_msg` + attributes.
 fn decode_unix(payload: &[u8]) -> Result<DiagSocket, DecodeError> {
     if payload.len() < UNIX_DIAG_MSG_LEN {
-        return Err(DecodeError::malformed(format!(
+        return Err(DecodeError::Malformed(format!(
             "unix_diag_msg of {} bytes, expected at least {UNIX_DIAG_MSG_LEN}",
             payload.len()
         )));
     }
     if payload[0] != AF_UNIX {
-        return Err(DecodeError::malformed(format!(
+        return Err(DecodeError::Malformed(format!(
             "unix_diag_msg of address family {}",
             payload[0]
         )));
@@ -494,7 +488,7 @@ fn decode_unix(payload: &[u8]) -> Result<DiagSocket, DecodeError> {
             }
             UNIX_DIAG_MEMINFO => s.meminfo = Some(MemInfo::parse(value)?),
             UNIX_DIAG_PEER | UNIX_DIAG_RQLEN => {
-                return Err(DecodeError::malformed(format!(
+                return Err(DecodeError::Malformed(format!(
                     "UNIX attribute {kind} of {} bytes",
                     value.len()
                 )))
@@ -510,7 +504,7 @@ fn decode_unix(payload: &[u8]) -> Result<DiagSocket, DecodeError> {
 // ------------------------------------------------------------------------------------------
 
 /// How long one receive may wait for the kernel.
-const RECV_TIMEOUT_SECS: libc::time_t = 5;
+const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Receive buffer: larger than any dump datagram the kernel sends (it sizes them to at most
 /// 32 KiB, or the reader's buffer); a larger datagram is detected, not truncated silently.
 const RECV_BUFFER: usize = 256 << 10;
@@ -522,25 +516,19 @@ fn os_error(what: &str) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-/// Opens a `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace (a netlink
-/// socket stays in the namespace it was created in).
-pub fn open() -> io::Result<OwnedFd> {
-    // SAFETY: socket() has no memory-safety preconditions.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(os_error("socket(AF_NETLINK, NETLINK_SOCK_DIAG)"));
-    }
-    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+/// The kernel's netlink address: port id 0, no multicast groups.
+fn kernel_address() -> libc::sockaddr_nl {
+    // SAFETY: sockaddr_nl is plain data for which all-zero is valid.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    kernel
+}
+
+/// Sets `SO_RCVTIMEO`: a receive waiting longer fails with `EAGAIN`.
+fn set_recv_timeout(fd: &OwnedFd, timeout: std::time::Duration) -> io::Result<()> {
     let timeout = libc::timeval {
-        tv_sec: RECV_TIMEOUT_SECS,
-        tv_usec: 0,
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_usec: libc::suseconds_t::from(timeout.subsec_micros() as i32),
     };
     // SAFETY: `timeout` is a live timeval and the length passed is its size.
     let rc = unsafe {
@@ -555,6 +543,40 @@ pub fn open() -> io::Result<OwnedFd> {
     if rc != 0 {
         return Err(os_error("setsockopt(SO_RCVTIMEO) on the sock_diag socket"));
     }
+    Ok(())
+}
+
+/// Opens a `NETLINK_SOCK_DIAG` socket in the calling thread's network namespace (a netlink
+/// socket stays in the namespace it was created in), connected to the kernel: the kernel then
+/// refuses datagrams other local sockets send to our port id (`ECONNREFUSED` to them), so no
+/// other process can forge replies.
+pub fn open() -> io::Result<OwnedFd> {
+    // SAFETY: socket() has no memory-safety preconditions.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(os_error("socket(AF_NETLINK, NETLINK_SOCK_DIAG)"));
+    }
+    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let kernel = kernel_address();
+    // SAFETY: `kernel` is live for the call and the length passed is its size.
+    let rc = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(os_error("connecting the sock_diag socket to the kernel"));
+    }
+    set_recv_timeout(&fd, RECV_TIMEOUT)?;
     Ok(fd)
 }
 
@@ -577,6 +599,98 @@ impl DumpError {
     }
 }
 
+/// Sends `request` to the kernel, retrying when a signal interrupts the call.
+fn send_request(fd: &OwnedFd, request: &[u8], query: Query) -> io::Result<()> {
+    let kernel = kernel_address();
+    loop {
+        // SAFETY: `request` and `kernel` are live for the call and the lengths passed are
+        // theirs.
+        let sent = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                request.as_ptr().cast(),
+                request.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!("sending the {} sock_diag request: {e}", query.label()),
+            ));
+        }
+        if sent as usize != request.len() {
+            return Err(io::Error::other(format!(
+                "sending the {} sock_diag request: {sent} of {} bytes sent",
+                query.label(),
+                request.len()
+            )));
+        }
+        return Ok(());
+    }
+}
+
+/// Receives the next datagram from the kernel into `buf` and returns its length (possibly
+/// more than `buf.len()`: `MSG_TRUNC`). Retries on `EINTR`; skips datagrams whose sender is
+/// not the kernel (port id 0); a wait longer than `timeout` (the socket's `SO_RCVTIMEO`) is an
+/// error saying so.
+fn receive(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    query: Query,
+    timeout: std::time::Duration,
+) -> Result<usize, DumpError> {
+    loop {
+        // SAFETY: sockaddr_nl is plain data for which all-zero is valid.
+        let mut from: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut from_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // MSG_TRUNC: the return value is the datagram's real length even if it did not fit.
+        // SAFETY: `buf` is live and writable for `buf.len()` bytes; `from` and `from_len` are
+        // live and `from_len` is the size of `from`.
+        let n = unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_TRUNC,
+                (&mut from as *mut libc::sockaddr_nl).cast(),
+                &mut from_len,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "receiving the {} sock_diag dump: no reply from the kernel within {} s",
+                        query.label(),
+                        timeout.as_secs_f64()
+                    ),
+                )
+                .into()),
+                _ => Err(io::Error::new(
+                    e.kind(),
+                    format!("receiving the {} sock_diag dump: {e}", query.label()),
+                )
+                .into()),
+            };
+        }
+        if from.nl_family != libc::AF_NETLINK as libc::sa_family_t || from.nl_pid != 0 {
+            // Not from the kernel (cannot happen on a connected socket): not a reply.
+            continue;
+        }
+        return Ok(n as usize);
+    }
+}
+
 /// Sends the request of `query` and calls `each` with every reply datagram until the dump
 /// ends, returning the decoded sockets.
 pub fn dump_with(
@@ -585,58 +699,20 @@ pub fn dump_with(
     seq: u32,
     mut each: impl FnMut(&[u8]),
 ) -> Result<Decoded, DumpError> {
-    let request = query.encode(seq);
-    // SAFETY: sockaddr_nl is plain data for which all-zero is valid.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: `request` and `kernel` are live for the call and the lengths passed are theirs.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            request.as_ptr().cast(),
-            request.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 || sent as usize != request.len() {
-        return Err(os_error(&format!("sending the {} sock_diag request", query.label())).into());
-    }
+    send_request(fd, &query.encode(seq), query)?;
     let mut buf = vec![0u8; RECV_BUFFER];
     let mut out = Decoded::default();
     for _ in 0..MAX_DATAGRAMS {
-        // MSG_TRUNC: the return value is the datagram's real length even if it did not fit.
-        // SAFETY: `buf` is live and writable for `buf.len()` bytes.
-        let n = unsafe {
-            libc::recv(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_TRUNC,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io::Error::new(
-                e.kind(),
-                format!("receiving the {} sock_diag dump: {e}", query.label()),
-            )
-            .into());
-        }
-        let n = n as usize;
+        let n = receive(fd, &mut buf, query, RECV_TIMEOUT)?;
         if n > buf.len() {
-            return Err(DecodeError::malformed(format!(
+            return Err(DecodeError::Malformed(format!(
                 "a {n}-byte datagram did not fit the {}-byte buffer",
                 buf.len()
             ))
             .into());
         }
         if n == 0 {
-            return Err(DecodeError::malformed("empty datagram".to_string()).into());
+            return Err(DecodeError::Malformed("empty datagram".to_string()).into());
         }
         each(&buf[..n]);
         decode(&buf[..n], query, seq, &mut out)?;
@@ -644,7 +720,7 @@ pub fn dump_with(
             return Ok(out);
         }
     }
-    Err(DecodeError::malformed(format!("no end after {MAX_DATAGRAMS} datagrams")).into())
+    Err(DecodeError::Malformed(format!("no end after {MAX_DATAGRAMS} datagrams")).into())
 }
 
 /// [`dump_with`] without looking at the datagrams.
@@ -687,15 +763,19 @@ mod capture {
         for _ in 0..3 {
             s4.send_to(&[9u8; 1000], u4.local_addr().unwrap()).unwrap();
         }
-        let tmp =
-            std::env::temp_dir().join(format!("memtrace-fixture-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
+        // In the scratch directory: removed with it, even when a check panics.
+        let tmp = scratch
+            .path()
+            .join(format!("memtrace-fixture-{}.sock", std::process::id()));
         let ul = UnixListener::bind(&tmp).unwrap();
         let mut uc = UnixStream::connect(&tmp).unwrap();
         let (ua, _) = ul.accept().unwrap();
         uc.write_all(&[3u8; 5000]).unwrap();
+        // Abstract names are per network namespace, not per directory: the pid keeps two runs
+        // on one host apart.
+        let abstract_name = format!("memtrace-fixture-{}", std::process::id());
         let ud = UnixDatagram::bind_addr(
-            &<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(b"memtrace-fixture").unwrap(),
+            &<std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(abstract_name.as_bytes()).unwrap(),
         )
         .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -750,7 +830,118 @@ mod capture {
             std::fs::write(dir.join(format!("{name}.bin")), &kept).unwrap();
         }
         eprintln!("unix inodes {unix_inodes:?}, path {}", tmp.display());
-        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod syscalls {
+    //! The netlink socket against other local senders and a silent kernel.
+    use super::*;
+
+    /// A reply claiming one UNIX socket of inode `inode`, then the end of the dump.
+    fn forged_reply(seq: u32, inode: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut push = |kind: u16, payload: &[u8]| {
+            let len = (NLMSG_HDRLEN + payload.len()) as u32;
+            out.extend_from_slice(&len.to_ne_bytes());
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(&0x2u16.to_ne_bytes()); // NLM_F_MULTI
+            out.extend_from_slice(&seq.to_ne_bytes());
+            out.extend_from_slice(&0u32.to_ne_bytes());
+            out.extend_from_slice(payload);
+            out.resize(align4(out.len()), 0);
+        };
+        let mut unix = vec![AF_UNIX, libc::SOCK_STREAM as u8, 1, 0];
+        unix.extend_from_slice(&inode.to_ne_bytes());
+        unix.extend_from_slice(&[0; 8]);
+        push(SOCK_DIAG_BY_FAMILY, &unix);
+        push(NLMSG_DONE, &0i32.to_ne_bytes());
+        out
+    }
+
+    /// Our socket's netlink port id.
+    fn port_id(fd: &OwnedFd) -> u32 {
+        // SAFETY: sockaddr_nl is plain data for which all-zero is valid.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: `addr` and `len` are live and `len` is the size of `addr`.
+        let rc = unsafe {
+            libc::getsockname(
+                fd.as_raw_fd(),
+                (&mut addr as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        addr.nl_pid
+    }
+
+    #[test]
+    fn replies_forged_by_another_socket_are_not_read() {
+        let ours = open().unwrap();
+        // connect() bound it to a port id.
+        let port = port_id(&ours);
+        assert_ne!(port, 0);
+        // Any local process can open a netlink socket of the same protocol and send to a port.
+        // SAFETY: socket() has no memory-safety preconditions.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                NETLINK_SOCK_DIAG,
+            )
+        };
+        assert!(raw >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: `raw` was just returned by socket() and nothing else owns it.
+        let attacker = unsafe { OwnedFd::from_raw_fd(raw) };
+        let seq = 77;
+        const FORGED: u32 = 0x0dea_dbee;
+        let forged = forged_reply(seq, FORGED);
+        // SAFETY: sockaddr_nl is plain data for which all-zero is valid.
+        let mut to: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        to.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        to.nl_pid = port;
+        // SAFETY: `forged` and `to` are live for the call and the lengths passed are theirs.
+        let sent = unsafe {
+            libc::sendto(
+                attacker.as_raw_fd(),
+                forged.as_ptr().cast(),
+                forged.len(),
+                0,
+                (&to as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        // The kernel refuses datagrams to a socket connected to someone else.
+        let err = io::Error::last_os_error();
+        assert!(sent < 0, "the forged reply was accepted");
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+        // And the dump is the kernel's: the forged socket is not in it.
+        let d = dump(&ours, Query::Unix, seq).unwrap();
+        assert!(d.done);
+        assert!(
+            d.sockets.iter().all(|s| s.inode != u64::from(FORGED)),
+            "the forged socket was listed"
+        );
+    }
+
+    #[test]
+    fn a_silent_kernel_is_a_timeout() {
+        let fd = open().unwrap();
+        let timeout = std::time::Duration::from_millis(200);
+        set_recv_timeout(&fd, timeout).unwrap();
+        // Nothing was asked: nothing comes.
+        let mut buf = vec![0u8; 4096];
+        let err = receive(&fd, &mut buf, Query::Tcp4, timeout).unwrap_err();
+        let DumpError::Io(e) = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            err.to_string()
+                .contains("tcp sock_diag dump: no reply from the kernel within 0.2 s"),
+            "{err}"
+        );
     }
 }
 

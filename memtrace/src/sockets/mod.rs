@@ -25,7 +25,7 @@ pub mod netns;
 pub mod owners;
 pub mod render;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,8 @@ pub struct Socket {
     /// `rmem_alloc + max(wmem_alloc, wmem_queued) + backlog` (module docs): the sort key.
     pub held_bytes: u64,
     /// For a connection not accepted yet: the inode of the listener whose accept queue holds
-    /// it; its owners are that listener's.
+    /// it; its owners are that listener's. `None` when several listeners may hold it
+    /// (`SO_REUSEPORT`): then its owners are those of all of them.
     #[serde(default)]
     pub listener: Option<u64>,
     /// Processes with the socket open (for a connection not accepted: the listener's).
@@ -114,16 +115,17 @@ impl Socket {
 }
 
 /// The result of [`collect`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SocketScan {
-    /// The sockets holding at least `min_bytes`, by `held_bytes`, largest first.
+    /// The sockets holding at least `min_bytes`, by `held_bytes`, largest first (with
+    /// [`CollectOptions::top_rmem`]: the top ones by `rmem_alloc`, in that order).
     pub sockets: Vec<Socket>,
     /// Network namespaces whose sockets were listed.
     pub namespaces: usize,
     /// Sockets seen in them (before `min_bytes`).
-    #[serde(default)]
     pub scanned: usize,
-    /// What could not be seen, and why (one line each).
+    /// What could not be seen, and why (one line each; a failure shared by several namespaces
+    /// is one line).
     pub notes: Vec<String>,
 }
 
@@ -134,6 +136,10 @@ pub struct CollectOptions {
     pub min_bytes: u64,
     /// Where `/proc` is.
     pub proc_root: PathBuf,
+    /// Keep only the `n` sockets with the most `rmem_alloc` (those holding any; `0`: all of
+    /// them), by `rmem_alloc`, largest first ([`top_by_rmem_alloc`]) — chosen before the
+    /// owners are looked up, so only theirs are.
+    pub top_rmem: Option<usize>,
 }
 
 impl Default for CollectOptions {
@@ -141,6 +147,7 @@ impl Default for CollectOptions {
         CollectOptions {
             min_bytes: 0,
             proc_root: PathBuf::from("/proc"),
+            top_rmem: None,
         }
     }
 }
@@ -150,11 +157,79 @@ pub fn collect() -> anyhow::Result<SocketScan> {
     collect_with(&CollectOptions::default())
 }
 
-/// [`collect`] with a minimum size and another `/proc`.
+/// The `n` sockets with the most receive-queue memory (`rmem_alloc`, largest first) in every
+/// reachable network namespace, with their owners (looked up for these `n` only): the end of
+/// a trace report.
+pub fn collect_top_by_rmem_alloc(n: usize) -> anyhow::Result<SocketScan> {
+    collect_with(&CollectOptions {
+        min_bytes: 1,
+        top_rmem: Some(n),
+        ..CollectOptions::default()
+    })
+}
+
+/// Notes about namespaces: one line per distinct message, with the namespaces it applies to
+/// (hundreds of namespaces failing the same way make one line, not hundreds).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceNotes {
+    /// Message → namespace inodes, in the order the messages first came.
+    groups: Vec<(String, Vec<u64>)>,
+}
+
+impl NamespaceNotes {
+    /// `message` applies to namespace `netns`.
+    pub fn add(&mut self, message: String, netns: u64) {
+        match self.groups.iter_mut().find(|(m, _)| *m == message) {
+            Some((_, namespaces)) => namespaces.push(netns),
+            None => self.groups.push((message, vec![netns])),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// One line per message: `MESSAGE (in network namespace 7)` or `MESSAGE (in 300 network
+    /// namespaces: 7, 9, … 292 more)`.
+    pub fn lines(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .map(|(message, namespaces)| match namespaces.as_slice() {
+                [one] => format!("{message} (in network namespace {one})"),
+                many => format!(
+                    "{message} (in {} network namespaces: {})",
+                    many.len(),
+                    join_limited(many, 8)
+                ),
+            })
+            .collect()
+    }
+}
+
+/// Why dump `query` failed, without the namespace.
+fn dump_failure(query: Query, e: &diag::DumpError) -> String {
+    match e.kernel_errno() {
+        Some(libc::ENOENT) => format!(
+            "{} sockets not listed: the kernel has no sock_diag handler for them (module {}_diag \
+             not loaded?)",
+            query.label(),
+            match query {
+                Query::Unix => "unix",
+                Query::Udp4 | Query::Udp6 => "udp",
+                Query::Tcp4 | Query::Tcp6 => "tcp",
+            }
+        ),
+        _ => format!("{} sockets not listed: {e}", query.label()),
+    }
+}
+
+/// [`collect`] with a minimum size, another `/proc`, or only the top sockets by
+/// `rmem_alloc` ([`CollectOptions`]).
 pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
     let named: Vec<&Path> = netns::NAMED_NETNS_DIRS.iter().map(Path::new).collect();
     let found = netns::discover(&opts.proc_root, &named)?;
     let mut notes = Vec::new();
+    let mut ns_notes = NamespaceNotes::default();
     let mut raw: Vec<(u64, DiagSocket)> = Vec::new();
     let mut namespaces = 0;
     let mut denied: Vec<u64> = Vec::new();
@@ -180,46 +255,30 @@ pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
                 continue;
             }
             Err(e) => {
-                notes.push(format!("not listed: {e}"));
+                ns_notes.add(format!("not listed: {}", e.cause()), ns.inode);
                 continue;
             }
         };
         let mut any = false;
+        let mut failures = Vec::new();
         for query in Query::ALL {
             seq = seq.wrapping_add(1);
             match diag::dump(&fd, query, seq) {
                 Ok(d) => {
                     any = true;
                     if d.interrupted {
-                        notes.push(format!(
-                            "the {} sockets of network namespace {} changed during the dump; \
-                             the list may miss or repeat a few",
-                            query.label(),
-                            ns.inode
-                        ));
+                        ns_notes.add(
+                            format!(
+                                "the {} sockets changed during the dump; the list may miss or \
+                                 repeat a few",
+                                query.label()
+                            ),
+                            ns.inode,
+                        );
                     }
                     raw.extend(d.sockets.into_iter().map(|s| (ns.inode, s)));
                 }
-                Err(e) => notes.push(match e.kernel_errno() {
-                    Some(libc::ENOENT) => format!(
-                        "{} sockets of network namespace {} not listed: the kernel has no \
-                         sock_diag handler for them (module {}_diag not loaded?)",
-                        query.label(),
-                        ns.inode,
-                        if query == Query::Unix {
-                            "unix"
-                        } else if matches!(query, Query::Udp4 | Query::Udp6) {
-                            "udp"
-                        } else {
-                            "tcp"
-                        }
-                    ),
-                    _ => format!(
-                        "{} sockets of network namespace {} not listed: {e}",
-                        query.label(),
-                        ns.inode
-                    ),
-                }),
+                Err(e) => failures.push(dump_failure(query, &e)),
             }
         }
         if any {
@@ -227,10 +286,14 @@ pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
         } else if ns.own {
             anyhow::bail!(
                 "sock_diag answered no dump in our own network namespace: {}",
-                notes.join("; ")
+                failures.join("; ")
             );
         }
+        for failure in failures {
+            ns_notes.add(failure, ns.inode);
+        }
     }
+    notes.extend(ns_notes.lines());
     if !denied.is_empty() {
         notes.push(format!(
             "{} other network namespace(s) not listed: entering them (setns) was refused{} \
@@ -250,12 +313,28 @@ pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
     }
 
     let scanned = raw.len();
+    let sockets = with_owners(raw, opts, &mut notes)?;
+    Ok(SocketScan {
+        sockets,
+        namespaces,
+        scanned,
+        notes,
+    })
+}
+
+/// The model of `raw` as `opts` selects it, with the owners of the sockets kept (only theirs
+/// are looked up in `opts.proc_root`).
+fn with_owners(
+    raw: Vec<(u64, DiagSocket)>,
+    opts: &CollectOptions,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Socket>> {
+    let listeners = Listeners::new(&raw);
     let mut sockets = build(raw, opts.min_bytes);
-    let wanted: HashSet<u64> = sockets
-        .iter()
-        .flat_map(|s| [s.inode, s.listener.unwrap_or(0)])
-        .filter(|&i| i != 0)
-        .collect();
+    if let Some(n) = opts.top_rmem {
+        sockets = top_by_rmem_alloc(&sockets, n);
+    }
+    let wanted = owner_inodes(&sockets, &listeners);
     let index = owners::scan_fds(&opts.proc_root, &wanted).with_context(|| {
         format!(
             "listing {} to find the sockets' processes",
@@ -271,13 +350,22 @@ pub fn collect_with(opts: &CollectOptions) -> anyhow::Result<SocketScan> {
         ));
     }
     let mut describer = owners::Describer::new(&opts.proc_root);
-    attach_owners(&mut sockets, &index, |pid| describer.owner(pid));
-    Ok(SocketScan {
-        sockets,
-        namespaces,
-        scanned,
-        notes,
-    })
+    attach_owners(&mut sockets, &index, &listeners, |pid| describer.owner(pid));
+    Ok(sockets)
+}
+
+/// The socket inodes whose processes `sockets` need: their own, or for a connection not
+/// accepted yet, those of its candidate listeners.
+pub fn owner_inodes(sockets: &[Socket], listeners: &Listeners) -> HashSet<u64> {
+    sockets
+        .iter()
+        .flat_map(|s| {
+            let mut inodes = listeners.for_socket(s);
+            inodes.push(s.inode);
+            inodes
+        })
+        .filter(|&i| i != 0)
+        .collect()
 }
 
 const CAP_SYS_PTRACE: u32 = 19;
@@ -288,12 +376,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 fn has_cap(bit: u32) -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
+        .and_then(|status| crate::loader::privileges::parse_cap_eff(&status))
         .is_some_and(|caps| caps & (1u64 << bit) != 0)
 }
 
@@ -377,29 +460,85 @@ pub fn held_bytes(s: &Socket) -> u64 {
         .saturating_add(s.backlog)
 }
 
-/// The port of an `addr:port` endpoint and whether its address is a wildcard.
+/// Splits an `addr:port` endpoint (`[addr]:port` for IPv6) at its last colon into address and
+/// port.
 fn endpoint_parts(endpoint: &str) -> Option<(&str, &str)> {
     endpoint.rsplit_once(':')
 }
 
+/// The TCP listeners of every namespace, to find the listener whose accept queue holds a
+/// connection not accepted yet (a socket without a file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// (namespace, family, port) → (address, inode) of each listener.
+    by_port: HashMap<(u64, String, String), Vec<(String, u64)>>,
+}
+
+impl Listeners {
+    /// The listeners among `raw`.
+    pub fn new(raw: &[(u64, DiagSocket)]) -> Self {
+        let mut by_port: HashMap<(u64, String, String), Vec<(String, u64)>> = HashMap::new();
+        for (ns, d) in raw {
+            if matches!(d.query, Query::Tcp4 | Query::Tcp6) && d.state == diag::STATE_LISTEN {
+                if let Some((addr, port)) = endpoint_parts(&d.local) {
+                    by_port
+                        .entry((*ns, d.query.label().to_string(), port.to_string()))
+                        .or_default()
+                        .push((addr.to_string(), d.inode));
+                }
+            }
+        }
+        for candidates in by_port.values_mut() {
+            candidates.sort_by_key(|&(_, inode)| inode);
+        }
+        Listeners { by_port }
+    }
+
+    /// For a TCP connection without a file in a state where its process never closed it
+    /// (`ESTAB`, `CLOSE-WAIT`): it waits in an accept queue. The listeners that may hold it,
+    /// by inode: those bound to its local address, else the wildcard ones (the kernel prefers
+    /// the exact address) — several with `SO_REUSEPORT`, when which one cannot be told.
+    /// Empty for any other socket.
+    pub fn for_socket(&self, s: &Socket) -> Vec<u64> {
+        let waiting = s.inode == 0
+            && (s.family == "tcp" || s.family == "tcp6")
+            && (s.state == "ESTAB" || s.state == "CLOSE-WAIT");
+        let Some((addr, port)) = endpoint_parts(&s.local).filter(|_| waiting) else {
+            return Vec::new();
+        };
+        let Some(candidates) = self
+            .by_port
+            .get(&(s.netns, s.family.clone(), port.to_string()))
+        else {
+            return Vec::new();
+        };
+        let pick = |want: &dyn Fn(&str) -> bool| -> Vec<u64> {
+            candidates
+                .iter()
+                .filter(|(a, _)| want(a))
+                .map(|&(_, inode)| inode)
+                .collect()
+        };
+        let exact = pick(&|a| a == addr);
+        if exact.is_empty() {
+            pick(&|a| a == "0.0.0.0" || a == "[::]")
+        } else {
+            exact
+        }
+    }
+}
+
 /// The model of the sockets of every namespace: sockets holding at least `min_bytes`, sorted
 /// by [`held_bytes`] (largest first; then `rmem_alloc`, namespace, inode), without owners.
-/// UNIX peers are named; connections not accepted yet get their listener.
+/// UNIX peers are named; connections not accepted yet get their listener when only one
+/// listener can hold them ([`Listeners::for_socket`]; with several, `listener` stays `None`).
 pub fn build(raw: Vec<(u64, DiagSocket)>, min_bytes: u64) -> Vec<Socket> {
-    // UNIX names and TCP listeners, per namespace.
+    let listeners = Listeners::new(&raw);
+    // UNIX names, per namespace.
     let mut unix_names: HashMap<(u64, u64), String> = HashMap::new();
-    let mut listeners: HashMap<(u64, String), Vec<(String, u64)>> = HashMap::new();
     for (ns, d) in &raw {
         if d.query == Query::Unix && d.local != "*" {
             unix_names.insert((*ns, d.inode), d.local.clone());
-        }
-        if matches!(d.query, Query::Tcp4 | Query::Tcp6) && d.state == diag::STATE_LISTEN {
-            if let Some((addr, port)) = endpoint_parts(&d.local) {
-                listeners
-                    .entry((*ns, port.to_string()))
-                    .or_default()
-                    .push((addr.to_string(), d.inode));
-            }
         }
     }
     let mut out: Vec<Socket> = raw
@@ -418,25 +557,6 @@ pub fn build(raw: Vec<(u64, DiagSocket)>, min_bytes: u64) -> Vec<Socket> {
             } else {
                 d.remote.clone()
             };
-            // A TCP connection without a file in a state where it was never closed by its
-            // process: it waits in a listener's accept queue.
-            let listener = (d.inode == 0
-                && matches!(d.query, Query::Tcp4 | Query::Tcp6)
-                && matches!(d.state, 1 | 8))
-            .then(|| endpoint_parts(&d.local))
-            .flatten()
-            .and_then(|(addr, port)| {
-                let candidates = listeners.get(&(ns, port.to_string()))?;
-                candidates
-                    .iter()
-                    .find(|(a, _)| a == addr)
-                    .or_else(|| {
-                        candidates
-                            .iter()
-                            .find(|(a, _)| a == "0.0.0.0" || a == "[::]")
-                    })
-                    .map(|(_, inode)| *inode)
-            });
             let mut s = Socket {
                 netns: ns,
                 family: d.query.label().to_string(),
@@ -458,10 +578,14 @@ pub fn build(raw: Vec<(u64, DiagSocket)>, min_bytes: u64) -> Vec<Socket> {
                 backlog: m.backlog,
                 drops: m.drops,
                 held_bytes: 0,
-                listener,
+                listener: None,
                 owners: Vec::new(),
             };
             s.held_bytes = held_bytes(&s);
+            // A connection not accepted yet: its listener, when only one can hold it.
+            if let [one] = listeners.for_socket(&s).as_slice() {
+                s.listener = Some(*one);
+            }
             s
         })
         .filter(|s| s.held_bytes >= min_bytes)
@@ -503,37 +627,30 @@ pub fn top_by_rmem_alloc(sockets: &[Socket], n: usize) -> Vec<Socket> {
 }
 
 /// Fills in the owners: the processes with the socket open, or for a connection not accepted
-/// yet, those of its listener.
+/// yet, those of its listener — of every listener that may hold it when there are several
+/// (then `listener` is `None` and the table says "one of the listeners").
 pub fn attach_owners(
     sockets: &mut [Socket],
     index: &owners::OwnerIndex,
+    listeners: &Listeners,
     mut describe: impl FnMut(u32) -> SocketOwner,
 ) {
     for s in sockets {
-        let inode = match (s.inode, s.listener) {
-            (0, Some(l)) => l,
-            (i, _) => i,
+        let inodes = if s.inode == 0 {
+            listeners.for_socket(s)
+        } else {
+            vec![s.inode]
         };
-        if inode == 0 {
-            continue;
-        }
-        if let Some(pids) = index.by_inode.get(&inode) {
-            s.owners = pids.iter().map(|&pid| describe(pid)).collect();
+        let pids: BTreeSet<u32> = inodes
+            .iter()
+            .filter_map(|i| index.by_inode.get(i))
+            .flatten()
+            .copied()
+            .collect();
+        if !pids.is_empty() {
+            s.owners = pids.into_iter().map(&mut describe).collect();
         }
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Runs `memtrace sockets`.
@@ -543,7 +660,12 @@ pub fn run_sockets(args: &SocketsArgs) -> anyhow::Result<()> {
         ..CollectOptions::default()
     })?;
     let top = usize::try_from(args.top).unwrap_or(usize::MAX);
-    let doc = SocketsDocument::new(&scan, host_name(), unix_now(), args.min_bytes);
+    let doc = SocketsDocument::new(
+        &scan,
+        crate::sysinfo::host_name(),
+        crate::sysinfo::unix_now(),
+        args.min_bytes,
+    );
     let mut stdout = std::io::stdout().lock();
     match args.json.as_deref() {
         Some(path) if path == Path::new("-") => {

@@ -56,9 +56,35 @@ fn ns_inode(path: &Path) -> io::Result<u64> {
     })
 }
 
-/// Inode of a bind-mounted namespace file (`stat` follows to the nsfs inode).
+/// `NSFS_MAGIC` (`linux/magic.h`): the file system of namespace files.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` is a namespace file (a bind mount of nsfs, or a link to one), not a plain
+/// file such as the one a failed `ip netns add` leaves in `/run/netns`.
+pub fn is_nsfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data for which all-zero is valid.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is a NUL-terminated string and `st` is live and writable.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut st) };
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 on some targets, i32 or u32 on others
+    let magic = st.f_type as i64;
+    rc == 0 && magic == NSFS_MAGIC
+}
+
+/// Inode of a bind-mounted namespace file (`stat` follows to the nsfs inode); an error for a
+/// file that is not on nsfs.
 fn mounted_ns_inode(path: &Path) -> io::Result<u64> {
     use std::os::unix::fs::MetadataExt as _;
+    if !is_nsfs(path) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a namespace file", path.display()),
+        ));
+    }
     Ok(fs::metadata(path)?.ino())
 }
 
@@ -156,6 +182,17 @@ pub enum EnterError {
     },
 }
 
+impl EnterError {
+    /// What failed, without the namespace: the same text for every namespace that failed
+    /// the same way (to group them in one note).
+    pub fn cause(&self) -> String {
+        match self {
+            EnterError::Permission { source, .. } => format!("setns: {source}"),
+            EnterError::Other { source, .. } => source.root_cause().to_string(),
+        }
+    }
+}
+
 /// A sock_diag socket in namespace `ns`: created here for our own namespace, otherwise by a
 /// thread that enters `ns` first.
 pub fn diag_socket_in(ns: &Namespace) -> Result<OwnedFd, EnterError> {
@@ -175,11 +212,9 @@ pub fn diag_socket_in(ns: &Namespace) -> Result<OwnedFd, EnterError> {
     use std::os::unix::fs::MetadataExt as _;
     match file.metadata() {
         Ok(m) if m.ino() == ns.inode => {}
-        Ok(m) => {
+        Ok(_) => {
             return Err(other(anyhow::anyhow!(
-                "{} now refers to namespace {} (the process exited)",
-                ns.path.display(),
-                m.ino()
+                "its file now refers to another namespace (the process exited)"
             )))
         }
         Err(e) => return Err(other(e.into())),
@@ -242,7 +277,14 @@ mod tests {
         link("9", "garbage");
         fs::create_dir_all(root.join("11")).unwrap(); // exited: no ns
         fs::create_dir_all(root.join("sys")).unwrap();
-        let d = discover(root, &[&root.join("no-such-dir")]).unwrap();
+        // A named-namespace directory with a leftover plain file (a failed `ip netns add`)
+        // and a link to a real namespace file.
+        let named = root.join("netns");
+        fs::create_dir_all(&named).unwrap();
+        fs::write(named.join("leftover"), b"").unwrap();
+        symlink("/proc/self/ns/net", named.join("real")).unwrap();
+        let real = mounted_ns_inode(Path::new("/proc/self/ns/net")).unwrap();
+        let d = discover(root, &[&root.join("no-such-dir"), &named]).unwrap();
         assert!(d.unreadable.is_empty());
         assert_eq!(
             d.namespaces,
@@ -259,6 +301,12 @@ mod tests {
                     path: root.join("7/ns/net"),
                     own: false,
                 },
+                Namespace {
+                    inode: real,
+                    pid: None,
+                    path: named.join("real"),
+                    own: false,
+                },
             ]
         );
         let err = discover(&root.join("missing"), &[]).unwrap_err();
@@ -266,6 +314,17 @@ mod tests {
             format!("{err:#}").contains("own network namespace"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn only_nsfs_files_are_namespaces() {
+        assert!(is_nsfs(Path::new("/proc/self/ns/net")));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("leftover");
+        fs::write(&plain, b"").unwrap();
+        assert!(!is_nsfs(&plain));
+        assert!(!is_nsfs(&dir.path().join("missing")));
+        assert!(mounted_ns_inode(&plain).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::attribution::annotate::cmdline_text;
 use crate::attribution::cgroup::{self, ProcCgroups};
 
 use super::SocketOwner;
@@ -100,15 +101,9 @@ pub fn describe(proc_root: &Path, pid: u32) -> SocketOwner {
     let comm = fs::read_to_string(dir.join("comm"))
         .map(|c| c.trim_end_matches('\n').to_string())
         .unwrap_or_else(|_| "[exited]".to_string());
-    let cmdline = fs::read(dir.join("cmdline")).ok().and_then(|raw| {
-        let text = raw
-            .split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        (!text.is_empty()).then_some(text)
-    });
+    let cmdline = fs::read(dir.join("cmdline"))
+        .ok()
+        .and_then(|raw| cmdline_text(&raw));
     let cgroups = fs::read_to_string(dir.join("cgroup"))
         .map(|t| cgroup::parse_proc_cgroup(&t))
         .unwrap_or_default();

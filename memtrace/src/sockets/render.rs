@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use anyhow::Context as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::render::format_bytes;
 
@@ -23,7 +23,7 @@ const OWNERS_SHOWN: usize = 3;
 const MAX_ADDR_WIDTH: usize = 56;
 
 /// `memtrace sockets --json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SocketsDocument {
     /// [`SOCKETS_SCHEMA`].
     pub schema: String,
@@ -67,18 +67,6 @@ pub fn to_json(doc: &SocketsDocument) -> anyhow::Result<String> {
     serde_json::to_string_pretty(doc).context("encoding the sockets as JSON")
 }
 
-/// Reads a document back; refuses another schema.
-pub fn from_json(text: &str) -> anyhow::Result<SocketsDocument> {
-    let value: serde_json::Value =
-        serde_json::from_str(text).context("the sockets JSON is not valid JSON")?;
-    let schema = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
-    anyhow::ensure!(
-        schema == SOCKETS_SCHEMA,
-        "not a memtrace sockets document of schema {SOCKETS_SCHEMA} (schema {schema:?})"
-    );
-    serde_json::from_value(value).context("reading the memtrace sockets document")
-}
-
 fn sum(sockets: &[Socket], f: impl Fn(&Socket) -> u64) -> u64 {
     sockets.iter().fold(0u64, |a, s| a.saturating_add(f(s)))
 }
@@ -114,10 +102,11 @@ fn owners_label(s: &Socket) -> String {
         parts.push(format!("+{} more", s.owners.len() - OWNERS_SHOWN));
     }
     let list = parts.join(", ");
-    if s.inode == 0 && s.listener.is_some() {
-        format!("not accepted by {list}")
-    } else {
-        list
+    match (s.inode, s.listener) {
+        (0, Some(_)) => format!("not accepted by {list}"),
+        // Owners without a file or a listener: those of every listener that may hold it.
+        (0, None) => format!("not accepted by one of the listeners of {list}"),
+        _ => list,
     }
 }
 
