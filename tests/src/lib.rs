@@ -56,7 +56,10 @@ pub use report::{
     CgroupOwner, ClassSummary, Frame, KindStatus, Owner, OwnerSummary, ProcessOwner, ProgramStats,
     Report, Stack, Totals, CLASSES, KERNEL_CLASSES, KINDS, OBJ_COUNTERS, REQUIRED_COUNTERS,
 };
-pub use workload::{churn, flush_deferred_skb_frees, tcp_hold, ChurnStats, TcpHold};
+pub use workload::{
+    churn, drain_lru_batches, flush_deferred_skb_frees, tcp_hold, wait_for_page_tables, ChurnStats,
+    TcpHold,
+};
 
 /// One mebibyte.
 pub const MIB: u64 = 1 << 20;

@@ -450,6 +450,50 @@ pub fn flush_deferred_skb_frees() -> Result<()> {
     Ok(())
 }
 
+/// Empties every CPU's LRU folio batches. A page faulted in on one CPU sits in that CPU's
+/// batch, with a reference, until the batch fills or is drained: a process that exits on
+/// another CPU leaves those pages allocated (a few per CPU) for a while. `migrate_pages(2)`
+/// of this process from node 0 to node 0 runs `lru_add_drain_all()` and moves nothing
+/// (`mlock(2)` no longer drains since 5.18).
+pub fn drain_lru_batches() -> Result<()> {
+    let nodes: libc::c_ulong = 1;
+    let max_node = libc::c_ulong::BITS as libc::c_ulong;
+    // SAFETY: both node masks point at one live c_ulong holding `max_node` bits; pid 0 is
+    // this process.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_migrate_pages,
+            0 as libc::pid_t,
+            max_node,
+            &nodes as *const libc::c_ulong,
+            &nodes as *const libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        return Err(last_error("migrate_pages (to drain the LRU batches)"));
+    }
+    Ok(())
+}
+
+/// Waits (at most `timeout`) until `PageTables` in /proc/meminfo is back to at most
+/// `baseline_bytes + slack_bytes`. Page tables of an exited process are freed after an RCU
+/// grace period, which lazy RCU (`CONFIG_RCU_LAZY`) may delay by up to 10 s. Returns the
+/// last value read and how long it waited.
+pub fn wait_for_page_tables(
+    baseline_bytes: u64,
+    slack_bytes: u64,
+    timeout: Duration,
+) -> Result<(u64, Duration)> {
+    let started = Instant::now();
+    loop {
+        let now = crate::meminfo_field("PageTables")?;
+        if now <= baseline_bytes + slack_bytes || started.elapsed() >= timeout {
+            return Ok((now, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// What [`churn`] did.
 #[derive(Clone, Debug)]
 pub struct ChurnStats {
