@@ -259,6 +259,9 @@ fn cgroup_scenario() -> Result<()> {
             .filter(|o| o.tgid != child_tgid && o.context.as_deref() == Some("task"))
             .map(|o| o.bytes)
             .sum();
+        if tcp.is_empty() {
+            log_report(&format!("{label} (no tcp stack)"), r);
+        }
         log(&format!(
             "{label} filter: tcp stacks {} (child held {}), other tasks {}; filtered_out {}",
             mib(bytes),
