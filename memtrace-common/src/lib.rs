@@ -18,6 +18,11 @@ pub mod maps {
     pub const CACHE_NAMES: &str = "CACHE_NAMES";
     /// Kernel stacks (`BPF_MAP_TYPE_STACK_TRACE`, flags 0).
     pub const STACKS: &str = "STACKS";
+    /// The second stack map: a stack whose bucket in [`STACKS`] holds another stack
+    /// (`bpf_get_stackid` -EEXIST: the kernel hashes a stack to one bucket, with a fixed seed)
+    /// is stored here with its innermost frame skipped, which hashes it to an unrelated
+    /// bucket. Its ids are offset by `Config::stack_alt_base` in the stack slot space.
+    pub const STACKS_ALT: &str = "STACKS_ALT";
     /// Array of [`super::StackAgg`], one block of `Config::agg_stride` slots per [`super::Kind`]:
     /// index = `kind * agg_stride + stack_id`; the last slot of a block (`stack_none_id`)
     /// collects allocations whose stack could not be captured.
@@ -346,10 +351,13 @@ pub struct Config {
     /// Highest buddy order on this kernel (10 on x86_64): bounds the partial-free search.
     pub max_order: u32,
     /// Stack slot (within each kind's block of `STACK_AGG`) used for allocations whose stack id
-    /// could not be obtained (= number of stack slots).
+    /// could not be obtained (= number of stack slots: `STACKS` then `STACKS_ALT` ids).
     pub stack_none_id: u32,
     /// Slots per kind in `STACK_AGG` (= stack slots + 1).
     pub agg_stride: u32,
+    /// Stack slot of id 0 of `STACKS_ALT` (= buckets of `STACKS`).
+    pub stack_alt_base: u32,
+    pub _pad_stack: u32,
     /// Non-zero: page allocations of migrate type movable (user, page cache and shmem pages)
     /// are not recorded (the default, kernel-memory session).
     pub skip_movable: u32,
@@ -399,6 +407,8 @@ impl Config {
             max_order: 0,
             stack_none_id: 0,
             agg_stride: 0,
+            stack_alt_base: 0,
+            _pad_stack: 0,
             skip_movable: 0,
             sample_every: 1,
             tracked_words: 0,
@@ -516,7 +526,8 @@ pub enum Counter {
     StaleReplaced,
     /// Records moved aside (see [`DETACHED_KEY_BIT`]).
     Detached,
-    /// `bpf_get_stackid` failed with -EEXIST (hash bucket taken by another stack).
+    /// `bpf_get_stackid` failed with -EEXIST in both stack maps (its buckets in `STACKS` and
+    /// `STACKS_ALT` taken by other stacks): the stack was lost.
     StackIdEexist,
     /// `bpf_get_stackid` failed with -ENOMEM (stack map full).
     StackIdEnomem,
@@ -568,10 +579,13 @@ pub enum Counter {
     GraceSkipped,
     /// Object allocations made during the grace period: not recorded.
     ObjGraceSkipped,
+    /// Allocations whose stack's bucket in `STACKS` held another stack: kept in `STACKS_ALT`
+    /// (without the innermost frame) instead of being lost.
+    StackIdSecondMap,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ObjGraceSkipped as u32 + 1;
+    pub const COUNT: u32 = Counter::StackIdSecondMap as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -609,6 +623,7 @@ impl Counter {
         Counter::ObjFilteredOut,
         Counter::GraceSkipped,
         Counter::ObjGraceSkipped,
+        Counter::StackIdSecondMap,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -649,6 +664,7 @@ impl Counter {
             Counter::ObjFilteredOut => "obj_filtered_out",
             Counter::GraceSkipped => "grace_skipped",
             Counter::ObjGraceSkipped => "obj_grace_skipped",
+            Counter::StackIdSecondMap => "stack_id_second_map",
         }
     }
 
@@ -701,7 +717,7 @@ mod tests {
         assert_eq!(size_of::<Filters>(), 4 * 16 + 16 * 4 + 16 * 8 + 16);
         assert_eq!(
             size_of::<Config>(),
-            24 + 8 + 8 + 16 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8
+            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8
         );
         assert_eq!(size_of::<ObjKey>(), 16);
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);

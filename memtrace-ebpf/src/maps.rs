@@ -41,6 +41,14 @@ pub static CACHE_NAMES: Array<[u8; 32]> = Array::with_max_entries(1 << 14, 0);
 #[map]
 pub static STACKS: StackTrace = StackTrace::with_max_entries(1 << 14, 0);
 
+/// Stacks whose bucket in `STACKS` holds another stack, innermost frame skipped (see
+/// `memtrace_common::maps::STACKS_ALT`).
+#[map]
+pub static STACKS_ALT: StackTrace = StackTrace::with_max_entries(1 << 12, 0);
+
+/// `bpf_get_stackid` flags for `STACKS_ALT`: skip one frame (`BPF_F_SKIP_FIELD_MASK` bits).
+const ALT_SKIP_FRAMES: u64 = 1;
+
 /// Per-stack aggregates: one block of `Config::agg_stride` slots per kind, indexed by
 /// `kind * agg_stride + stack_id`; the last slot of a block is `Config::stack_none_id`.
 #[map]
@@ -166,20 +174,29 @@ pub fn agg_index(cfg: &Config, kind: u32, stack_slot: u32) -> u32 {
     kind * cfg.agg_stride + stack_slot
 }
 
-/// The stack id of the current event, or `Config::stack_none_id` (counted) when unavailable.
+/// The stack slot of the current event: its id in `STACKS`; when that bucket holds another
+/// stack, `Config::stack_alt_base` + its id in `STACKS_ALT` (counted); otherwise
+/// `Config::stack_none_id` (counted). A stack keeps its slot for the whole session: stack
+/// map entries are never deleted, so the stack occupying its `STACKS` bucket stays there.
 #[inline(always)]
 pub fn stack_slot<C: StackIdContext>(ctx: &C, cfg: &Config) -> u32 {
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as u32,
-        Err(e) => {
-            count(match e {
-                EEXIST => Counter::StackIdEexist,
-                ENOMEM => Counter::StackIdEnomem,
-                _ => Counter::StackIdOther,
-            });
-            cfg.stack_none_id
-        }
-    }
+    let err = match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => return id as u32,
+        Err(EEXIST) => match ctx.get_stackid(&STACKS_ALT, ALT_SKIP_FRAMES) {
+            Ok(id) => {
+                count(Counter::StackIdSecondMap);
+                return cfg.stack_alt_base.wrapping_add(id as u32);
+            }
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    count(match err {
+        EEXIST => Counter::StackIdEexist,
+        ENOMEM => Counter::StackIdEnomem,
+        _ => Counter::StackIdOther,
+    });
+    cfg.stack_none_id
 }
 
 pub const BPF_ANY: u64 = 0;

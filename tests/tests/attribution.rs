@@ -122,10 +122,11 @@ fn run(scenario: fn() -> Result<()>) {
 
 #[test]
 fn cgroup_pid_and_filters() {
-    // Once, in a fresh-clone CI run, the unfiltered tracer of this scenario listed no TCP
-    // stack at all (not even the parent's hold), and the same code passed every run since.
-    // Until the cause is found: a second attempt, with the first failure and its report logged
-    // loudly. Two failures in a row fail the test.
+    // Twice the unfiltered tracer of this scenario listed no TCP stack at all: the TCP stack's
+    // bucket in the stack map held another stack (stack_id_eexist in the tens of thousands,
+    // 80 MiB under "[stack unavailable]"). Such stacks now go to the second stack map
+    // (tests/tests/stacks.rs). A second attempt stays, with the first failure and the
+    // tracers' reports logged loudly; two failures in a row fail the test.
     run(|| match cgroup_scenario() {
         Ok(()) => Ok(()),
         Err(e) => {

@@ -120,13 +120,20 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
 
     let stack_map: StackTraceMap<&MapData> =
         StackTraceMap::try_from(map(ebpf, maps::STACKS)?).context("STACKS map")?;
+    let alt_map: StackTraceMap<&MapData> =
+        StackTraceMap::try_from(map(ebpf, maps::STACKS_ALT)?).context("STACKS_ALT map")?;
     let mut stacks = HashMap::new();
     for (_, slot, _) in &aggs {
-        if *slot >= tracer.config.stack_none_id || stacks.contains_key(slot) {
+        if stacks.contains_key(slot) {
             continue;
         }
+        let trace = match locate_slot(*slot, &tracer.config) {
+            Some(StackSlot::Main(id)) => stack_map.get(&id, 0),
+            Some(StackSlot::Alt(id)) => alt_map.get(&id, 0),
+            None => continue,
+        };
         // A slot without a stack (should not happen) just renders without frames.
-        if let Ok(trace) = stack_map.get(slot, 0) {
+        if let Ok(trace) = trace {
             let ips: Vec<u64> = trace.frames().iter().map(|f| f.ip).collect();
             stacks.insert(*slot, ips);
         }
@@ -228,5 +235,46 @@ where
                 .with_context(|| format!("reading {name}"))
         }
         Err(e) => Err(e).with_context(|| format!("BPF_MAP_LOOKUP_BATCH on {name}")),
+    }
+}
+
+/// Where the stack of a stack slot lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackSlot {
+    /// Id in `STACKS`.
+    Main(u32),
+    /// Id in `STACKS_ALT` (the stack without its innermost frame).
+    Alt(u32),
+}
+
+/// The map and id of stack slot `slot` (`None`: the "stack unavailable" slot or beyond).
+pub fn locate_slot(slot: u32, config: &memtrace_common::Config) -> Option<StackSlot> {
+    if slot >= config.stack_none_id {
+        None
+    } else if slot >= config.stack_alt_base {
+        Some(StackSlot::Alt(slot - config.stack_alt_base))
+    } else {
+        Some(StackSlot::Main(slot))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{locate_slot, StackSlot};
+
+    #[test]
+    fn stack_slots_map_to_their_stack_map() {
+        let config = memtrace_common::Config {
+            stack_alt_base: 16,
+            stack_none_id: 20,
+            agg_stride: 21,
+            ..memtrace_common::Config::zeroed()
+        };
+        assert_eq!(locate_slot(0, &config), Some(StackSlot::Main(0)));
+        assert_eq!(locate_slot(15, &config), Some(StackSlot::Main(15)));
+        assert_eq!(locate_slot(16, &config), Some(StackSlot::Alt(0)));
+        assert_eq!(locate_slot(19, &config), Some(StackSlot::Alt(3)));
+        assert_eq!(locate_slot(20, &config), None);
+        assert_eq!(locate_slot(u32::MAX, &config), None);
     }
 }

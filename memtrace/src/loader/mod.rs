@@ -297,6 +297,13 @@ fn plan_kind(root: &Path, kind: Kind, config: &mut Config) -> Result<PlannedKind
     Ok(PlannedKind { kind, hooks, note })
 }
 
+/// Buckets of the second stack map for `stack_slots` buckets in the first (a power of two):
+/// a quarter. It only holds the stacks that collided in the first map (a few percent of
+/// them while the first is far from full).
+pub fn alt_stack_slots(stack_slots: u32) -> u32 {
+    (stack_slots / 4).max(1)
+}
+
 /// Checks privileges, reads the tracepoint layouts, loads and attaches the requested kinds.
 /// A kind whose events this kernel lacks is skipped with a note; none traceable is an error.
 pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
@@ -310,13 +317,16 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .max(1)
         .checked_next_power_of_two()
         .unwrap_or(1 << 31);
+    let alt_slots = alt_stack_slots(stack_slots);
+    let slot_count = stack_slots + alt_slots;
     let tracked_words = pages::bitmap_words(pages::max_pfn());
     let mut config = Config {
         page_size: tracefs::page_size(),
         self_tgid: std::process::id(),
         max_order: tracefs::max_order(),
-        stack_none_id: stack_slots,
-        agg_stride: stack_slots + 1,
+        stack_none_id: slot_count,
+        agg_stride: slot_count + 1,
+        stack_alt_base: stack_slots,
         skip_movable: u32::from(opts.skip_movable),
         sample_every: opts.sample_every.max(1),
         movable_stack_every: opts.movable_stack_every,
@@ -385,9 +395,10 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         )
         .map_max_entries(
             maps::CACHE_NAMES,
-            if traces(Kind::Slab) { stack_slots } else { 1 },
+            if traces(Kind::Slab) { slot_count } else { 1 },
         )
         .map_max_entries(maps::STACKS, stack_slots)
+        .map_max_entries(maps::STACKS_ALT, alt_slots)
         .map_max_entries(
             maps::TRACKED_PFNS,
             if traces(Kind::Page) {
@@ -396,7 +407,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                 1
             },
         )
-        .map_max_entries(maps::STACK_AGG, Kind::COUNT * (stack_slots + 1))
+        .map_max_entries(maps::STACK_AGG, Kind::COUNT * (slot_count + 1))
         .load(EBPF_OBJECT)
         .map_err(|e| SetupError::BpfLoad {
             what: "creating maps".into(),
