@@ -463,7 +463,7 @@ pub fn drain_lru_batches() -> Result<()> {
     let rc = unsafe {
         libc::syscall(
             libc::SYS_migrate_pages,
-            0 as libc::pid_t,
+            0 as libc::c_long,
             max_node,
             &nodes as *const libc::c_ulong,
             &nodes as *const libc::c_ulong,

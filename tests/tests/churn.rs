@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{ensure, Result};
 use memtrace_tests::{
     assert_no_memtrace_programs_loaded, churn, drain_lru_batches, find_stacks_with_all, log,
-    meminfo_field, mib, owner_bytes_upper_bound, require_bpf, sum_allocated_bytes, sum_bytes,
-    wait_for_page_tables, Tracer, MIB,
+    meminfo_field, mib, require_bpf, sum_allocated_bytes, sum_bytes, wait_for_page_tables, Tracer,
+    MIB,
 };
 
 const ITERATIONS: usize = 10;
@@ -66,19 +66,14 @@ fn scenario(label: &str, extra: &[&str], hook: &str) -> Result<()> {
     let outstanding = sum_bytes(&fault);
     // Other processes on this machine fault memory in too (and may hold it at the end). What
     // the workload itself still holds, on any stack, is exact in the per-process summary
-    // (built from every owner of every stack, not the top few each stack lists); the bound
-    // through the page-fault stacks' owner lists is only logged (a busy machine's
-    // copy-on-write stack has more owners than it lists).
+    // (built from every owner of every stack, not the top few each stack lists: a busy
+    // machine's copy-on-write stack has more owners than it lists).
     let child_left: u64 = report
         .owners
         .processes
         .iter()
         .filter(|p| p.context == "task" && p.tgid == stats.pid)
         .map(|p| p.bytes)
-        .sum();
-    let child_bound: u64 = fault
-        .iter()
-        .map(|s| owner_bytes_upper_bound(s, stats.pid))
         .sum();
     let hooks = report.session["hooks"].to_string();
     ensure!(
@@ -87,16 +82,13 @@ fn scenario(label: &str, extra: &[&str], hook: &str) -> Result<()> {
     );
     log(&format!(
         "churn ({label}): touched {}; handle_mm_fault stacks ({}): allocated {} ({allocated} bytes), \
-         outstanding {} ({outstanding} bytes, {:.2} % of allocated), of which at most {} \
-         ({child_bound} bytes, {:.3} %) by the owner lists; the churn child {} holds \
+         outstanding {} ({outstanding} bytes, {:.2} % of allocated); the churn child {} holds \
          {child_left} bytes on all stacks",
         mib(stats.touched_bytes),
         fault.len(),
         mib(allocated),
         mib(outstanding),
         outstanding as f64 * 100.0 / allocated.max(1) as f64,
-        mib(child_bound),
-        child_bound as f64 * 100.0 / allocated.max(1) as f64,
         stats.pid
     ));
     for (i, stack) in fault.iter().take(5).enumerate() {
@@ -115,7 +107,7 @@ fn scenario(label: &str, extra: &[&str], hook: &str) -> Result<()> {
     ensure!(
         outstanding * 50 < allocated,
         "{outstanding} bytes are still outstanding on the page-fault stacks after the churn \
-         (child's share at most {child_bound}); must be < 2 % of the {allocated} allocated"
+         (the churn child's share {child_left}); must be < 2 % of the {allocated} allocated"
     );
     if child_left >= CHILD_LEFT_MAX {
         for stack in report
