@@ -6,6 +6,7 @@
 
 pub mod build;
 pub mod classify;
+pub mod frames;
 pub mod growth;
 
 use std::collections::HashMap;
