@@ -123,18 +123,64 @@ impl Default for Filters {
     }
 }
 
-/// Slots of [`maps::CALIB`]. Page addresses here are relative to the address of the CALIB
-/// array value (the verifier only lets a program turn a trusted pointer into a number by
-/// subtracting another pointer); the offset is constant for a session and cancels out.
+/// Slots of [`maps::CALIB`], filled while the session starts (the calibration programs of
+/// `memtrace-ebpf/src/probes/calib.rs` run only then). Page addresses in `SELF_PAGE` and
+/// `VMEMMAP_PLUS_ONE` are relative to the address of the CALIB array value (the verifier only
+/// lets a tp_btf program turn a trusted pointer into a number by subtracting another pointer);
+/// the offset is constant for a session and cancels out. The `*_ABS` slots are plain kernel
+/// addresses (the programs that read them only pass them to `bpf_probe_read_kernel`).
 pub mod calib {
-    /// Written by the tp_btf allocation program: the (relative) `struct page *` of the last
-    /// page allocated by memtrace's own process (user space faults a page in to learn one).
+    /// The (relative) `struct page *` of the last page allocated by memtrace's own process
+    /// (user space faults a page in to learn one).
     pub const SELF_PAGE: u32 = 0;
     /// Written by user space once calibrated: the (relative) address of the `struct page` of
     /// pfn 0, plus one, so that 0 means "not calibrated yet" (events are not tracked).
     pub const VMEMMAP_PLUS_ONE: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// The absolute `struct page *` and the order of memtrace's own last page allocation.
+    pub const SELF_PAGE_ABS: u32 = 2;
+    pub const SELF_PAGE_ORDER: u32 = 3;
+    /// Copied from `SELF_PAGE_ABS` / `SELF_PAGE_ORDER` when a `kmalloc` event of memtrace's
+    /// own process larger than any kmalloc cache is seen: the pages that allocation came from
+    /// (a large kmalloc is one buddy allocation, and its page allocation fires just before).
+    pub const LARGE_PAGE_ABS: u32 = 4;
+    pub const LARGE_PAGE_ORDER: u32 = 5;
+    /// That large kmalloc's address (`page_address()` of those pages) and `bytes_alloc`.
+    pub const LARGE_PTR: u32 = 6;
+    pub const LARGE_BYTES: u32 = 7;
+    /// Written by user space: the constant `K` with `struct page` of a direct-map address `v`
+    /// at `K + (v >> page_shift) * sizeof(struct page)`; 0 = unknown (slab cache names are
+    /// then not read through the object's slab).
+    pub const OBJ_PAGE_BASE: u32 = 8;
+    pub const COUNT: u32 = 9;
 }
+
+/// What the slab programs need to name the cache of an object from its address: `struct
+/// page` of the address (via [`calib::OBJ_PAGE_BASE`]), its head page (`compound_head`), the
+/// slab's `slab_cache`, and that cache's `size` and `name`. Byte offsets from the kernel's BTF;
+/// `page_struct_size` 0 = not available on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabNameLayout {
+    /// `sizeof(struct page)`.
+    pub page_struct_size: u32,
+    /// log2 of the page size.
+    pub page_shift: u32,
+    /// `struct page`: `compound_head` (bit 0 set on tail pages: head page address + 1).
+    pub compound_head: u32,
+    /// `struct slab` (or, before 5.17, `struct page`): `slab_cache`.
+    pub slab_cache: u32,
+    /// `struct kmem_cache`: `size` (what the tracepoints report as `bytes_alloc`).
+    pub cache_size: u32,
+    /// `struct kmem_cache`: `name` (`const char *`).
+    pub cache_name: u32,
+    /// Largest kmalloc cache object (bytes): a larger kmalloc is a buddy allocation (no cache).
+    pub kmalloc_max_size: u32,
+    pub _pad: u32,
+}
+
+/// First byte of a `CACHE_NAMES` slot whose cache could not be read (counted once per stack in
+/// `cache_names_unresolved`; the stack is not tried again).
+pub const CACHE_NAME_UNRESOLVED: u8 = 0xff;
 
 /// Program names (the function names in memtrace-ebpf).
 pub mod programs {
@@ -155,6 +201,12 @@ pub mod programs {
     pub const VMALLOC_FREE: &str = "free_vmap_area_noflush";
     /// fentry on `kmem_cache_free_bulk` (also behind `kfree_bulk`), which has no tracepoint.
     pub const SLAB_FREE_BULK: &str = "kmem_cache_free_bulk";
+    /// Start-up only: tp_btf `mm_page_alloc` storing memtrace's own page allocations in
+    /// `CALIB`.
+    pub const CALIB_PAGE_ALLOC: &str = "calib_page_alloc";
+    /// Start-up only: `kmem:kmalloc` (and `kmem:kmalloc_node`) storing memtrace's own large
+    /// kmalloc in `CALIB`.
+    pub const CALIB_KMALLOC: &str = "calib_kmalloc";
 }
 
 /// What kind of kernel memory an allocation is.
@@ -384,6 +436,7 @@ pub struct Config {
     pub percpu_free: ObjFreeLayout,
     pub vmalloc_alloc: ObjAllocLayout,
     pub vmalloc_free: ObjFreeLayout,
+    pub slab_names: SlabNameLayout,
 }
 
 impl Config {
@@ -434,6 +487,16 @@ impl Config {
             vmalloc_alloc: ObjAllocLayout::absent(),
             vmalloc_free: ObjFreeLayout {
                 ptr_offset: NO_FIELD,
+                _pad: 0,
+            },
+            slab_names: SlabNameLayout {
+                page_struct_size: 0,
+                page_shift: 0,
+                compound_head: 0,
+                slab_cache: 0,
+                cache_size: 0,
+                cache_name: 0,
+                kmalloc_max_size: 0,
                 _pad: 0,
             },
         }
@@ -582,10 +645,13 @@ pub enum Counter {
     /// Allocations whose stack's bucket in `STACKS` held another stack: kept in `STACKS_ALT`
     /// (without the innermost frame) instead of being lost.
     StackIdSecondMap,
+    /// Slab stacks whose cache could not be read through the object's slab (the cache name is
+    /// then the event's `name` field where it has one, else unknown).
+    CacheNamesUnresolved,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::StackIdSecondMap as u32 + 1;
+    pub const COUNT: u32 = Counter::CacheNamesUnresolved as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -624,6 +690,7 @@ impl Counter {
         Counter::GraceSkipped,
         Counter::ObjGraceSkipped,
         Counter::StackIdSecondMap,
+        Counter::CacheNamesUnresolved,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -665,6 +732,7 @@ impl Counter {
             Counter::GraceSkipped => "grace_skipped",
             Counter::ObjGraceSkipped => "obj_grace_skipped",
             Counter::StackIdSecondMap => "stack_id_second_map",
+            Counter::CacheNamesUnresolved => "cache_names_unresolved",
         }
     }
 
@@ -682,6 +750,7 @@ impl Counter {
                 | Counter::ObjectsFull
                 | Counter::ObjStaleReplaced
                 | Counter::ObjBulkTruncated
+                | Counter::CacheNamesUnresolved
         )
     }
 }
@@ -717,8 +786,9 @@ mod tests {
         assert_eq!(size_of::<Filters>(), 4 * 16 + 16 * 4 + 16 * 8 + 16);
         assert_eq!(
             size_of::<Config>(),
-            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8
+            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8 + 32
         );
+        assert_eq!(size_of::<SlabNameLayout>(), 32);
         assert_eq!(size_of::<ObjKey>(), 16);
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);
         assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16 + 8);

@@ -1,8 +1,8 @@
-//! Just enough of the kernel's BTF (`/sys/kernel/btf/vmlinux`) for the tp_btf page programs:
-//! the size of `struct page` (to turn a `struct page *` into a pfn) and the argument types of
-//! the `mm_page_alloc` / `mm_page_free` tracepoints (`btf_trace_<event>` typedefs), so a kernel
-//! whose tracepoint prototype differs falls back to the classic tracepoints instead of reading
-//! the wrong argument.
+//! Just enough of the kernel's BTF (`/sys/kernel/btf/vmlinux`) for memtrace's programs: the
+//! size of `struct page` (to turn a `struct page *` into a pfn), member offsets (to read an
+//! object's slab cache: `struct page`, `struct slab`, `struct kmem_cache`), and the argument
+//! types of tracepoints (`btf_trace_<event>` typedefs), so a kernel whose tracepoint prototype
+//! differs falls back to the classic tracepoints instead of reading the wrong argument.
 //!
 //! Format: `include/uapi/linux/btf.h` (header, then type records, then the string section).
 
@@ -11,6 +11,18 @@ use std::{collections::HashMap, path::Path};
 use thiserror::Error;
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Environment variable naming another file to read as the kernel's BTF instead of
+/// [`VMLINUX`] (for tests: a missing file exercises the path of a kernel without BTF).
+pub const PATH_ENV: &str = "MEMTRACE_BTF_PATH";
+
+/// The kernel BTF file memtrace uses: [`VMLINUX`], or what [`PATH_ENV`] names.
+pub fn vmlinux_path() -> std::path::PathBuf {
+    match std::env::var_os(PATH_ENV) {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => VMLINUX.into(),
+    }
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BtfError {
@@ -52,6 +64,8 @@ struct Type {
     size_or_type: u32,
     /// FUNC_PROTO parameter types.
     params: Vec<u32>,
+    /// STRUCT / UNION members: (name, type, offset in bits).
+    members: Vec<(String, u32, u32)>,
 }
 
 /// The parsed type records (id 0 is `void`).
@@ -63,8 +77,9 @@ pub struct KernelBtf {
 
 /// A type as the tp_btf checks spell it: `struct page *`, `unsigned int`, `gfp_t`, `int`.
 impl KernelBtf {
+    /// The running kernel's BTF ([`vmlinux_path`]).
     pub fn from_sys_fs() -> Result<Self, BtfError> {
-        Self::from_file(Path::new(VMLINUX))
+        Self::from_file(&vmlinux_path())
     }
 
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
@@ -112,6 +127,7 @@ impl KernelBtf {
             name: String::new(),
             size_or_type: 0,
             params: Vec::new(),
+            members: Vec::new(),
         }];
         let mut o = types_start;
         while o < end {
@@ -120,12 +136,30 @@ impl KernelBtf {
             let size_or_type = u32_at(o + 8).ok_or(BtfError::Truncated)?;
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 != 0;
             o += 12;
             let mut params = Vec::new();
+            let mut members = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
                 KIND_ARRAY => 12,
-                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = o + 12 * i;
+                        let name = u32_at(m).ok_or(BtfError::Truncated)?;
+                        let ty = u32_at(m + 4).ok_or(BtfError::Truncated)?;
+                        let offset = u32_at(m + 8).ok_or(BtfError::Truncated)?;
+                        // With kind_flag the top 8 bits hold a bitfield's size.
+                        let bits = if kind_flag {
+                            offset & 0xff_ffff
+                        } else {
+                            offset
+                        };
+                        members.push((name_at(name), ty, bits));
+                    }
+                    12 * vlen
+                }
+                KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
                 KIND_ENUM => 8 * vlen,
                 KIND_FUNC_PROTO => {
                     for i in 0..vlen {
@@ -146,6 +180,7 @@ impl KernelBtf {
                 name: name_at(name_off),
                 size_or_type,
                 params,
+                members,
             });
         }
         let mut by_name = HashMap::new();
@@ -161,6 +196,48 @@ impl KernelBtf {
     pub fn struct_size(&self, name: &str) -> Option<u32> {
         let id = *self.by_name.get(&(KIND_STRUCT, name.to_string()))?;
         Some(self.types[id as usize].size_or_type)
+    }
+
+    /// Byte offset of `member` in `struct <name>`, looking into anonymous struct and union
+    /// members (`struct page` keeps most of its fields in anonymous unions).
+    pub fn member_offset(&self, name: &str, member: &str) -> Option<u32> {
+        let id = *self.by_name.get(&(KIND_STRUCT, name.to_string()))?;
+        self.find_member(id, member, 0).map(|bits| bits / 8)
+    }
+
+    fn find_member(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
+        let t = self.types.get(id as usize)?;
+        if depth > 8 || !matches!(t.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        if let Some((_, _, bits)) = t.members.iter().find(|(n, _, _)| n == member) {
+            return Some(*bits);
+        }
+        t.members
+            .iter()
+            .filter(|(n, _, _)| n.is_empty())
+            .find_map(|(_, ty, bits)| {
+                let inner = self.strip_modifiers(*ty);
+                self.find_member(inner, member, depth + 1).map(|b| b + bits)
+            })
+    }
+
+    /// `id` with const/volatile/restrict/typedef/type tags peeled off.
+    fn strip_modifiers(&self, mut id: u32) -> u32 {
+        for _ in 0..16 {
+            match self.types.get(id as usize) {
+                Some(t)
+                    if matches!(
+                        t.kind,
+                        KIND_CONST | KIND_VOLATILE | KIND_RESTRICT | KIND_TYPEDEF | KIND_TYPE_TAG
+                    ) =>
+                {
+                    id = t.size_or_type
+                }
+                _ => break,
+            }
+        }
+        id
     }
 
     /// The C spelling of type `id`, with typedef names kept (`gfp_t`) and qualifiers dropped.
@@ -304,6 +381,79 @@ pub(crate) mod tests {
         assert_eq!(btf.tracepoint_args("kfree"), None);
     }
 
+    /// A STRUCT/UNION member: (name, type, bit offset).
+    type Member<'a> = (&'a str, u32, u32);
+
+    /// `blob` with member names.
+    fn blob_with_members(types: &[(u32, &str, u32, Vec<Member<'_>>)]) -> Vec<u8> {
+        // Names go first into the string section, in order, so their offsets are known.
+        let mut strings = vec![0u8];
+        let off = |name: &str, strings: &mut Vec<u8>| -> u32 {
+            if name.is_empty() {
+                return 0;
+            }
+            let o = strings.len() as u32;
+            strings.extend_from_slice(name.as_bytes());
+            strings.push(0);
+            o
+        };
+        let mut tbytes = Vec::new();
+        for (kind, name, size, members) in types {
+            let name_off = off(name, &mut strings);
+            tbytes.extend(name_off.to_le_bytes());
+            tbytes.extend(((kind << 24) | members.len() as u32).to_le_bytes());
+            tbytes.extend(size.to_le_bytes());
+            if *kind == KIND_INT {
+                tbytes.extend(64u32.to_le_bytes());
+            }
+            for (m, ty, bits) in members {
+                let m_off = off(m, &mut strings);
+                tbytes.extend(m_off.to_le_bytes());
+                tbytes.extend(ty.to_le_bytes());
+                tbytes.extend(bits.to_le_bytes());
+            }
+        }
+        let mut out = Vec::new();
+        out.extend(0xeb9fu16.to_le_bytes());
+        out.extend([1, 0]);
+        out.extend(24u32.to_le_bytes());
+        out.extend(0u32.to_le_bytes());
+        out.extend((tbytes.len() as u32).to_le_bytes());
+        out.extend((tbytes.len() as u32).to_le_bytes());
+        out.extend((strings.len() as u32).to_le_bytes());
+        out.extend(tbytes);
+        out.extend(strings);
+        out
+    }
+
+    #[test]
+    fn member_offsets_look_into_anonymous_members() {
+        // struct page { unsigned long flags; union { struct { void *lru[2]; } ;
+        //   struct { unsigned long compound_head; }; }; ... };  struct slab { unsigned long
+        //   __page_flags; struct kmem_cache *slab_cache (at 8 here); }
+        let data = blob_with_members(&[
+            (KIND_INT, "unsigned long", 8, vec![]),              // 1
+            (KIND_STRUCT, "", 16, vec![("lru", 1, 0)]),          // 2
+            (KIND_STRUCT, "", 8, vec![("compound_head", 1, 0)]), // 3
+            (KIND_UNION, "", 16, vec![("", 2, 0), ("", 3, 0)]),  // 4
+            (KIND_CONST, "", 4, vec![]),                         // 5: const union
+            (KIND_STRUCT, "page", 64, vec![("flags", 1, 0), ("", 5, 64)]), // 6
+            (
+                KIND_STRUCT,
+                "slab",
+                64,
+                vec![("__page_flags", 1, 0), ("slab_cache", 1, 64)],
+            ),
+        ]);
+        let btf = KernelBtf::parse(&data).unwrap();
+        assert_eq!(btf.member_offset("page", "flags"), Some(0));
+        assert_eq!(btf.member_offset("page", "compound_head"), Some(8));
+        assert_eq!(btf.member_offset("page", "lru"), Some(8));
+        assert_eq!(btf.member_offset("slab", "slab_cache"), Some(8));
+        assert_eq!(btf.member_offset("page", "slab_cache"), None);
+        assert_eq!(btf.member_offset("folio", "flags"), None);
+    }
+
     #[test]
     fn rejects_garbage_and_truncation() {
         assert_eq!(KernelBtf::parse(b"nope").unwrap_err(), BtfError::BadHeader);
@@ -328,5 +478,10 @@ pub(crate) mod tests {
             .tracepoint_args("mm_page_alloc")
             .expect("btf_trace_mm_page_alloc");
         assert_eq!(args[0], "struct page *");
+        // What the slab programs read an object's cache through.
+        assert_eq!(btf.member_offset("page", "compound_head"), Some(8));
+        assert!(btf.member_offset("slab", "slab_cache").is_some());
+        assert!(btf.member_offset("kmem_cache", "name").is_some());
+        assert!(btf.member_offset("kmem_cache", "size").is_some());
     }
 }

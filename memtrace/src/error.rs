@@ -39,6 +39,12 @@ pub enum SetupError {
 
     #[error("attaching to tracepoint {event} failed: {reason}")]
     Attach { event: String, reason: String },
+
+    #[error(
+        "memtrace needs Linux {min} or newer (BPF atomic fetch instructions); this kernel is \
+         {release}: run it on a newer kernel"
+    )]
+    OldKernel { release: String, min: String },
 }
 
 impl SetupError {

@@ -39,7 +39,9 @@ pub use env::{bpf_unavailable_reason, memtrace_bin, require_bpf, workspace_root}
 pub use holds::{
     anon_hold, file_hold, shmem_hold, unix_dgram_hold, AnonHold, FileHold, ShmemHold, UnixDgramHold,
 };
-pub use process::{run_memtrace, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX};
+pub use process::{
+    run_memtrace, run_memtrace_env, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX,
+};
 pub use procfs::{
     memcg_kmem_accounting, meminfo, meminfo_field, parse_cpu_list, parse_meminfo,
     parse_vmallocinfo, percpu_bytes_alloc, possible_cpus, vmalloc_areas, SlabCache, SlabGrowth,
@@ -51,10 +53,11 @@ pub use programs::{
 };
 pub use report::{
     backed_kind, find_kind_stacks, find_stacks, find_stacks_with_all, folded_bytes,
-    owner_bytes_upper_bound, parse_folded, stack_has_function, stacks_where, sum_allocated_bytes,
-    sum_allocated_count, sum_allocations, sum_bytes, sum_owned_by, symbol_matches, Caller,
-    CgroupOwner, ClassSummary, Frame, KindStatus, Owner, OwnerSummary, ProcessOwner, ProgramStats,
-    Report, Stack, Totals, CLASSES, KERNEL_CLASSES, KINDS, OBJ_COUNTERS, REQUIRED_COUNTERS,
+    is_tracer_symbol, owner_bytes_upper_bound, parse_folded, stack_has_function, stacks_where,
+    sum_allocated_bytes, sum_allocated_count, sum_allocations, sum_bytes, sum_owned_by,
+    symbol_matches, Caller, CgroupOwner, ClassSummary, Frame, KindStatus, Owner, OwnerSummary,
+    ProcessOwner, ProgramStats, Report, Stack, Totals, CLASSES, KERNEL_CLASSES, KINDS,
+    OBJ_COUNTERS, REQUIRED_COUNTERS,
 };
 pub use workload::{
     churn, drain_lru_batches, flush_deferred_skb_frees, tcp_hold, wait_for_page_tables, ChurnStats,

@@ -287,8 +287,24 @@ impl Tracer {
         Tracer::spawn_bin(&memtrace_bin(), label, args)
     }
 
+    /// [`Tracer::spawn`] with extra environment variables for memtrace.
+    pub fn spawn_env(label: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Tracer> {
+        Tracer::spawn_inner(&memtrace_bin(), label, args, env)
+    }
+
+    /// [`Tracer::spawn_env`] then [`Tracer::wait_ready`].
+    pub fn start_env(label: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Tracer> {
+        let mut tracer = Tracer::spawn_env(label, args, env)?;
+        tracer.wait_ready()?;
+        Ok(tracer)
+    }
+
     /// [`Tracer::spawn`] of another binary (e.g. a stand-in for testing the harness).
     pub fn spawn_bin(bin: &Path, label: &str, args: &[&str]) -> Result<Tracer> {
+        Tracer::spawn_inner(bin, label, args, &[])
+    }
+
+    fn spawn_inner(bin: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Tracer> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("memtrace-{label}-"))
             .tempdir()
@@ -296,6 +312,7 @@ impl Tracer {
         let json = dir.path().join("report.json");
         let folded = dir.path().join("report.folded");
         let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied());
         cmd.arg("trace")
             .args(args)
             .arg("--json")
@@ -467,8 +484,17 @@ impl Finished {
 
 /// Runs `memtrace <args>` to completion (killed and failing after `timeout`).
 pub fn run_memtrace(args: &[&str], timeout: Duration) -> Result<Finished> {
+    run_memtrace_env(args, &[], timeout)
+}
+
+/// [`run_memtrace`] with extra environment variables.
+pub fn run_memtrace_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Finished> {
     let mut cmd = Command::new(memtrace_bin());
-    cmd.args(args);
+    cmd.args(args).envs(env.iter().copied());
     run(&args.join(" "), cmd, timeout)
 }
 

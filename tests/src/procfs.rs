@@ -40,15 +40,10 @@ pub struct SlabGrowth {
 }
 
 impl SlabGrowth {
-    /// The name memtrace gives a slab stack of this cache: the cache name, or for the kmalloc
-    /// caches (`kmalloc-512`, `kmalloc-cg-512`, `kmalloc-rcl-1k`, `dma-kmalloc-64`, ...)
-    /// `kmalloc-<objsize>`, since a `kmalloc` event carries no cache name, only `bytes_alloc`.
+    /// The name memtrace gives a slab stack of this cache: the cache's own name, exactly as
+    /// `/proc/slabinfo` lists it (`kmalloc-512`, `kmalloc-cg-1k`, `skbuff_head_cache`, ...).
     pub fn report_cache_name(&self) -> String {
-        if self.name.starts_with("kmalloc-") || self.name.starts_with("dma-kmalloc-") {
-            format!("kmalloc-{}", self.objsize)
-        } else {
-            self.name.clone()
-        }
+        self.name.clone()
     }
 }
 
@@ -307,12 +302,13 @@ UDP                   24     24   1344   12    4 : tunables    0    0    0 : sla
         assert_eq!(grown[0].report_cache_name(), "skbuff_head_cache");
         assert_eq!(grown[1].objects, 19944);
         assert_eq!(grown[1].report_cache_name(), "kmalloc-512");
+        // kmalloc caches keep their own names (not `kmalloc-<objsize>`).
         let k1 = SlabGrowth {
             name: "kmalloc-rcl-1k".into(),
             objsize: 1024,
             objects: 1,
         };
-        assert_eq!(k1.report_cache_name(), "kmalloc-1024");
+        assert_eq!(k1.report_cache_name(), "kmalloc-rcl-1k");
         assert!(SlabInfo::parse("slabinfo - version: 1.0\n").is_err());
         assert!(SlabInfo::parse("slabinfo - version: 2.1\nfoo 1 x 3\n").is_err());
         Ok(())

@@ -18,7 +18,9 @@ use aya::sys::SyscallError;
 use crate::process::spawned_pids;
 
 /// The names of memtrace's programs (one per tracepoint it attaches to).
-pub const PROGRAM_NAMES: [&str; 13] = [
+pub const PROGRAM_NAMES: [&str; 15] = [
+    "calib_page_alloc",
+    "calib_kmalloc",
     "mm_page_alloc",
     "mm_page_free",
     "mm_page_alloc_btf",

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
 /// Counters every schema-1 report must carry (it may carry more).
@@ -41,6 +41,19 @@ pub const OBJ_COUNTERS: [&str; 8] = [
     "objects_map_full",
     "obj_stale_records_replaced",
 ];
+
+/// Functions of the tracing machinery between a tracepoint and a BPF program, and BPF
+/// programs themselves (`bpf_prog_<tag>_<name>` in kallsyms).
+pub fn is_tracer_symbol(symbol: &str) -> bool {
+    [
+        "bpf_trace_run",
+        "__bpf_trace_",
+        "bpf_prog_",
+        "bpf_trampoline_",
+    ]
+    .iter()
+    .any(|p| symbol.starts_with(p))
+}
 
 /// The allocator kinds, as the report names them.
 pub const KINDS: [&str; 4] = ["page", "slab", "percpu", "vmalloc"];
@@ -160,7 +173,8 @@ pub struct Stack {
     /// `dirty` for page-cache pages allocated on the write path, else null.
     #[serde(default)]
     pub class_detail: Option<String>,
-    /// Slab stacks: the cache name, or `kmalloc-<bytes_alloc>` for kmalloc.
+    /// Slab stacks: the cache name, as `/proc/slabinfo` lists it; null for large kmalloc
+    /// (buddy pages) and when unknown.
     #[serde(default)]
     pub cache: Option<String>,
     /// Slab stacks: outstanding bytes the callers asked for (`bytes` minus this is slack).
@@ -302,6 +316,21 @@ impl Report {
                     frame.address
                 );
             }
+            // memtrace's own machinery must not show: the BPF program and the tracing glue
+            // that runs it sit above the allocator in a captured stack.
+            if let Some(f) = stack
+                .frames
+                .iter()
+                .take(4)
+                .find(|f| f.symbol.as_deref().is_some_and(is_tracer_symbol))
+            {
+                bail!(
+                    "stacks[{i}] starts with the tracer's own frames ({:?} among the first \
+                     four): {}",
+                    f.symbol,
+                    stack.describe()
+                );
+            }
             if let Some(kind) = &stack.kind {
                 ensure!(
                     KINDS.contains(&kind.as_str()),
@@ -398,6 +427,21 @@ impl Report {
     /// classes when the report's `class_filter` says `--class` was used), backing classes are
     /// out of the totals exactly when their kind was traced, and the totals are the sums over
     /// the stacks whose class counts in the total.
+    /// Every cache a stack names is one `slabinfo` lists (no name made up from sizes).
+    pub fn check_cache_names(&self, slabinfo: &crate::SlabInfo) -> Result<()> {
+        let unknown: BTreeSet<&str> = self
+            .stacks
+            .iter()
+            .filter_map(|s| s.cache.as_deref())
+            .filter(|c| !slabinfo.caches.contains_key(*c))
+            .collect();
+        ensure!(
+            unknown.is_empty(),
+            "the report names slab caches /proc/slabinfo does not list: {unknown:?}"
+        );
+        Ok(())
+    }
+
     pub fn check_consistency(&self) -> Result<()> {
         match &self.class_filter {
             None => self.check_consistency_inner(None),

@@ -23,6 +23,7 @@ macro_rules! tracepoint_program {
     };
 }
 
+pub mod calib;
 mod objects;
 pub mod owner;
 pub mod page_alloc;

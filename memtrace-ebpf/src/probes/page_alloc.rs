@@ -63,11 +63,6 @@ pub fn mm_page_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
         return 0;
     };
     let calib = calib as *mut u64;
-    if (pid_tgid >> 32) as u32 == cfg.self_tgid {
-        // Calibration: user space faults a page in and reads its pfn from /proc/self/pagemap.
-        // SAFETY: `calib` points to the CALIB array value (COUNT slots); a plain store.
-        unsafe { *calib.add(calib::SELF_PAGE as usize) = page_scalar(page, calib) };
-    }
     let pfn = if page == 0 {
         u64::MAX
     } else {

@@ -8,7 +8,12 @@ use crate::maps::config;
 tracepoint_program!(
     percpu_alloc_percpu,
     "tracepoint/percpu/percpu_alloc_percpu",
-    |ctx| objects::alloc(ctx, &config().percpu_alloc, Kind::Percpu)
+    |ctx| objects::alloc(
+        ctx,
+        &config().percpu_alloc,
+        Kind::Percpu,
+        objects::Naming::None
+    )
 );
 
 tracepoint_program!(

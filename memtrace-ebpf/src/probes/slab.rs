@@ -2,7 +2,12 @@
 //! 6.1 use the same programs), `kmem:kfree`, `kmem:kmem_cache_free`, and an fentry program on
 //! `kmem_cache_free_bulk`, which has no tracepoint.
 
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::fentry, programs::FEntryContext};
+use aya_ebpf::{
+    helpers::{bpf_get_func_arg, bpf_probe_read_kernel},
+    macros::fentry,
+    programs::FEntryContext,
+    EbpfContext,
+};
 use memtrace_common::{Counter, Kind};
 
 use super::objects;
@@ -11,13 +16,19 @@ use crate::maps::{config, count, count_n};
 tracepoint_program!(kmalloc, "tracepoint/kmem/kmalloc", |ctx| objects::alloc(
     ctx,
     &config().kmalloc,
-    Kind::Slab
+    Kind::Slab,
+    objects::Naming::Kmalloc
 ));
 
 tracepoint_program!(
     kmem_cache_alloc,
     "tracepoint/kmem/kmem_cache_alloc",
-    |ctx| objects::alloc(ctx, &config().kmem_cache_alloc, Kind::Slab)
+    |ctx| objects::alloc(
+        ctx,
+        &config().kmem_cache_alloc,
+        Kind::Slab,
+        objects::Naming::Cache
+    )
 );
 
 tracepoint_program!(kfree, "tracepoint/kmem/kfree", |ctx| objects::free(
@@ -40,7 +51,15 @@ const BULK_MAX: usize = 256;
 #[fentry(function = "kmem_cache_free_bulk")]
 pub fn kmem_cache_free_bulk(ctx: FEntryContext) -> u32 {
     let size: u64 = ctx.arg(1);
-    let p: *const u64 = ctx.arg(2);
+    // `void **p` through bpf_get_func_arg: a direct context read of a pointer-to-pointer
+    // argument is rejected by the verifier before 6.x ("arg2 type PTR is not a struct").
+    let mut p: u64 = 0;
+    // SAFETY: the helper writes one u64 to the valid local `p` and checks the index.
+    if unsafe { bpf_get_func_arg(ctx.as_ptr(), 2, &mut p) } != 0 {
+        count(Counter::ReadErrors);
+        return 0;
+    }
+    let p = p as *const u64;
     let n = (size as usize).min(BULK_MAX);
     for i in 0..BULK_MAX {
         if i >= n {

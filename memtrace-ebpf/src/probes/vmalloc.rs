@@ -9,7 +9,12 @@ use crate::maps::config;
 tracepoint_program!(
     alloc_vmap_area,
     "tracepoint/vmalloc/alloc_vmap_area",
-    |ctx| objects::alloc(ctx, &config().vmalloc_alloc, Kind::Vmalloc)
+    |ctx| objects::alloc(
+        ctx,
+        &config().vmalloc_alloc,
+        Kind::Vmalloc,
+        objects::Naming::None
+    )
 );
 
 tracepoint_program!(

@@ -149,7 +149,8 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
             }
             if let Ok(raw) = names.get(slot, 0) {
                 let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-                if len > 0 {
+                // A stack whose cache could not be read is marked, not named.
+                if len > 0 && raw[0] != memtrace_common::CACHE_NAME_UNRESOLVED {
                     cache_names.insert(*slot, String::from_utf8_lossy(&raw[..len]).into_owned());
                 }
             }

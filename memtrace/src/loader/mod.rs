@@ -1,5 +1,7 @@
 //! Loads memtrace's eBPF object, configures it for the running kernel and attaches it.
 
+pub mod calibrate;
+pub mod kernel;
 pub mod pages;
 pub mod privileges;
 
@@ -11,11 +13,14 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
-use memtrace_common::{control, maps, programs, Config, Filters, Kind, CONFIG_GLOBAL};
+use memtrace_common::{
+    control, maps, programs, Config, Filters, Kind, SlabNameLayout, CONFIG_GLOBAL,
+};
 
 use std::path::Path;
 
-use crate::{error::SetupError, model::KindStatus, tracefs};
+use crate::{btf::KernelBtf, error::SetupError, model::KindStatus, tracefs};
+use kernel::KernelBtfs;
 
 /// The eBPF object built from memtrace-ebpf (empty when built without it; see build.rs).
 static EBPF_OBJECT: &[u8] =
@@ -311,7 +316,11 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     if !cfg!(memtrace_ebpf_embedded) || EBPF_OBJECT.is_empty() {
         return Err(SetupError::NoEbpfObject.into());
     }
+    kernel::check_release()?;
     let root = tracefs::locate()?;
+    // The kernel's BTF, parsed once: memtrace's own reader (sizes, offsets, prototypes) and
+    // aya's (loading tp_btf/fentry programs).
+    let btf = KernelBtfs::load();
     let stack_slots = opts
         .max_stacks
         .max(1)
@@ -336,7 +345,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     };
     // tp_btf for pages where the kernel's BTF has the prototypes memtrace expects.
     let page_btf = if opts.kinds.contains(&Kind::Page) && !opts.classic_tracepoints {
-        page_btf_support()
+        btf.kernel().and_then(page_btf_support)
     } else {
         Err("disabled (--classic-tracepoints)".into())
     };
@@ -347,6 +356,16 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         } else {
             0
         };
+    }
+    // Slab cache names read through each object's slab, where the BTF has the layouts.
+    let slab_names = if opts.kinds.contains(&Kind::Slab) {
+        btf.kernel()
+            .and_then(|b| slab_name_layout(b, config.page_size, kmalloc_max_size(config.page_size)))
+    } else {
+        Err("slab not traced".into())
+    };
+    if let Ok(names) = slab_names {
+        config.slab_names = names;
     }
     let mut planned: Vec<PlannedKind> = Vec::new();
     let mut kinds = Vec::new();
@@ -375,6 +394,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     let objects_traced = traces(Kind::Slab) || traces(Kind::Percpu) || traces(Kind::Vmalloc);
 
     let mut ebpf = EbpfLoader::new()
+        .btf(btf.aya())
         .override_global(CONFIG_GLOBAL, &config, true)
         // Maps of kinds not traced get one entry: their memory is not wasted.
         .map_max_entries(
@@ -414,19 +434,62 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
             reason: short_error(&e),
         })?;
 
+    // Calibration, before any tracing program runs: the tp_btf page programs' pfns and the
+    // slab programs' object → slab lookup.
+    let kmalloc_events: Vec<&'static str> = planned
+        .iter()
+        .filter(|p| p.kind == Kind::Slab)
+        .flat_map(|p| p.hooks.iter())
+        .filter(|h| h.program == programs::KMALLOC)
+        .map(|h| h.event)
+        .collect();
+    let calibration = calibrate::run(
+        &mut ebpf,
+        btf.aya(),
+        &calibrate::Wanted {
+            vmemmap: page_btf.is_ok(),
+            object_pages: slab_names.is_ok().then_some(kmalloc_events),
+            page_struct_size: config
+                .slab_names
+                .page_struct_size
+                .max(config.page_struct_size),
+            page_size: config.page_size,
+            kmalloc_max_size: config.slab_names.kmalloc_max_size,
+        },
+    );
+    if let Some(slab) = planned.iter_mut().find(|p| p.kind == Kind::Slab) {
+        let names = match (&slab_names, &calibration.object_pages) {
+            (Ok(_), Ok(_)) => "cache names read through each object's slab".to_string(),
+            (Err(e), _) | (_, Err(e)) => {
+                let fallback = if config.kmem_cache_alloc.name_offset != memtrace_common::NO_FIELD {
+                    "kmem_cache_alloc stacks named from the event's name field, kmalloc stacks \
+                     unnamed"
+                } else {
+                    "stacks unnamed"
+                };
+                format!("cache names not readable through the objects' slabs ({e}): {fallback}")
+            }
+        };
+        slab.note = Some(match slab.note.take() {
+            Some(n) => format!("{n}; {names}"),
+            None => names,
+        });
+    }
+
     let mut attached = Vec::new();
     let mut loaded: Vec<&str> = Vec::new();
     // Pages through tp_btf first; if that fails, the page kind keeps its classic hooks.
     if let Some(page) = planned.iter_mut().find(|p| p.kind == Kind::Page) {
-        let how = page_btf.and_then(|_| {
-            attach_page_btf(
-                &mut ebpf,
-                &mut attached,
-                &mut loaded,
-                config.page_struct_size,
-                config.page_size,
-            )
-        });
+        let how = page_btf
+            .and_then(|_| {
+                calibration
+                    .vmemmap
+                    .map_err(|e| format!("calibration failed: {e}"))
+            })
+            .and_then(|_| {
+                let btf = btf.aya().ok_or("no kernel BTF")?;
+                attach_page_btf(&mut ebpf, btf, &mut attached, &mut loaded)
+            });
         match how {
             Ok(()) => {
                 page.hooks = vec![
@@ -494,7 +557,18 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     // Bulk slab frees have no tracepoint: an fentry program catches them where BTF and
     // fentry are available; elsewhere slab is traced without them (said in the kind's note).
     if let Some(slab) = planned.iter_mut().find(|p| p.kind == Kind::Slab) {
-        match attach_fentry(&mut ebpf, programs::SLAB_FREE_BULK, "kmem_cache_free_bulk") {
+        let fentry = btf
+            .aya()
+            .ok_or_else(|| "no kernel BTF".to_string())
+            .and_then(|b| {
+                attach_fentry(
+                    &mut ebpf,
+                    b,
+                    programs::SLAB_FREE_BULK,
+                    "kmem_cache_free_bulk",
+                )
+            });
+        match fentry {
             Ok(link) => {
                 attached.push(Attached {
                     program: programs::SLAB_FREE_BULK,
@@ -509,10 +583,14 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                 ));
             }
             Err(e) => {
-                slab.note = Some(format!(
-                    "bulk frees (kmem_cache_free_bulk) not traced: {e}; such objects stay listed \
-                     until their address is reused"
-                ))
+                let bulk = format!(
+                    "bulk frees (kmem_cache_free_bulk, kfree_bulk) not traced: {e}; such objects \
+                     stay listed until their address is reused (obj_stale_records_replaced)"
+                );
+                slab.note = Some(match slab.note.take() {
+                    Some(n) => format!("{n}; {bulk}"),
+                    None => bulk,
+                });
             }
         }
     }
@@ -574,10 +652,74 @@ fn map_memlock(fdinfo: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where the slab programs find an object's cache (see [`SlabNameLayout`]), from the BTF.
+fn slab_name_layout(
+    btf: &KernelBtf,
+    page_size: u64,
+    kmalloc_max_size: u32,
+) -> Result<SlabNameLayout, String> {
+    let need = |what: &str, v: Option<u32>| v.ok_or_else(|| format!("no {what} in the kernel BTF"));
+    let page_struct_size = need("struct page", btf.struct_size("page").filter(|&s| s > 0))?;
+    let compound_head = need(
+        "struct page.compound_head",
+        btf.member_offset("page", "compound_head"),
+    )?;
+    // `struct slab` overlays the head page since 5.17; before, the field is in `struct page`.
+    let slab_cache = need(
+        "struct slab.slab_cache",
+        btf.member_offset("slab", "slab_cache")
+            .or_else(|| btf.member_offset("page", "slab_cache")),
+    )?;
+    let cache_size = need(
+        "struct kmem_cache.size",
+        btf.member_offset("kmem_cache", "size"),
+    )?;
+    let cache_name = need(
+        "struct kmem_cache.name",
+        btf.member_offset("kmem_cache", "name"),
+    )?;
+    if !page_size.is_power_of_two() {
+        return Err(format!("page size {page_size} is not a power of two"));
+    }
+    Ok(SlabNameLayout {
+        page_struct_size,
+        page_shift: page_size.trailing_zeros(),
+        compound_head,
+        slab_cache,
+        cache_size,
+        cache_name,
+        kmalloc_max_size,
+        _pad: 0,
+    })
+}
+
+/// The largest kmalloc cache object on this kernel: the largest `kmalloc-<size>` in
+/// `/proc/slabinfo` (8 KiB with SLUB on 4 KiB pages), else two pages (SLUB's limit).
+fn kmalloc_max_size(page_size: u64) -> u32 {
+    let default = u32::try_from(2 * page_size).unwrap_or(u32::MAX);
+    std::fs::read_to_string("/proc/slabinfo")
+        .ok()
+        .and_then(|text| kmalloc_max_from_slabinfo(&text))
+        .unwrap_or(default)
+}
+
+/// The largest object size of the plain `kmalloc-*` caches in a `/proc/slabinfo` text.
+pub fn kmalloc_max_from_slabinfo(text: &str) -> Option<u32> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let name = words.next()?;
+            let objsize = words.nth(2)?.parse::<u32>().ok()?;
+            name.strip_prefix("kmalloc-")
+                .filter(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+                .map(|_| objsize)
+        })
+        .max()
+}
+
 /// `sizeof(struct page)` when the kernel's BTF describes the page tracepoints the way the
 /// tp_btf programs read them.
-fn page_btf_support() -> Result<u32, String> {
-    let btf = crate::btf::KernelBtf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+fn page_btf_support(btf: &KernelBtf) -> Result<u32, String> {
     let size = btf
         .struct_size("page")
         .filter(|&s| s > 0)
@@ -603,16 +745,15 @@ fn page_btf_support() -> Result<u32, String> {
     Ok(size)
 }
 
-/// Loads and attaches the tp_btf page programs (free first), then calibrates the
-/// `struct page *` → pfn conversion. On failure, whatever was attached here is detached again.
+/// Loads and attaches the tp_btf page programs (free first; the `struct page *` → pfn
+/// conversion is calibrated already). On failure, whatever was attached here is detached
+/// again.
 fn attach_page_btf(
     ebpf: &mut Ebpf,
+    btf: &Btf,
     attached: &mut Vec<Attached>,
     loaded: &mut Vec<&'static str>,
-    page_struct_size: u32,
-    page_size: u64,
 ) -> Result<(), String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))?;
     let mut mine = Vec::new();
     let mut attach = |ebpf: &mut Ebpf, program: &'static str, event: &str| {
         let prog: &mut BtfTracePoint = ebpf
@@ -620,7 +761,7 @@ fn attach_page_btf(
             .ok_or_else(|| format!("the eBPF object has no program {program}"))?
             .try_into()
             .map_err(|e| format!("program {program}: {e}"))?;
-        prog.load(event, &btf).map_err(|e| verifier_summary(&e))?;
+        prog.load(event, btf).map_err(|e| verifier_summary(&e))?;
         if !loaded.contains(&program) {
             loaded.push(program);
         }
@@ -632,12 +773,7 @@ fn attach_page_btf(
         Ok::<(), String>(())
     };
     let result = attach(ebpf, programs::PAGE_FREE_BTF, "mm_page_free")
-        .and_then(|()| attach(ebpf, programs::PAGE_ALLOC_BTF, "mm_page_alloc"))
-        .and_then(|()| {
-            pages::calibrate(ebpf, page_struct_size, page_size)
-                .map_err(|e| format!("calibration failed: {e}"))
-                .map(|_| ())
-        });
+        .and_then(|()| attach(ebpf, programs::PAGE_ALLOC_BTF, "mm_page_alloc"));
     match result {
         Ok(()) => {
             attached.extend(mine);
@@ -652,16 +788,19 @@ fn attach_page_btf(
     }
 }
 
-/// Loads and attaches an fentry program on `function` (needs the kernel's BTF).
-fn attach_fentry(ebpf: &mut Ebpf, program: &str, function: &str) -> Result<FEntryLinkId, String> {
-    let btf = Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({e})"))?;
+/// Loads and attaches an fentry program on `function`.
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &str,
+    function: &str,
+) -> Result<FEntryLinkId, String> {
     let prog: &mut FEntry = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("the eBPF object has no program {program}"))?
         .try_into()
         .map_err(|e| format!("program {program}: {e}"))?;
-    prog.load(function, &btf)
-        .map_err(|e| verifier_summary(&e))?;
+    prog.load(function, btf).map_err(|e| verifier_summary(&e))?;
     prog.attach().map_err(|e| short_error(&e))
 }
 
@@ -694,7 +833,11 @@ fn verifier_summary(e: &ProgramError) -> String {
                 .filter(|l| !l.is_empty() && !l.starts_with("processed ") && !l.starts_with(';'))
                 .collect();
             let start = tail.len().saturating_sub(3);
-            format!("{io_error}; verifier: {}", tail[start..].join(" | "))
+            if tail.is_empty() {
+                io_error.to_string()
+            } else {
+                format!("{io_error}; verifier: {}", tail[start..].join(" | "))
+            }
         }
         other => short_error(other),
     }

@@ -1,7 +1,7 @@
 //! What the page programs need to know about this machine's memory: the highest pfn (sizes the
 //! tracked-pfn bitmap) and, for the tp_btf programs, where `struct page` of pfn 0 lives
 //! (`vmemmap`), learned by faulting in pages of our own and reading their pfns from
-//! `/proc/self/pagemap`.
+//! `/proc/self/pagemap` (see [`super::calibrate`]).
 
 use std::{io::Read as _, os::unix::fs::FileExt as _};
 
@@ -62,9 +62,9 @@ pub fn vmemmap_from(page: u64, pfn: u64, page_struct_size: u32) -> u64 {
 /// later ones are used, and they must all agree.
 const PROBE_PAGES: usize = 4;
 
-/// Learns the vmemmap base from pages faulted in by this process while the tp_btf allocation
-/// program is attached (it stores the `struct page *` of memtrace's own last allocation in
-/// `CALIB`), then hands it to the programs. Until then they track nothing.
+/// Learns the vmemmap base from pages faulted in by this process while the start-up program
+/// `calib_page_alloc` is attached (it stores the `struct page *` of memtrace's own last
+/// allocation in `CALIB`); [`super::calibrate::run`] hands it to the tracing programs.
 pub fn calibrate(ebpf: &mut Ebpf, page_struct_size: u32, page_size: u64) -> Result<u64, String> {
     let mut calib_map: Array<_, [u64; calib::COUNT as usize]> = Array::try_from(
         ebpf.map_mut(maps::CALIB)
@@ -121,13 +121,7 @@ pub fn calibrate(ebpf: &mut Ebpf, page_struct_size: u32, page_size: u64) -> Resu
     })();
     // SAFETY: unmapping exactly the mapping created above.
     unsafe { libc::munmap(addr, len) };
-    let base = result?;
-    let mut value = [0; calib::COUNT as usize];
-    value[calib::VMEMMAP_PLUS_ONE as usize] = base.wrapping_add(1);
-    calib_map
-        .set(0, value, 0)
-        .map_err(|e| format!("writing {}: {e}", maps::CALIB))?;
-    Ok(base)
+    result
 }
 
 /// The base all samples agree on (at least two).

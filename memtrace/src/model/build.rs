@@ -316,8 +316,6 @@ struct OwnerKey {
 struct Hints {
     /// (gfp flags, migrate type for pages) → allocations.
     flags: BTreeMap<(u32, Option<u8>), u64>,
-    /// Object size → allocations.
-    sizes: BTreeMap<u64, u64>,
 }
 
 /// The most frequent key (the smallest on a tie).
@@ -435,9 +433,6 @@ pub fn build_report(
         let key = (kind, rec.stack_id);
         let h = hints.entry(key).or_default();
         *h.flags.entry((rec.gfp_flags, None)).or_default() += 1;
-        if rec.bytes > 0 {
-            *h.sizes.entry(rec.bytes).or_default() += 1;
-        }
         let age_ns = raw.now_ns.saturating_sub(rec.ts_ns);
         if young(age_ns) {
             continue;
@@ -486,7 +481,7 @@ pub fn build_report(
         stacks.push(StackReport {
             kind,
             class: Class::OtherKernel, // classified once the frames are known
-            cache: cache_name(raw, kind, stack_id, hints.get(&key)),
+            cache: cache_name(raw, kind, stack_id),
             bytes_req: (kind == Kind::Slab).then(|| w.bytes_req(bytes)).flatten(),
             stack_id,
             bytes,
@@ -822,24 +817,18 @@ fn summarize_owners<'a>(stacks: impl Iterator<Item = &'a StackReport>) -> OwnerS
     }
 }
 
-/// The slab cache of a slab stack: the name recorded for its stack id (`kmem_cache_alloc`),
-/// else `kmalloc-<bytes>` from the most common size of its outstanding objects (kmalloc does
-/// not name its cache). `None` for other kinds, for the "stack unavailable" bucket (a mix of
-/// caches) and when nothing is outstanding.
-fn cache_name(
-    raw: &RawSession,
-    kind: Kind,
-    stack_id: Option<u32>,
-    hints: Option<&Hints>,
-) -> Option<String> {
+/// The slab cache of a slab stack: the name the programs recorded for its stack id (read
+/// through the first object's slab, or the event's `name` field). `None` for other kinds, for
+/// the "stack unavailable" bucket (a mix of caches), for large kmalloc (buddy pages, no cache)
+/// and when it could not be read: never a name made up from sizes.
+fn cache_name(raw: &RawSession, kind: Kind, stack_id: Option<u32>) -> Option<String> {
     if kind != Kind::Slab {
         return None;
     }
-    let id = stack_id?;
-    if let Some(name) = raw.cache_names.get(&id).filter(|n| !n.is_empty()) {
-        return Some(name.clone());
-    }
-    most_common(&hints?.sizes).map(|bytes| format!("kmalloc-{bytes}"))
+    raw.cache_names
+        .get(&stack_id?)
+        .filter(|n| !n.is_empty())
+        .cloned()
 }
 
 /// Outstanding memory by class over every stack, by bytes descending.
@@ -907,15 +896,16 @@ fn symbolize_stacks(stacks: &mut [StackReport], raw: &RawSession, symbols: &dyn 
     }
     for s in stacks.iter_mut() {
         if let Some(ips) = s.stack_id.and_then(|id| raw.stacks.get(&id)) {
-            s.frames = ips
-                .iter()
-                .map(|ip| {
-                    by_addr
-                        .get(ip)
-                        .cloned()
-                        .unwrap_or_else(|| Frame::unresolved(*ip))
-                })
-                .collect();
+            s.frames = super::frames::strip_tracer_frames(
+                ips.iter()
+                    .map(|ip| {
+                        by_addr
+                            .get(ip)
+                            .cloned()
+                            .unwrap_or_else(|| Frame::unresolved(*ip))
+                    })
+                    .collect(),
+            );
         }
     }
 }
@@ -1651,6 +1641,7 @@ pub(crate) mod tests {
             ],
         ));
         raw.cache_names.insert(11, "skbuff_head_cache".to_string());
+        raw.cache_names.insert(12, "kmalloc-512".to_string());
         raw.aggs = vec![
             (Page, 1, agg(8 * PAGE, 1, 16 * PAGE, 2)),
             (Page, 2, agg(3 * PAGE, 3, 5 * PAGE, 5)),
@@ -1903,14 +1894,17 @@ pub(crate) mod tests {
 
     #[test]
     fn slab_cache_names_and_requested_bytes() {
-        let (raw, sym, session) = mixed_raw();
+        let (mut raw, sym, session) = mixed_raw();
+        // Stack 12's cache was not recorded (unreadable, or large kmalloc).
+        raw.cache_names.remove(&12);
         let r = build_report(&raw, session.clone(), &sym, &opts(0, 0));
         let s11 = find_k(&r, Slab, Some(11));
         assert_eq!(s11.cache.as_deref(), Some("skbuff_head_cache"));
         assert_eq!(s11.bytes_req, Some(3 * 232));
-        // kmalloc: no recorded name, the most common object size names the cache.
+        // kmalloc whose cache was not recorded (unreadable, or a large kmalloc): no name is
+        // made up from the object sizes.
         let s12 = find_k(&r, Slab, Some(12));
-        assert_eq!(s12.cache.as_deref(), Some("kmalloc-512"));
+        assert_eq!(s12.cache, None);
         assert_eq!(s12.bytes, 1280);
         assert_eq!(s12.bytes_req, Some(800));
         // The "stack unavailable" bucket mixes caches: no name.
@@ -1929,7 +1923,7 @@ pub(crate) mod tests {
         let s12 = find_k(&r, Slab, Some(12));
         assert_eq!((s12.bytes, s12.allocations), (1024, 2));
         assert_eq!(s12.bytes_req, Some(600));
-        assert_eq!(s12.cache.as_deref(), Some("kmalloc-512"));
+        assert_eq!(s12.cache, None);
         assert_eq!(s12.oldest_age_secs, Some(900.0));
         let s11 = find_k(&r, Slab, Some(11));
         assert_eq!((s11.bytes, s11.bytes_req), (0, Some(0)));
@@ -1950,20 +1944,19 @@ pub(crate) mod tests {
         let r = build_report(&raw3, session.clone(), &sym, &opts(0, 0));
         assert_eq!(find_k(&r, Slab, Some(12)).bytes_req, None);
 
-        // Sizes tie: the smaller wins (deterministic); no outstanding objects: no name.
+        // A recorded name stays when nothing is outstanding any more; none is made up.
         let mut raw4 = raw.clone();
-        raw4.objects
-            .retain(|(_, o)| o.stack_id != 12 || o.ts_ns != 100 * SEC);
-        raw4.objects
-            .push(obj(Slab, 0xb600, 12, 990 * SEC, 1024, 1000, "cat"));
         raw4.objects.retain(|(_, o)| o.stack_id != 11);
-        raw4.cache_names.clear();
+        raw4.cache_names.insert(12, "kmalloc-cg-512".into());
         let r = build_report(&raw4, session, &sym, &opts(0, 0));
         assert_eq!(
             find_k(&r, Slab, Some(12)).cache.as_deref(),
-            Some("kmalloc-256")
+            Some("kmalloc-cg-512")
         );
-        assert_eq!(find_k(&r, Slab, Some(11)).cache, None);
+        assert_eq!(
+            find_k(&r, Slab, Some(11)).cache.as_deref(),
+            Some("skbuff_head_cache")
+        );
     }
 
     #[test]

@@ -994,7 +994,7 @@ mod tests {
         (
             "skb data from kmalloc",
             Slab,
-            Some("kmalloc-2048"),
+            Some("kmalloc-2k"),
             &[
                 "__kmalloc_node_track_caller_noprof",
                 "kmalloc_reserve",

@@ -556,13 +556,18 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
             s.max_objects
         ),
         Counter::ObjStaleReplaced => format!(
-            "{n} object frees were missed (BPF recursion protection or lost events) and their \
-             addresses were allocated again; the stale records were replaced and their bytes \
-             removed from their stacks."
+            "{n} object frees were missed (BPF recursion protection, lost events, or bulk frees \
+             where this kernel does not let memtrace trace them: see the slab kind's note) and \
+             their addresses were allocated again; the stale records were replaced and their \
+             bytes removed from their stacks."
         ),
         Counter::ObjBulkTruncated => format!(
             "{n} objects freed in bulk batches too large for one eBPF run were not matched; they \
              stay listed until their addresses are allocated again."
+        ),
+        Counter::CacheNamesUnresolved => format!(
+            "the slab cache of {n} stacks could not be read through their objects' slabs; those \
+             stacks show no cache name (or the event's own name field where it has one)."
         ),
         _ => format!("{n} events lost information; the report is approximate."),
     }
