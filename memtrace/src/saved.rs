@@ -124,6 +124,9 @@ struct SavedStack {
     kind: memtrace_common::Kind,
     class: Class,
     cache: Option<String>,
+    // Added within schema 1: absent in files of earlier builds.
+    #[serde(default)]
+    cache_merged: Vec<String>,
     bytes_req: Option<u64>,
     stack_id: Option<u32>,
     bytes: u64,
@@ -197,6 +200,7 @@ impl SavedReport {
                     kind: s.kind,
                     class: s.class,
                     cache: s.cache,
+                    cache_merged: s.cache_merged,
                     bytes_req: s.bytes_req,
                     stack_id: s.stack_id,
                     bytes: s.bytes,

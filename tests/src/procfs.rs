@@ -301,8 +301,8 @@ UDP                   24     24   1344   12    4 : tunables    0    0    0 : sla
         assert_eq!(grown[0].objects, 20000);
         assert_eq!(grown[0].report_cache_name(), "skbuff_head_cache");
         assert_eq!(grown[1].objects, 19944);
-        assert_eq!(grown[1].report_cache_name(), "kmalloc-512");
         // kmalloc caches keep their own names (not `kmalloc-<objsize>`).
+        assert_eq!(grown[1].report_cache_name(), "kmalloc-cg-512");
         let k1 = SlabGrowth {
             name: "kmalloc-rcl-1k".into(),
             objsize: 1024,

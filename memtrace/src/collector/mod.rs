@@ -173,6 +173,7 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         });
     }
 
+    let cache_merged = slab_merges(cache_names.values().map(String::as_str));
     Ok(RawSession {
         page_size: tracer.config.page_size,
         counters,
@@ -181,10 +182,57 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
         records,
         objects,
         cache_names,
+        cache_merged,
         stacks,
         stack_none_id: tracer.config.stack_none_id,
         now_ns,
     })
+}
+
+/// SLUB's view of merged caches: `/sys/kernel/slab/<name>` of a mergeable cache is a symlink to
+/// a directory named after its properties (`:0000512`), shared by every cache merged into it.
+const SYS_SLAB: &str = "/sys/kernel/slab";
+
+/// For each of `names`, the other cache names that share its directory under [`SYS_SLAB`]
+/// (nothing where sysfs has no such view, as with the SLAB allocator).
+fn slab_merges<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, Vec<String>> {
+    let Ok(dir) = std::fs::read_dir(SYS_SLAB) else {
+        return HashMap::new();
+    };
+    let links: Vec<(String, String)> = dir
+        .flatten()
+        .filter_map(|e| {
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                target.file_name()?.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    merged_names(&links, names)
+}
+
+/// [`slab_merges`] over (name, symlink target) pairs.
+pub fn merged_names<'a>(
+    links: &[(String, String)],
+    names: impl Iterator<Item = &'a str>,
+) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for name in names {
+        let Some((_, target)) = links.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let mut others: Vec<String> = links
+            .iter()
+            .filter(|(n, t)| t == target && n != name)
+            .map(|(n, _)| n.clone())
+            .collect();
+        if !others.is_empty() {
+            others.sort();
+            out.insert(name.to_string(), others);
+        }
+    }
+    out
 }
 
 fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
@@ -262,6 +310,29 @@ pub fn locate_slot(slot: u32, config: &memtrace_common::Config) -> Option<StackS
 #[cfg(test)]
 mod tests {
     use super::{locate_slot, StackSlot};
+
+    #[test]
+    fn merged_caches_share_a_sysfs_directory() {
+        let links: Vec<(String, String)> = [
+            ("pool_workqueue", ":0000512"),
+            ("skbuff_fclone_cache", ":0000512"),
+            ("sgpool-16", ":0000512"),
+            ("dentry", ":a-0000192"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        let m = super::merged_names(
+            &links,
+            ["pool_workqueue", "dentry", "task_struct"].into_iter(),
+        );
+        assert_eq!(
+            m.get("pool_workqueue").map(Vec::as_slice),
+            Some(&["sgpool-16".to_string(), "skbuff_fclone_cache".to_string()][..])
+        );
+        // Alone in its directory, or not a symlink (unmergeable): nothing.
+        assert_eq!(m.len(), 1);
+    }
 
     #[test]
     fn stack_slots_map_to_their_stack_map() {

@@ -482,6 +482,9 @@ pub fn build_report(
             kind,
             class: Class::OtherKernel, // classified once the frames are known
             cache: cache_name(raw, kind, stack_id),
+            cache_merged: cache_name(raw, kind, stack_id)
+                .and_then(|c| raw.cache_merged.get(&c).cloned())
+                .unwrap_or_default(),
             bytes_req: (kind == Kind::Slab).then(|| w.bytes_req(bytes)).flatten(),
             stack_id,
             bytes,
@@ -1542,6 +1545,7 @@ pub(crate) mod tests {
             kind: Page,
             class: Class::OtherKernel,
             cache: None,
+            cache_merged: Vec::new(),
             bytes_req: None,
             stack_id: Some(1),
             bytes: 0,

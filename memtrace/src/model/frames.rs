@@ -17,10 +17,20 @@ fn is_tracing_glue(symbol: &str) -> bool {
         || symbol.starts_with("__bpf_trace_")
         || symbol.starts_with("__traceiter_")
         || symbol.starts_with("bpf_trampoline_")
-        || symbol.starts_with("bpf_prog_")
+        || is_bpf_program(symbol)
         || symbol.starts_with("__bpf_prog_enter")
         || symbol == "bpf_get_stackid_raw_tp"
         || symbol == "bpf_get_stack_raw_tp"
+}
+
+/// A JIT-compiled BPF program as kallsyms names it: `bpf_prog_<16 hex digits tag>[_<name>]`
+/// (kernel functions such as `bpf_prog_load` are not).
+fn is_bpf_program(symbol: &str) -> bool {
+    symbol.strip_prefix("bpf_prog_").is_some_and(|rest| {
+        rest.len() >= 16
+            && rest[..16].chars().all(|c| c.is_ascii_hexdigit())
+            && (rest.len() == 16 || rest[16..].starts_with('_'))
+    })
 }
 
 /// How many leading frames of `frames` (innermost first) belong to the tracer: the longest
@@ -116,6 +126,11 @@ mod tests {
             f(Some("bpf_trace_run2")),
         ];
         assert_eq!(tracer_frames(&stack), 0);
+        // Kernel functions named bpf_prog_* are not programs.
+        let stack = vec![f(Some("bpf_prog_load")), f(Some("__sys_bpf"))];
+        assert_eq!(tracer_frames(&stack), 0);
+        assert!(is_bpf_program("bpf_prog_6deef7357e7b4530"));
+        assert!(!is_bpf_program("bpf_prog_alloc_no_stats"));
         assert!(strip_tracer_frames(Vec::new()).is_empty());
     }
 }

@@ -44,6 +44,9 @@ pub struct RawSession {
     pub objects: Vec<(ObjKey, ObjRecord)>,
     /// Stack id → slab cache name, for stacks that allocated from a named kmem_cache.
     pub cache_names: HashMap<u32, String>,
+    /// Slab cache name → the other caches the kernel merged into it (SLUB shares one cache
+    /// between compatible ones; `/proc/slabinfo` lists only the first name).
+    pub cache_merged: HashMap<String, Vec<String>>,
     /// Stack id → instruction pointers, innermost first.
     pub stacks: HashMap<u32, Vec<u64>>,
     /// Slot used for "stack unavailable".
@@ -269,8 +272,11 @@ pub struct StackReport {
     pub kind: Kind,
     /// What the memory is used for (see `classify`).
     pub class: Class,
-    /// Slab cache (`kmem_cache_alloc`: the cache's name; `kmalloc`: `kmalloc-<bytes_alloc>`).
+    /// Slab cache, as `/proc/slabinfo` names it (`None`: not a slab stack, large kmalloc, or
+    /// unknown).
     pub cache: Option<String>,
+    /// Other caches the kernel merged into `cache` (their objects are counted under it).
+    pub cache_merged: Vec<String>,
     /// Outstanding bytes the callers asked for (slab only; `bytes` minus this is slack).
     pub bytes_req: Option<u64>,
     /// `None` for the "stack unavailable" bucket.

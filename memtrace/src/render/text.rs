@@ -762,6 +762,9 @@ fn stack(out: &mut String, rank: usize, s: &StackReport, r: &Report) {
     }
     if let Some(cache) = &s.cache {
         let _ = write!(what, ", cache: {cache}");
+        if !s.cache_merged.is_empty() {
+            let _ = write!(what, " (merged with {})", s.cache_merged.join(", "));
+        }
     }
     line!(out, "{what}");
     line!(out, "    caller: {}", s.caller);
