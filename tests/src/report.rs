@@ -45,14 +45,19 @@ pub const OBJ_COUNTERS: [&str; 8] = [
 /// Functions of the tracing machinery between a tracepoint and a BPF program, and BPF
 /// programs themselves (`bpf_prog_<tag>_<name>` in kallsyms).
 pub fn is_tracer_symbol(symbol: &str) -> bool {
-    [
-        "bpf_trace_run",
-        "__bpf_trace_",
-        "bpf_prog_",
-        "bpf_trampoline_",
-    ]
-    .iter()
-    .any(|p| symbol.starts_with(p))
+    ["bpf_trace_run", "__bpf_trace_", "bpf_trampoline_"]
+        .iter()
+        .any(|p| symbol.starts_with(p))
+        || is_bpf_program_symbol(symbol)
+}
+
+/// `bpf_prog_<16 hex digits tag>[_<name>]` (not kernel functions like `bpf_prog_load`).
+fn is_bpf_program_symbol(symbol: &str) -> bool {
+    symbol.strip_prefix("bpf_prog_").is_some_and(|rest| {
+        rest.len() >= 16
+            && rest[..16].chars().all(|c| c.is_ascii_hexdigit())
+            && (rest.len() == 16 || rest[16..].starts_with('_'))
+    })
 }
 
 /// The allocator kinds, as the report names them.
