@@ -307,14 +307,19 @@ impl FileHold {
 }
 
 /// Writes `bytes` (a multiple of 1 MiB) into a new file in a temp dir on a disk-backed
-/// filesystem (the system temp dir, or the workspace's `target/` when that is tmpfs) and keeps
+/// filesystem (the system temp dir, `/var/tmp` (a kernel-matrix guest's scratch disk), or the
+/// workspace's `target/` when those are tmpfs) and keeps
 /// the file open and its pages dirty.
 pub fn file_hold(bytes: u64) -> Result<FileHold> {
     ensure!(
         bytes.is_multiple_of(WRITE_CHUNK as u64),
         "file_hold takes whole MiB"
     );
-    let candidates = [std::env::temp_dir(), workspace_root().join("target")];
+    let candidates = [
+        std::env::temp_dir(),
+        PathBuf::from("/var/tmp"),
+        workspace_root().join("target"),
+    ];
     let mut base = None;
     for dir in &candidates {
         if dir.is_dir() && disk_backed(dir)? {

@@ -45,10 +45,14 @@ pub const OBJ_COUNTERS: [&str; 8] = [
 /// Functions of the tracing machinery between a tracepoint and a BPF program, and BPF
 /// programs themselves (`bpf_prog_<tag>_<name>` in kallsyms).
 pub fn is_tracer_symbol(symbol: &str) -> bool {
-    ["bpf_trace_run", "__bpf_trace_", "bpf_trampoline_"]
+    ["bpf_trace_run", "__bpf_trace_"]
         .iter()
         .any(|p| symbol.starts_with(p))
         || is_bpf_program_symbol(symbol)
+        // A trampoline image, `bpf_trampoline_<key>` (not `bpf_trampoline_update`).
+        || symbol
+            .strip_prefix("bpf_trampoline_")
+            .is_some_and(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// `bpf_prog_<16 hex digits tag>[_<name>]` (not kernel functions like `bpf_prog_load`).

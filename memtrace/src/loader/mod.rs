@@ -376,7 +376,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                 kind: kind.name().into(),
                 traced: false,
                 hooks: Vec::new(),
-                note: Some(format!("skipped: {reason}")),
+                note: Some(reason),
             }),
         }
     }

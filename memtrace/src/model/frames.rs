@@ -16,7 +16,9 @@ fn is_tracing_glue(symbol: &str) -> bool {
     symbol.starts_with("bpf_trace_run")
         || symbol.starts_with("__bpf_trace_")
         || symbol.starts_with("__traceiter_")
-        || symbol.starts_with("bpf_trampoline_")
+        || symbol
+            .strip_prefix("bpf_trampoline_")
+            .is_some_and(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_digit()))
         || is_bpf_program(symbol)
         || symbol.starts_with("__bpf_prog_enter")
         || symbol == "bpf_get_stackid_raw_tp"
@@ -126,7 +128,11 @@ mod tests {
             f(Some("bpf_trace_run2")),
         ];
         assert_eq!(tracer_frames(&stack), 0);
-        // Kernel functions named bpf_prog_* are not programs.
+        // Kernel functions named bpf_prog_* or bpf_trampoline_* are not tracer frames.
+        let stack = vec![f(Some("bpf_trampoline_update")), f(Some("__fput"))];
+        assert_eq!(tracer_frames(&stack), 0);
+        let stack = vec![f(Some("bpf_trampoline_6442453463")), f(Some("__fput"))];
+        assert_eq!(tracer_frames(&stack), 1);
         let stack = vec![f(Some("bpf_prog_load")), f(Some("__sys_bpf"))];
         assert_eq!(tracer_frames(&stack), 0);
         assert!(is_bpf_program("bpf_prog_6deef7357e7b4530"));
