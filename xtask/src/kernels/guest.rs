@@ -389,9 +389,12 @@ pub struct Outcome {
     pub wall: Duration,
     /// From QEMU's start to /init's `ready`.
     pub boot: Option<Duration>,
-    pub timed_out: bool,
+    /// Why QEMU was killed: the guest's timeout, or no progress (a hung guest).
+    pub killed: Option<String>,
     /// /init's `fail` message.
     pub setup_failure: Option<String>,
+    /// The command started (its output, and the console after it, were on the terminal).
+    pub command_started: bool,
     /// The runner's exit status (/init wrote it).
     pub exit_status: Option<i32>,
     pub results: Option<Results>,
@@ -402,9 +405,9 @@ pub struct Outcome {
 impl Outcome {
     /// What went wrong with the guest itself (not with what it ran), if anything.
     pub fn problem(&self) -> Option<String> {
-        if self.timed_out {
+        if let Some(why) = &self.killed {
             Some(format!(
-                "the guest did not finish within its timeout ({:.0} s): QEMU killed",
+                "{why}: QEMU killed after {:.0} s",
                 self.wall.as_secs_f64()
             ))
         } else if let Some(fail) = &self.setup_failure {
@@ -576,22 +579,34 @@ pub fn boot(boot: &Boot) -> Result<Outcome> {
         .context("cannot start the console reader thread")?;
 
     let deadline = started + boot.timeout;
+    let mut watchdog = Watchdog::new(boot.plan, started);
     let mut boot_time = None;
     let mut setup_failure = None;
-    let mut timed_out = false;
+    let mut command_started = false;
+    let mut killed = None;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            timed_out = true;
+            killed = Some(format!(
+                "the guest did not finish within its timeout ({} s)",
+                boot.timeout.as_secs()
+            ));
             break;
         }
-        match rx.recv_timeout((deadline - now).min(Duration::from_millis(500))) {
+        if now >= watchdog.deadline {
+            killed = Some(watchdog.waiting_for.clone());
+            break;
+        }
+        let wait = deadline.min(watchdog.deadline) - now;
+        match rx.recv_timeout(wait.min(Duration::from_millis(500))) {
             Ok(Event::Marker(marker, at)) => {
                 match &marker {
                     Marker::Ready => boot_time = Some(at - started),
                     Marker::Fail(msg) => setup_failure = Some(msg.clone()),
+                    Marker::Start => command_started = true,
                     _ => {}
                 }
+                watchdog.saw(&marker, at);
                 progress(&boot.console, &marker, at - started);
             }
             Ok(Event::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -606,7 +621,7 @@ pub fn boot(boot: &Boot) -> Result<Outcome> {
             }
         }
     }
-    let qemu_status = if timed_out {
+    let qemu_status = if killed.is_some() {
         qemu.kill_and_wait()
     } else {
         // EOF: QEMU is exiting; give it a moment, then make sure.
@@ -630,13 +645,91 @@ pub fn boot(boot: &Boot) -> Result<Outcome> {
     Ok(Outcome {
         wall,
         boot: boot_time,
-        timed_out,
+        killed,
         setup_failure,
+        command_started,
         exit_status,
         results,
         console_log,
         qemu_status,
     })
+}
+
+/// Kills a guest that stops making progress long before its overall timeout: no `ready` within
+/// `BOOT_ALLOWANCE`, a test not ending within its timeout (which the runner enforces) plus
+/// `STEP_GRACE`, nothing between the steps of the runner for `STEP_GRACE`.
+struct Watchdog {
+    deadline: Instant,
+    waiting_for: String,
+    /// Per planned test: id and timeout (empty for a command).
+    tests: Vec<(String, Duration)>,
+    command: bool,
+}
+
+/// Boot and /init's setup.
+const BOOT_ALLOWANCE: Duration = Duration::from_secs(180);
+/// Slack on top of every step's own limit (the runner's kill, writing results, the next start).
+const STEP_GRACE: Duration = Duration::from_secs(60);
+/// The hooks probe (its own limit is 120 s in the runner).
+const PROBE_ALLOWANCE: Duration = Duration::from_secs(180);
+
+impl Watchdog {
+    fn new(plan: &Plan, started: Instant) -> Self {
+        let (tests, command) = match &plan.work {
+            runner::Work::Tests { tests } => (
+                tests
+                    .iter()
+                    .map(|t| (t.id(), Duration::from_secs(t.timeout_secs)))
+                    .collect(),
+                false,
+            ),
+            runner::Work::Command { .. } => (Vec::new(), true),
+        };
+        Self {
+            deadline: started + BOOT_ALLOWANCE,
+            waiting_for: format!(
+                "the guest did not finish booting and setting up within {} s",
+                BOOT_ALLOWANCE.as_secs()
+            ),
+            tests,
+            command,
+        }
+    }
+
+    fn saw(&mut self, marker: &Marker, at: Instant) {
+        let far = at + Duration::from_secs(365 * 24 * 3600);
+        let (deadline, waiting_for) = match marker {
+            Marker::HooksProbe => (
+                at + PROBE_ALLOWANCE,
+                "the hooks probe did not end (the guest hangs?)".to_owned(),
+            ),
+            Marker::TestStart { index, id } => {
+                let timeout = self
+                    .tests
+                    .get(*index)
+                    .map_or(Duration::ZERO, |(_, timeout)| *timeout);
+                (
+                    at + timeout + STEP_GRACE,
+                    format!(
+                        "{id} did not end within its {} s timeout + {} s (the guest hangs?)",
+                        timeout.as_secs(),
+                        STEP_GRACE.as_secs()
+                    ),
+                )
+            }
+            // The command runs as long as the overall timeout allows.
+            Marker::Start if self.command => (far, String::new()),
+            Marker::Exit(_) | Marker::Fail(_) => {
+                (at + STEP_GRACE, "the guest did not power off".to_owned())
+            }
+            Marker::Ready | Marker::Start | Marker::TestEnd { .. } => (
+                at + STEP_GRACE,
+                "the guest runner stalled between steps".to_owned(),
+            ),
+        };
+        self.deadline = deadline;
+        self.waiting_for = waiting_for;
+    }
 }
 
 fn progress(console: &Console, marker: &Marker, elapsed: Duration) {
@@ -719,6 +812,52 @@ mod tests {
         assert_eq!(parse_marker("@@xtask-guestready"), None);
         assert_eq!(parse_marker("@@xtask-guest exit"), None);
         assert_eq!(parse_marker("@@xtask-guest bogus"), None);
+    }
+
+    #[test]
+    fn watchdog_follows_the_steps() {
+        let plan = Plan {
+            kernel: "k".into(),
+            results_dir: "/r".into(),
+            cwd: "/".into(),
+            env: vec![],
+            hooks_probe: None,
+            work: runner::Work::Tests {
+                tests: vec![runner::PlannedTest {
+                    target: "churn".into(),
+                    name: "churns".into(),
+                    exe: "/x".into(),
+                    timeout_secs: 100,
+                }],
+            },
+        };
+        let t0 = Instant::now();
+        let mut dog = Watchdog::new(&plan, t0);
+        assert_eq!(dog.deadline, t0 + BOOT_ALLOWANCE);
+        let t1 = t0 + Duration::from_secs(5);
+        dog.saw(&Marker::Ready, t1);
+        assert_eq!(dog.deadline, t1 + STEP_GRACE);
+        dog.saw(
+            &Marker::TestStart {
+                index: 0,
+                id: "churn::churns".into(),
+            },
+            t1,
+        );
+        assert_eq!(dog.deadline, t1 + Duration::from_secs(100) + STEP_GRACE);
+        assert!(dog
+            .waiting_for
+            .starts_with("churn::churns did not end within its 100 s"));
+
+        let command = Plan {
+            work: runner::Work::Command {
+                argv: vec!["/bin/true".into()],
+            },
+            ..plan
+        };
+        let mut dog = Watchdog::new(&command, t0);
+        dog.saw(&Marker::Start, t1);
+        assert!(dog.deadline > t1 + Duration::from_secs(100 * 24 * 3600));
     }
 
     #[test]
