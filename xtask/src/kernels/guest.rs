@@ -493,7 +493,7 @@ fn qemu_command(boot: &Boot, scratch: Option<&Path>) -> Command {
         "stdio",
     ])
     .arg("-kernel")
-    .arg(&boot.kernel.vmlinuz)
+    .arg(&boot.kernel.boot_image)
     .arg("-initrd")
     .arg(boot.initramfs)
     .arg("-append")
@@ -876,6 +876,7 @@ mod tests {
             package: "linux-image-6.1.0-57-amd64".into(),
             tree: "/t/kernels/trees/6.1.0-57-amd64".into(),
             vmlinuz: "/t/kernels/trees/6.1.0-57-amd64/boot/vmlinuz-6.1.0-57-amd64".into(),
+            boot_image: "/t/kernels/trees/6.1.0-57-amd64/boot/vmlinux-6.1.0-57-amd64".into(),
         };
         let env = GuestEnv {
             runner: Path::new("/w/target/debug/xtask"),
