@@ -387,7 +387,7 @@ fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
             Ok(())
         }
         (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
-        (Err(host), Err(guests)) => Err(host.context(format!("and {guests:#}"))),
+        (Err(host), Err(guests)) => Err(anyhow::anyhow!("{host:#}; and {guests:#}")),
     }
 }
 

@@ -631,8 +631,13 @@ fn unpack(tools: &HostTools, trees: &Path, candidate: &Candidate, deb: &Path) ->
     )?;
     fs::write(tmp.join(TREE_MARKER), format!("{}\n", candidate.package))
         .with_context(|| format!("cannot write into {}", tmp.display()))?;
-    fs::rename(&tmp, &tree)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), tree.display()))?;
+    if let Err(e) = fs::rename(&tmp, &tree) {
+        // Another xtask unpacked the same kernel meanwhile: use theirs.
+        let _ = fs::remove_dir_all(&tmp);
+        return cached_kernel(trees, release).with_context(|| {
+            format!("cannot rename {} to {}: {e}", tmp.display(), tree.display())
+        });
+    }
     cached_kernel(trees, release)
         .with_context(|| format!("{} is incomplete after unpacking", tree.display()))
 }

@@ -53,6 +53,7 @@ mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" || die "mount cgroup2"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || die "mount tmpfs on /tmp"
 mount -t tmpfs -o mode=755 tmpfs "$R/run" || die "mount tmpfs on /run"
 ip link set lo up || die "ip link set lo up"
+hostname guest
 
 # Module autoloading (request_module) runs /proc/sys/kernel/modprobe in PID 1's root, this
 # initramfs: hand it to the host's modprobe on the unpacked kernel tree.

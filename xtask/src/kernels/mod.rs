@@ -240,7 +240,7 @@ impl Setup {
         guest::check_plain_path(&cache)?;
         let mut apt = Apt::default();
         let tools = fetch::ensure_host_tools(&mut apt)?;
-        let runner = env::current_exe().context("cannot find the xtask binary")?;
+        let runner = stable_runner(&cache)?;
         Ok(Self {
             apt,
             tools,
@@ -260,6 +260,48 @@ impl Setup {
         let initramfs = initramfs::ensure(&self.cache, &self.tools, &kernel)?;
         Ok((kernel, initramfs))
     }
+}
+
+/// A copy of this xtask binary for the guests to run as `guest-run`: cargo may rebuild
+/// target/debug/xtask while a matrix runs (`cargo xtask test` builds the workspace), and the
+/// guest must run the binary that wrote its plan. Read through /proc/self/exe, which works
+/// even when the file was replaced; kept under `<cache>/runner/` by size and modification
+/// time, so a run copies it at most once.
+fn stable_runner(cache: &Path) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exe = Path::new("/proc/self/exe");
+    let meta = fs::metadata(exe).context("cannot stat /proc/self/exe")?;
+    let dir = cache.join("runner");
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = format!(
+        "xtask-{}-{}.{}",
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let runner = dir.join(&name);
+    if !runner.is_file() {
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        fs::copy(exe, &tmp).with_context(|| format!("cannot copy xtask to {}", tmp.display()))?;
+        fs::rename(&tmp, &runner)
+            .with_context(|| format!("cannot rename to {}", runner.display()))?;
+    }
+    // Older copies go after a day (a guest of another xtask may still be using a recent one).
+    let day = Duration::from_secs(24 * 3600);
+    for entry in fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+    {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > day));
+        if old && entry.path() != runner {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(runner)
 }
 
 /// The command's program as a host path the guest sees the same way.
