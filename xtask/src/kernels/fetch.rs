@@ -440,6 +440,7 @@ fn ensure_vmlinux(kernel: &Kernel) -> Result<PathBuf> {
     if vmlinux.is_file() {
         return Ok(vmlinux);
     }
+    let started = Instant::now();
     let image = fs::read(&kernel.vmlinuz)
         .with_context(|| format!("cannot read {}", kernel.vmlinuz.display()))?;
     let payload =
@@ -452,6 +453,12 @@ fn ensure_vmlinux(kernel: &Kernel) -> Result<PathBuf> {
     fs::write(&tmp, &elf).with_context(|| format!("cannot write {}", tmp.display()))?;
     fs::rename(&tmp, &vmlinux)
         .with_context(|| format!("cannot rename to {}", vmlinux.display()))?;
+    eprintln!(
+        "[xtask] kernel {}: extracted the uncompressed vmlinux ({} MiB) in {:.1} s",
+        kernel.release,
+        elf.len() >> 20,
+        started.elapsed().as_secs_f64()
+    );
     Ok(vmlinux)
 }
 

@@ -1,10 +1,20 @@
 //! Stock Debian kernels under QEMU (software emulation: this host has no usable KVM), for what
 //! the host kernel cannot show (fentry attach, other verifiers, older tracepoint layouts):
 //!
-//! - `cargo xtask guest --kernel 6.1 -- CMD ARGS...` boots the newest stock 6.1 kernel and
-//!   runs one command in it, as root, with the host's `/` as its (read-only) root;
-//! - `cargo xtask test` (and `cargo xtask matrix`, the matrix alone) then runs [`GUEST_TESTS`]
-//!   in one guest per kernel series of [`SERIES`] and prints a table.
+//! - `cargo xtask guest --kernel 6.1 [--timeout 600] [--env K=V]... -- CMD ARGS...` boots the
+//!   newest stock 6.1 kernel and runs one command in it, as root, with the host's `/` as its
+//!   (read-only) root and the current directory as its working directory; its output streams to
+//!   the terminal and xtask exits with its status (`--kernel` also takes an exact release, e.g.
+//!   `6.1.0-57-amd64`);
+//! - `cargo xtask test [--kernels all|none|6.1,6.12]`, after the host tests, runs [`GUEST_TESTS`]
+//!   in one guest per kernel series of [`SERIES`] and prints a table; `cargo xtask matrix` runs
+//!   the matrix alone (`--guest-test SUBSTRING` picks tests, `--guest-test-timeout SECS`).
+//!
+//! In a guest: the host's `/` read-only (9p), tmpfs on /tmp and /run, an ext4 scratch disk on
+//! /var/tmp (`--no-scratch`: tmpfs), proc, sysfs, devtmpfs, tracefs, debugfs, bpffs, cgroup2
+//! (v2 only, unlike this host's hybrid), loopback up, the host's socket buffer limits, the
+//! sock_diag modules loaded and module autoloading working (`modprobe -d` on the unpacked
+//! kernel). Boot to the command takes 4–5 s.
 //!
 //! Files: `fetch` (apt: host tools, kernel packages, unpacked cache), `initramfs` (ours: busybox,
 //! init.sh, the 9p modules), `guest` (QEMU, console, timeouts, cleanup), `runner` (the guest
@@ -238,6 +248,13 @@ impl Setup {
         guest::install_signal_handler();
         let cache = ctx.target_dir.join("kernels");
         guest::check_plain_path(&cache)?;
+        if let Some(dir) = guest_private(&cache) {
+            bail!(
+                "the target directory {} is under {dir}, which the guests mount afresh (they \
+                 need the kernels, results and runner there): set CARGO_TARGET_DIR elsewhere",
+                ctx.target_dir.display()
+            );
+        }
         let mut apt = Apt::default();
         let tools = fetch::ensure_host_tools(&mut apt)?;
         let runner = stable_runner(&cache)?;
