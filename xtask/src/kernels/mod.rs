@@ -105,8 +105,9 @@ pub const GUEST_TESTS: &[GuestTest] = &[
     GuestTest::new("perf_visibility", "perf_still_sees_page_alloc_events"),
 ];
 
-/// Modules every guest loads before running anything (`memtrace sockets` needs the sock_diag
-/// ones; the kernel does not autoload them for a netlink request).
+/// Modules every guest loads before running anything: the sock_diag ones `memtrace sockets`
+/// needs, loaded up front like on a node that has them (autoloading works in the guests too,
+/// through /init's modprobe wrapper, but only when something asks).
 const GUEST_MODULES: &[&str] = &["inet_diag", "tcp_diag", "udp_diag", "unix_diag"];
 /// Socket limits copied from the host into every guest: the scenarios hold 16–64 MiB in a
 /// loopback TCP receive queue, which the guest kernels' defaults cap at ~2.7 MB.
