@@ -74,6 +74,11 @@ pub fn run(cmd: &mut Command, fix: &str) -> Result<()> {
 /// Runs `cmd` and returns its stdout; on failure the error carries its stderr.
 pub fn output(cmd: &mut Command) -> Result<String> {
     echo(cmd);
+    output_quiet(cmd)
+}
+
+/// [`output`] without echoing the command (for frequent, uninteresting queries).
+pub fn output_quiet(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot start `{}`", short(cmd)))?;

@@ -1,4 +1,4 @@
-//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench|man>`.
+//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench|man|guest|matrix>`.
 //!
 //! The eBPF crate (`memtrace-ebpf/`, outside the workspace) is built with nightly for
 //! `bpfel-unknown-none` into `<target>/bpf/`; user space embeds the object through
@@ -8,6 +8,7 @@
 mod bench;
 mod bootstrap;
 mod cmd;
+mod kernels;
 mod python;
 
 use std::{
@@ -68,8 +69,22 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Build, then check formatting, run clippy (user space and eBPF) and all tests.
-    Test,
+    /// Build, then check formatting, run clippy (user space and eBPF) and all tests: the host's,
+    /// then the guest scenario tests in stock Debian kernels under QEMU (`--kernels`).
+    Test(kernels::MatrixOpts),
+    /// Build, then run only the guest scenario tests (the kernel matrix of `test`).
+    Matrix(kernels::MatrixOpts),
+    /// Boot a stock Debian kernel under QEMU (TCG) with the host's / as its read-only root and
+    /// run one command in it as root, e.g.
+    /// `cargo xtask guest --kernel 6.1 -- target/release/memtrace trace --duration 5s`.
+    /// Exits with the command's exit status.
+    Guest(kernels::GuestOpts),
+    /// The guest side of `guest` and the matrix (runs inside the guest).
+    #[command(hide = true)]
+    GuestRun {
+        #[arg(long, value_name = "FILE")]
+        plan: PathBuf,
+    },
     /// Build, then measure memtrace's overhead (throughput ratios vs bare runs), footprint,
     /// time to report and hold accuracy, next to bpftrace; prints a table and writes JSON.
     /// Needs root. Nothing is asserted.
@@ -277,7 +292,7 @@ fn mount_tracefs() {
     }
 }
 
-fn test(ctx: &Ctx) -> Result<()> {
+fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
     let object = build(ctx, false)?;
     let bin = ctx.memtrace_bin();
 
@@ -322,7 +337,7 @@ fn test(ctx: &Ctx) -> Result<()> {
     // The pprof output is checked by an independent decoder (Python protobuf with the
     // published profile.proto): the tests that need it fail, not skip, under xtask.
     let python = python::ensure_env(&ctx.target_dir)?;
-    cmd::run(
+    let host = cmd::run(
         ctx.cargo()
             .args([
                 "test",
@@ -336,26 +351,55 @@ fn test(ctx: &Ctx) -> Result<()> {
             .env(BIN_ENV, &bin)
             .env(PYTHON_ENV, &python),
         "fix the failing tests above",
-    )?;
-    // The scenario tests load eBPF programs and share tracefs state: one at a time.
-    cmd::run(
-        ctx.cargo()
-            .args([
-                "test",
-                "--release",
-                "--no-fail-fast",
-                "-p",
-                "memtrace-tests",
-                "--",
-                "--test-threads=1",
-            ])
-            .env(OBJECT_ENV, &object)
-            .env(BIN_ENV, &bin)
-            .env(PYTHON_ENV, &python),
-        "fix the failing scenario tests above (tests/)",
-    )?;
-    eprintln!("[xtask] all checks passed");
-    Ok(())
+    )
+    .and_then(|()| {
+        // The scenario tests load eBPF programs and share tracefs state: one at a time.
+        cmd::run(
+            ctx.cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "--no-fail-fast",
+                    "-p",
+                    "memtrace-tests",
+                    "--",
+                    "--test-threads=1",
+                ])
+                .env(OBJECT_ENV, &object)
+                .env(BIN_ENV, &bin)
+                .env(PYTHON_ENV, &python),
+            "fix the failing scenario tests above (tests/)",
+        )
+    });
+    if let Err(e) = &host {
+        eprintln!("[xtask] host tests failed: {e:#}; the guest matrix runs all the same");
+    }
+    // The same environment as the host scenario run, so `cargo test --no-run` rebuilds nothing.
+    let build_env = [
+        (OBJECT_ENV, object.into_os_string()),
+        (BIN_ENV, bin.clone().into_os_string()),
+        (PYTHON_ENV, python.into_os_string()),
+    ];
+    let guests = kernels::matrix(ctx, matrix, &build_env, &bin);
+    match (host, guests) {
+        (Ok(()), Ok(())) => {
+            eprintln!("[xtask] all checks passed");
+            Ok(())
+        }
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+        (Err(host), Err(guests)) => Err(anyhow::anyhow!("{host:#}; and {guests:#}")),
+    }
+}
+
+/// `cargo xtask matrix`: build, then only the guest scenario tests.
+fn matrix(ctx: &Ctx, opts: &kernels::MatrixOpts) -> Result<()> {
+    let object = build(ctx, false)?;
+    let bin = ctx.memtrace_bin();
+    let build_env = [
+        (OBJECT_ENV, object.into_os_string()),
+        (BIN_ENV, bin.clone().into_os_string()),
+    ];
+    kernels::matrix(ctx, opts, &build_env, &bin)
 }
 
 /// `cargo xtask man`: runs the (hidden) `memtrace generate` of a debug build.
@@ -384,6 +428,17 @@ fn man(ctx: &Ctx, out_dir: Option<PathBuf>) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // In the guest: no cargo there to ask for the workspace's paths, and none needed.
+    if let Task::GuestRun { plan } = &cli.task {
+        return match kernels::runner::guest_run(plan) {
+            Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("xtask guest-run: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let mut code = ExitCode::SUCCESS;
     let result = Ctx::new(cli.ebpf_dir).and_then(|ctx| match cli.task {
         Task::Bootstrap => bootstrap::bootstrap(&ctx).map(drop),
         Task::BuildEbpf(opts) => build_ebpf(&ctx, opts.debug).map(|object| {
@@ -401,12 +456,15 @@ fn main() -> ExitCode {
             let err = run.exec();
             Err(err).with_context(|| format!("cannot execute {}", ctx.memtrace_bin().display()))
         }),
-        Task::Test => test(&ctx),
+        Task::Test(opts) => test(&ctx, &opts),
+        Task::Matrix(opts) => matrix(&ctx, &opts),
+        Task::Guest(opts) => kernels::guest(&ctx, opts).map(|status| code = ExitCode::from(status)),
+        Task::GuestRun { .. } => Ok(()),
         Task::Bench(opts) => bench::bench(&ctx, opts),
         Task::Man { out_dir } => man(&ctx, out_dir),
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
