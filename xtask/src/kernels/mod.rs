@@ -103,6 +103,11 @@ pub const GUEST_TESTS: &[GuestTest] = &[
     GuestTest::new("split_pages", "split_huge_pages_are_freed_piece_by_piece"),
     GuestTest::new("kinds", "all_kinds_in_one_session"),
     GuestTest::new("perf_visibility", "perf_still_sees_page_alloc_events"),
+    GuestTest::new("kernel_support", "bulk_frees_are_traced_or_named"),
+    GuestTest::new(
+        "kernel_support",
+        "without_btf_pages_use_classic_tracepoints_and_say_so",
+    ),
 ];
 
 /// Modules every guest loads before running anything: the sock_diag ones `memtrace sockets`
