@@ -195,6 +195,10 @@ pub struct GuestEnv<'a> {
     pub sysctls: &'a [(String, String)],
     /// A scratch disk is attached (mounted on /var/tmp).
     pub scratch: bool,
+    /// Host directories under /tmp or /var/tmp (which the guest mounts afresh) that must stay
+    /// visible at the same path: the workspace and its target directory when a clone lives
+    /// there.
+    pub keep: &'a [PathBuf],
 }
 
 impl GuestEnv<'_> {
@@ -217,6 +221,14 @@ impl GuestEnv<'_> {
             ("MT_MODULES", self.modules.join(" ")),
             ("MT_SYSCTLS", sysctls.join("\n")),
             ("MT_SCRATCH", if self.scratch { "1" } else { "" }.to_owned()),
+            (
+                "MT_KEEP",
+                self.keep
+                    .iter()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
         ];
         vars.iter()
             .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
@@ -888,8 +900,13 @@ mod tests {
                 ("net.ipv4.tcp_rmem".into(), "4096\t131072\t33554432".into()),
             ],
             scratch: true,
+            keep: &[
+                PathBuf::from("/tmp/ci.1/target"),
+                PathBuf::from("/tmp/ci.1"),
+            ],
         }
         .render();
+        assert!(env.contains("MT_KEEP='/tmp/ci.1/target\n/tmp/ci.1'\n"));
         assert!(env.contains("MT_RUNNER='/w/target/debug/xtask'\n"));
         assert!(env.contains("MT_MODULES='inet_diag tcp_diag'\n"));
         assert!(env.contains("MT_SCRATCH='1'\n"));

@@ -35,10 +35,29 @@ done </etc/xtask-modules
 P9=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o "$P9,ro,cache=loose" r "$R" || die "cannot mount the host root over 9p"
 [ -n "$MT_RESULTS" ] || die "MT_RESULTS is not set on the kernel command line"
-mount -t 9p -o "$P9" results "$R$MT_RESULTS" || die "cannot mount the results share at $MT_RESULTS"
-[ -r "$R$MT_RESULTS/guest.env" ] || die "no $MT_RESULTS/guest.env"
+# The results share is mounted here first and bound into the host's tree once /tmp and
+# /var/tmp are set up (it may live under them, in a clone made in a temp dir).
+mkdir -p /results
+mount -t 9p -o "$P9" results /results || die "cannot mount the results share"
+[ -r /results/guest.env ] || die "no $MT_RESULTS/guest.env"
 # shellcheck source=/dev/null
-. "$R$MT_RESULTS/guest.env"
+. /results/guest.env
+
+# The host's own /tmp and /var/tmp, kept reachable before fresh ones cover them: MT_KEEP lists
+# host directories under them (the workspace, its target directory) bound back in place.
+mkdir -p /host/tmp /host/var-tmp
+mount --bind "$R/tmp" /host/tmp || die "bind the host's /tmp"
+mount --bind "$R/var/tmp" /host/var-tmp || die "bind the host's /var/tmp"
+keep_host_dirs() { # $1: /tmp or /var/tmp, just mounted afresh
+    echo "$MT_KEEP" | while read -r dir; do
+        case "$1:$dir" in
+        /tmp:/tmp/*) src=/host/tmp${dir#/tmp} ;;
+        /var/tmp:/var/tmp/*) src=/host/var-tmp${dir#/var/tmp} ;;
+        *) continue ;;
+        esac
+        mkdir -p "$R$dir" && mount --bind "$src" "$R$dir" || die "cannot keep $dir visible"
+    done
+}
 
 mount -t proc proc "$R/proc" || die "mount proc"
 mount -t sysfs sysfs "$R/sys" || die "mount sysfs"
@@ -51,6 +70,7 @@ mount -t debugfs debugfs "$R/sys/kernel/debug" || die "mount debugfs"
 mount -t bpf bpf "$R/sys/fs/bpf" || die "mount bpffs"
 mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" || die "mount cgroup2"
 mount -t tmpfs -o mode=1777 tmpfs "$R/tmp" || die "mount tmpfs on /tmp"
+keep_host_dirs /tmp
 mount -t tmpfs -o mode=755 tmpfs "$R/run" || die "mount tmpfs on /run"
 ip link set lo up || die "ip link set lo up"
 hostname guest
@@ -91,6 +111,9 @@ if [ -n "$MT_SCRATCH" ]; then
 else
     mount -t tmpfs -o mode=1777 tmpfs "$R/var/tmp" || die "mount tmpfs on /var/tmp"
 fi
+keep_host_dirs /var/tmp
+mkdir -p "$R$MT_RESULTS" 2>/dev/null
+mount --bind /results "$R$MT_RESULTS" || die "cannot mount the results share at $MT_RESULTS"
 
 say ready
 chroot "$R" "$MT_RUNNER" guest-run --plan "$MT_RESULTS/plan.json"

@@ -247,6 +247,8 @@ struct Setup {
     tools: HostTools,
     cache: PathBuf,
     runner: PathBuf,
+    /// Host directories the guest must keep visible under its fresh /tmp or /var/tmp.
+    keep: Vec<PathBuf>,
 }
 
 impl Setup {
@@ -254,12 +256,9 @@ impl Setup {
         guest::install_signal_handler();
         let cache = ctx.target_dir.join("kernels");
         guest::check_plain_path(&cache)?;
-        if let Some(dir) = guest_private(&cache) {
-            bail!(
-                "the target directory {} is under {dir}, which the guests mount afresh (they \
-                 need the kernels, results and runner there): set CARGO_TARGET_DIR elsewhere",
-                ctx.target_dir.display()
-            );
+        let mut keep = Vec::new();
+        for dir in [&ctx.workspace_root, &ctx.target_dir] {
+            keep_visible(&mut keep, dir, "the workspace or its target directory")?;
         }
         let mut apt = Apt::default();
         let tools = fetch::ensure_host_tools(&mut apt)?;
@@ -269,6 +268,7 @@ impl Setup {
             tools,
             cache,
             runner,
+            keep,
         })
     }
 
@@ -354,6 +354,27 @@ fn guest_private(path: &Path) -> Option<&'static str> {
         .find(|dir| path.starts_with(dir))
 }
 
+/// Adds `dir` to the directories the guest keeps visible when it lies under /tmp or /var/tmp
+/// (a fresh clone in a temp dir, as CI may make); under /run, /dev, /proc or /sys it cannot.
+fn keep_visible(keep: &mut Vec<PathBuf>, dir: &Path, what: &str) -> Result<()> {
+    match guest_private(dir) {
+        None => Ok(()),
+        Some("/tmp" | "/var/tmp") => {
+            guest::check_plain_path(dir)?;
+            if !keep.iter().any(|k| dir.starts_with(k)) {
+                keep.retain(|k| !k.starts_with(dir));
+                keep.push(dir.to_path_buf());
+            }
+            Ok(())
+        }
+        Some(private) => bail!(
+            "{what} {} is under {private}, which the guest mounts afresh: use a directory \
+             elsewhere",
+            dir.display()
+        ),
+    }
+}
+
 fn utf8(s: &OsString, what: &str) -> Result<String> {
     s.to_str()
         .map(str::to_owned)
@@ -364,24 +385,11 @@ fn utf8(s: &OsString, what: &str) -> Result<String> {
 pub fn guest(ctx: &Ctx, opts: GuestOpts) -> Result<u8> {
     let spec = KernelSpec::parse(&opts.kernel)?;
     let cwd = env::current_dir().context("cannot read the current directory")?;
-    if let Some(dir) = guest_private(&cwd) {
-        bail!(
-            "the current directory {} is under {dir}, which the guest mounts afresh: run from \
-             a directory elsewhere",
-            cwd.display()
-        );
-    }
     let (program, args) = opts
         .command
         .split_first()
         .context("no command given: cargo xtask guest --kernel 6.1 -- CMD ARGS...")?;
     let program = resolve_program(Path::new(program), &cwd)?;
-    if let Some(dir) = guest_private(&program) {
-        bail!(
-            "{} is under {dir}, which the guest mounts afresh: put it elsewhere",
-            program.display()
-        );
-    }
     let mut argv = vec![utf8(&program.clone().into_os_string(), "the program path")?];
     for arg in args {
         argv.push(utf8(arg, "the argument")?);
@@ -395,6 +403,10 @@ pub fn guest(ctx: &Ctx, opts: GuestOpts) -> Result<u8> {
     }
 
     let mut setup = Setup::new(ctx)?;
+    keep_visible(&mut setup.keep, &cwd, "the current directory")?;
+    if let Some(dir) = program.parent() {
+        keep_visible(&mut setup.keep, dir, "the program")?;
+    }
     let (kernel, initramfs) = setup.kernel(&spec)?;
     let run_dir = guest::new_run_dir(&setup.cache, &kernel.release)?;
     let plan = Plan {
@@ -424,6 +436,7 @@ pub fn guest(ctx: &Ctx, opts: GuestOpts) -> Result<u8> {
             modules: GUEST_MODULES,
             sysctls: &sysctls,
             scratch: !opts.no_scratch,
+            keep: &setup.keep,
         },
         plan: &plan,
         timeout: Duration::from_secs(opts.timeout),
@@ -922,6 +935,7 @@ pub fn matrix(
                 modules: GUEST_MODULES,
                 sysctls,
                 scratch: true,
+                keep: &setup.keep,
             },
             plan: &p.plan,
             timeout,
