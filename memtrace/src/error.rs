@@ -23,7 +23,7 @@ pub enum SetupError {
     NotPrivileged { missing: String },
 
     #[error(transparent)]
-    Tracefs(#[from] crate::tracefs::TracefsError),
+    Tracefs(#[from] crate::kernel::tracefs::TracefsError),
 
     #[error(
         "this memtrace binary was built without its eBPF object: build it with `cargo xtask build` \

@@ -31,7 +31,7 @@ pub fn generate(out_dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
             .render(&mut buf)
             .with_context(|| format!("rendering the man page of {name}"))?;
         let path = man_dir.join(format!("{name}.1"));
-        crate::output::write_atomic(&path, &buf)?;
+        crate::fsutil::write_atomic(&path, &buf)?;
         written.push(path);
     }
     for shell in [

@@ -7,11 +7,12 @@
 //! for `memtrace report`.
 
 pub mod attribution;
-pub mod btf;
 pub mod cli;
 pub mod collector;
 pub mod error;
+pub(crate) mod fsutil;
 pub mod generate;
+pub mod kernel;
 pub mod loader;
 pub mod model;
 pub mod output;
@@ -24,4 +25,4 @@ pub mod session;
 pub mod sockets;
 pub mod symbolize;
 pub(crate) mod sysinfo;
-pub mod tracefs;
+pub(crate) mod units;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
     collector::LiveStats,
-    render::{format_bytes, format_duration},
+    units::{format_bytes, format_duration},
 };
 
 /// How often the bar is refreshed.

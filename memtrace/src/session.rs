@@ -140,7 +140,7 @@ pub fn run_trace(args: &TraceArgs) -> anyhow::Result<()> {
     .into_iter()
     .flatten()
     {
-        output::check_parent_dir(path)?;
+        crate::fsutil::check_parent_dir(path)?;
     }
     let hostname = sysinfo::host_name();
     // Before anything is loaded: an output directory that can't be written fails fast.

@@ -2,7 +2,7 @@
 
 use aya::Btf;
 
-use crate::{btf::KernelBtf, error::SetupError};
+use crate::{error::SetupError, kernel::btf::KernelBtf};
 
 /// The oldest release memtrace's programs can load on: BPF atomic fetch instructions
 /// (`atomic_fetch_add`, used to release split pages) came in 5.12; tp_btf and
@@ -47,9 +47,9 @@ pub struct KernelBtfs {
 }
 
 impl KernelBtfs {
-    /// Reads [`crate::btf::vmlinux_path`].
+    /// Reads [`crate::kernel::btf::vmlinux_path`].
     pub fn load() -> Self {
-        let path = crate::btf::vmlinux_path();
+        let path = crate::kernel::btf::vmlinux_path();
         let parsed = KernelBtf::from_file(&path)
             .map_err(|e| format!("no kernel BTF: {e}"))
             .and_then(|own| {

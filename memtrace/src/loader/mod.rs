@@ -19,7 +19,11 @@ use memtrace_common::{
 
 use std::path::Path;
 
-use crate::{btf::KernelBtf, error::SetupError, model::KindStatus, tracefs};
+use crate::{
+    error::SetupError,
+    kernel::{btf::KernelBtf, mm, tracefs},
+    model::KindStatus,
+};
 use kernel::KernelBtfs;
 
 /// The eBPF object built from memtrace-ebpf (empty when built without it; see build.rs).
@@ -265,7 +269,7 @@ fn plan_kind(root: &Path, kind: Kind, config: &mut Config) -> Result<PlannedKind
         Kind::Percpu => {
             let alloc = fmt("percpu", "percpu_alloc_percpu")?;
             let free = fmt("percpu", "percpu_free_percpu")?;
-            config.percpu_alloc = tracefs::percpu_alloc_layout(&alloc, tracefs::possible_cpus())
+            config.percpu_alloc = tracefs::percpu_alloc_layout(&alloc, mm::possible_cpus())
                 .map_err(|e| layout_err("percpu_alloc_percpu", e))?;
             config.percpu_free = tracefs::percpu_free_layout(&free)
                 .map_err(|e| layout_err("percpu_free_percpu", e))?;
@@ -330,9 +334,9 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     let slot_count = stack_slots + alt_slots;
     let tracked_words = pages::bitmap_words(pages::max_pfn());
     let mut config = Config {
-        page_size: tracefs::page_size(),
+        page_size: mm::page_size(),
         self_tgid: std::process::id(),
-        max_order: tracefs::max_order(),
+        max_order: mm::max_order(),
         stack_none_id: slot_count,
         agg_stride: slot_count + 1,
         stack_alt_base: stack_slots,

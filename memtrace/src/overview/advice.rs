@@ -4,7 +4,7 @@
 //! unreclaimable slab / vmalloc → `--kind slab` / `--kind vmalloc`; cgroups near their limit,
 //! with what fills them (the write-cache case), and cgroups whose socket buffers are large.
 
-use crate::render::format_bytes;
+use crate::units::format_bytes;
 
 use super::breakdown::{key, percent};
 use super::cgroups::{Hierarchy, NEAR_LIMIT_PERCENT};

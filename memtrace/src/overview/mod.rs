@@ -154,7 +154,7 @@ pub fn run_overview(args: &OverviewArgs) -> anyhow::Result<()> {
                 }
             }
         } else {
-            crate::output::write_atomic(path, json.as_bytes())
+            crate::fsutil::write_atomic(path, json.as_bytes())
                 .with_context(|| format!("writing the overview JSON to {}", path.display()))?;
         }
     }
@@ -174,7 +174,7 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 
 /// Reads everything and builds the [`Overview`].
 pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
-    let page_size = crate::tracefs::page_size();
+    let page_size = crate::kernel::mm::page_size();
     let kernel = crate::sysinfo::kernel_release();
     let mut notes = Vec::new();
 

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 
-use crate::render::{format_bytes, format_unix_utc};
+use crate::units::{format_bytes, format_unix_utc};
 
 use super::breakdown::{key, percent, Detail};
 use super::cgroups::Hierarchy;

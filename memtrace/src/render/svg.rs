@@ -18,7 +18,7 @@ use memtrace_common::Kind;
 use crate::model::build::class_in_total;
 use crate::model::{Class, Report, StackReport};
 use crate::render::folded::{frame_name, FOLDED_STACK_UNAVAILABLE, FOLDED_UNKNOWN};
-use crate::render::{format_bytes, format_duration, format_unix_utc};
+use crate::units::{format_bytes, format_duration, format_unix_utc};
 
 /// What the width of a frame measures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -5,10 +5,11 @@ use std::fmt::Write as _;
 
 use memtrace_common::{Counter, Kind};
 
-use super::{format_bytes, format_duration, format_unix_utc, RenderOptions};
+use super::RenderOptions;
 use crate::model::build::{class_in_total, excluded_from_totals, stack_class_detail};
 use crate::model::growth::Snapshot;
 use crate::model::{Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport};
+use crate::units::{format_bytes, format_duration, format_unix_utc};
 
 /// `writeln!` into a `String` (which cannot fail).
 macro_rules! line {

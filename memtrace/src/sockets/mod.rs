@@ -678,7 +678,7 @@ pub fn run_sockets(args: &SocketsArgs) -> anyhow::Result<()> {
         json => {
             if let Some(path) = json {
                 let text = render::to_json(&doc)?;
-                crate::output::write_atomic(path, format!("{text}\n").as_bytes())
+                crate::fsutil::write_atomic(path, format!("{text}\n").as_bytes())
                     .with_context(|| format!("writing the sockets JSON to {}", path.display()))?;
             }
             write!(

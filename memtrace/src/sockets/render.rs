@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::render::format_bytes;
+use crate::units::format_bytes;
 
 use super::{Socket, SocketOwner, SocketScan};
 
