@@ -36,6 +36,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// No progress and no informational messages; warnings still show (`memtrace report`).
+    pub fn silent() -> Self {
+        Progress::new(true, Instant::now(), Duration::ZERO)
+    }
+
     /// A bar when stderr is a terminal, log lines otherwise, nothing when `quiet`.
     pub fn new(quiet: bool, started: Instant, duration: Duration) -> Self {
         let mode = if quiet {

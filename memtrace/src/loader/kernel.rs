@@ -2,7 +2,8 @@
 
 use aya::Btf;
 
-use crate::{error::SetupError, kernel::btf::KernelBtf};
+use super::SetupError;
+use crate::kernel::btf::KernelBtf;
 
 /// The oldest release memtrace's programs can load on: BPF atomic fetch instructions
 /// (`atomic_fetch_add`, used to release split pages) came in 5.12; tp_btf and

@@ -1,9 +1,9 @@
 //! Loads memtrace's eBPF object, configures it for the running kernel and attaches it.
 
 pub mod calibrate;
+mod error;
 pub mod kernel;
 pub mod pages;
-pub mod privileges;
 
 use anyhow::Context as _;
 use aya::{
@@ -20,10 +20,10 @@ use memtrace_common::{
 use std::path::Path;
 
 use crate::{
-    error::SetupError,
     kernel::{btf::KernelBtf, mm, tracefs},
     model::KindStatus,
 };
+pub use error::{check_privileges, SetupError};
 use kernel::KernelBtfs;
 
 /// The eBPF object built from memtrace-ebpf (empty when built without it; see build.rs).
@@ -316,7 +316,7 @@ pub fn alt_stack_slots(stack_slots: u32) -> u32 {
 /// Checks privileges, reads the tracepoint layouts, loads and attaches the requested kinds.
 /// A kind whose events this kernel lacks is skipped with a note; none traceable is an error.
 pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
-    privileges::check()?;
+    check_privileges()?;
     if !cfg!(memtrace_ebpf_embedded) || EBPF_OBJECT.is_empty() {
         return Err(SetupError::NoEbpfObject.into());
     }

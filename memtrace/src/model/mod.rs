@@ -380,3 +380,19 @@ pub struct BuildOptions {
     /// Only stacks of these classes are reported (`None`: all).
     pub classes: Option<Vec<Class>>,
 }
+
+/// Narrows a loaded report to `classes` (`memtrace report --class`): stacks, callers, totals
+/// and owners are recomputed over the remaining stacks. Returns the requested classes the
+/// saved session did not report (it was recorded with a narrower `--class`).
+pub fn narrow(report: &mut Report, classes: &[Class]) -> Vec<Class> {
+    let missing = match &report.class_filter {
+        Some(saved) => classes
+            .iter()
+            .copied()
+            .filter(|c| !saved.contains(c))
+            .collect(),
+        None => Vec::new(),
+    };
+    build::restrict_classes(report, classes);
+    missing
+}

@@ -20,12 +20,7 @@ pub mod detail;
 pub mod meminfo;
 pub mod render;
 
-use std::io::Write as _;
 use std::path::Path;
-
-use anyhow::{ensure, Context as _};
-
-use crate::cli::OverviewArgs;
 
 use self::advice::{Thresholds, Warning};
 use self::breakdown::{Detail, Row};
@@ -132,48 +127,19 @@ impl CgroupEntry {
 }
 
 /// Runs `memtrace overview`.
-pub fn run_overview(args: &OverviewArgs) -> anyhow::Result<()> {
-    ensure!(
-        args.unexplained_warn_percent.is_finite() && args.unexplained_warn_percent >= 0.0,
-        "--unexplained-warn-percent must be a percentage ≥ 0 (got {})",
-        args.unexplained_warn_percent
-    );
-    let overview = collect(args)?;
-    let to_stdout = args.json.as_deref() == Some(Path::new("-"));
-    if let Some(path) = &args.json {
-        let mut json = render::to_json(&overview)?;
-        json.push('\n');
-        if to_stdout {
-            write_stdout(&json)?;
-            // The table is not printed: say what is wrong where a person sees it.
-            let mut err = std::io::stderr().lock();
-            for w in &overview.warnings {
-                let _ = writeln!(err, "WARNING: {}", w.message);
-                for cmd in &w.next {
-                    let _ = writeln!(err, "  next: {cmd}");
-                }
-            }
-        } else {
-            crate::fsutil::write_atomic(path, json.as_bytes())
-                .with_context(|| format!("writing the overview JSON to {}", path.display()))?;
-        }
-    }
-    if !to_stdout {
-        let top = usize::try_from(args.top).unwrap_or(usize::MAX);
-        write_stdout(&render::render_table(&overview, top))?;
-    }
-    Ok(())
-}
-
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .context("writing to stdout")
-}
-
 /// Reads everything and builds the [`Overview`].
-pub fn collect(args: &OverviewArgs) -> anyhow::Result<Overview> {
+/// What to collect and flag.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OverviewOptions {
+    /// Also break memory down per memory cgroup.
+    pub cgroups: bool,
+    /// Flag the unexplained remainder from this many bytes...
+    pub unexplained_warn: u64,
+    /// ...or this share of MemTotal, in percent.
+    pub unexplained_warn_percent: f64,
+}
+
+pub fn collect(args: &OverviewOptions) -> anyhow::Result<Overview> {
     let page_size = crate::kernel::mm::page_size();
     let kernel = crate::sysinfo::kernel_release();
     let mut notes = Vec::new();

@@ -7,11 +7,8 @@ pub mod pprof;
 pub mod svg;
 pub mod text;
 
-pub use folded::render_folded;
-pub use json::{render_json, to_string_pretty, JSON_SCHEMA_VERSION};
-pub use pprof::render_pprof;
-pub use svg::{render_svg, FlameBy, SvgOptions};
-pub use text::render_text;
+pub use json::JSON_SCHEMA_VERSION;
+pub use svg::{FlameBy, SvgOptions};
 
 /// Options of the text renderer.
 #[derive(Clone, Debug, PartialEq, Eq)]

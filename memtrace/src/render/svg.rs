@@ -253,7 +253,7 @@ fn xml_escape(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::model::SessionInfo;
-    use crate::render::render_folded;
+    use crate::render::folded::render_folded;
     use crate::render::text::tests::{mixed_report, sample_report};
 
     /// A piece of the document, from [`parse_xml`].

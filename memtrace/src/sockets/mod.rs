@@ -26,15 +26,13 @@ pub mod owners;
 pub mod render;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::SocketsArgs;
 use diag::{DiagSocket, Query};
-pub use render::{render_table, SocketsDocument, SOCKETS_SCHEMA};
+pub use render::{render_table, SocketsDocument};
 
 /// A process with a file descriptor on a socket.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,10 +372,7 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// Whether this process has capability `bit` in its effective set (`/proc/self/status`);
 /// `false` when that cannot be read.
 fn has_cap(bit: u32) -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| crate::loader::privileges::parse_cap_eff(&status))
-        .is_some_and(|caps| caps & (1u64 << bit) != 0)
+    crate::privileges::has(bit)
 }
 
 /// `; needs NAME` when this process lacks capability `bit`, else nothing (then something else
@@ -654,43 +649,5 @@ pub fn attach_owners(
 }
 
 /// Runs `memtrace sockets`.
-pub fn run_sockets(args: &SocketsArgs) -> anyhow::Result<()> {
-    let scan = collect_with(&CollectOptions {
-        min_bytes: args.min_bytes,
-        ..CollectOptions::default()
-    })?;
-    let top = usize::try_from(args.top).unwrap_or(usize::MAX);
-    let doc = SocketsDocument::new(
-        &scan,
-        crate::sysinfo::host_name(),
-        crate::sysinfo::unix_now(),
-        args.min_bytes,
-    );
-    let mut stdout = std::io::stdout().lock();
-    match args.json.as_deref() {
-        Some(path) if path == Path::new("-") => {
-            let json = render::to_json(&doc)?;
-            writeln!(stdout, "{json}").context("writing the JSON to stdout")?;
-            for note in &scan.notes {
-                eprintln!("memtrace: note: {note}");
-            }
-        }
-        json => {
-            if let Some(path) = json {
-                let text = render::to_json(&doc)?;
-                crate::fsutil::write_atomic(path, format!("{text}\n").as_bytes())
-                    .with_context(|| format!("writing the sockets JSON to {}", path.display()))?;
-            }
-            write!(
-                stdout,
-                "{}",
-                render::render_scan(&scan, top, args.min_bytes)
-            )
-            .context("writing the table to stdout")?;
-        }
-    }
-    stdout.flush().context("writing to stdout")
-}
-
 #[cfg(test)]
 mod tests;

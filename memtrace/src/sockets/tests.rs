@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use super::diag::{DiagSocket, MemInfo, Query};
 use super::owners::OwnerIndex;
-use super::render::{render_scan, to_json};
+use super::render::{render_scan, to_json, SOCKETS_SCHEMA};
 use super::*;
 
 fn inet(query: Query, state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {

@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 
-pub use format::{parse_format, EventFormat, Field};
+pub use format::{EventFormat, Field};
 pub use layouts::*;
 
 /// Where tracefs is mounted on current kernels.

@@ -1,6 +1,6 @@
 //! Format parsing and layouts on recorded format files of several kernels.
 
-use super::format::split_declaration;
+use super::format::{parse_format, split_declaration};
 use super::*;
 use memtrace_common::{ObjAllocLayout, ObjFreeLayout, PageAllocLayout, PageFreeLayout, NO_FIELD};
 

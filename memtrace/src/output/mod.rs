@@ -12,12 +12,38 @@ use std::{
 use anyhow::Context as _;
 
 use crate::{
-    cli::OutputArgs,
-    fsutil::{replace_symlink, write_atomic, TEMP_MARK},
+    fsutil::{check_parent_dir, replace_symlink, write_atomic, TEMP_MARK},
     model::Report,
-    render::{self, RenderOptions, SvgOptions},
+    render::{self, FlameBy, RenderOptions, SvgOptions},
     units::compact_utc,
 };
+
+/// The text report's size and the files asked for (shared by `trace` and `report`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputOptions {
+    /// Stacks and calling functions shown in the text report (0: all).
+    pub top: u64,
+    pub json: Option<PathBuf>,
+    pub folded: Option<PathBuf>,
+    pub svg: Option<PathBuf>,
+    /// What the flame graph's widths measure.
+    pub flame_by: FlameBy,
+    pub pprof: Option<PathBuf>,
+}
+
+impl OutputOptions {
+    /// Fails with the path when the directory a file goes into does not exist (checked before
+    /// a session, not after it).
+    pub fn check_dirs(&self) -> anyhow::Result<()> {
+        for path in [&self.json, &self.folded, &self.svg, &self.pprof]
+            .into_iter()
+            .flatten()
+        {
+            check_parent_dir(path)?;
+        }
+        Ok(())
+    }
+}
 
 /// The outputs of one report in memory, rendered once and written wherever asked.
 pub struct Rendered {
@@ -30,7 +56,7 @@ pub struct Rendered {
 
 impl Rendered {
     /// Renders the text report and every format in `want`.
-    pub fn new(report: &Report, opts: &OutputArgs, want: Formats) -> anyhow::Result<Self> {
+    pub fn new(report: &Report, opts: &OutputOptions, want: Formats) -> anyhow::Result<Self> {
         let top = usize::try_from(opts.top).unwrap_or(usize::MAX);
         Ok(Rendered {
             text: render::text::render_text(report, &RenderOptions { top }),
@@ -71,7 +97,7 @@ pub struct Formats {
 
 impl Formats {
     /// The files named on the command line, plus `extra`.
-    pub fn of(opts: &OutputArgs, extra: Formats) -> Formats {
+    pub fn of(opts: &OutputOptions, extra: Formats) -> Formats {
         Formats {
             json: extra.json || opts.json.is_some(),
             folded: extra.folded || opts.folded.is_some(),
@@ -90,7 +116,7 @@ impl Formats {
 }
 
 /// Writes the files named on the command line (`--json`, `--folded`, `--svg`, `--pprof`).
-pub fn write_named(opts: &OutputArgs, r: &Rendered) -> anyhow::Result<()> {
+pub fn write_named(opts: &OutputOptions, r: &Rendered) -> anyhow::Result<()> {
     let files: [(&Option<PathBuf>, Option<&[u8]>); 4] = [
         (&opts.json, r.json.as_deref().map(str::as_bytes)),
         (&opts.folded, r.folded.as_deref().map(str::as_bytes)),

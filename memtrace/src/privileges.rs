@@ -1,6 +1,5 @@
-//! Capability check before touching BPF, so an unprivileged run fails with one clear line.
-
-use crate::error::SetupError;
+//! This process's capabilities (`CapEff` of `/proc/self/status`): what loading BPF programs
+//! needs and what `memtrace sockets` may read. A leaf module.
 
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -31,21 +30,16 @@ pub fn missing_capabilities(cap_eff: u64) -> Vec<&'static str> {
     missing
 }
 
-/// Fails with [`SetupError::NotPrivileged`] when the process cannot load tracing programs.
-pub fn check() -> Result<(), SetupError> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // If /proc is unreadable, let the kernel decide (the load error will say why).
-    let Some(cap_eff) = parse_cap_eff(&status) else {
-        return Ok(());
-    };
-    let missing = missing_capabilities(cap_eff);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(SetupError::NotPrivileged {
-            missing: missing.join(", "),
-        })
-    }
+/// This process's effective capabilities; `None` when `/proc/self/status` cannot be read.
+pub fn effective() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| parse_cap_eff(&status))
+}
+
+/// Whether this process has capability `bit` in its effective set (`false` when unknown).
+pub fn has(bit: u32) -> bool {
+    effective().is_some_and(|caps| caps & (1u64 << bit) != 0)
 }
 
 #[cfg(test)]

@@ -1,13 +1,32 @@
 //! Man pages and shell completions from the clap definitions (`memtrace generate`, run by
 //! `cargo xtask man`).
 
-use std::{fs, path::Path};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
-use clap::CommandFactory as _;
+use clap::{Args, CommandFactory as _};
 use clap_complete::Shell;
 
-use crate::cli::Cli;
+use super::Cli;
+
+/// `memtrace generate` (hidden).
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Directory for `man/*.1` and `completions/*`.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: PathBuf,
+}
+
+/// Runs the hidden `memtrace generate`: prints the files written.
+pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+    for f in generate(&args.out_dir)? {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
 
 /// Writes `man/memtrace.1`, one page per subcommand (`memtrace-trace.1`, ...) and
 /// `completions/` for bash, zsh, fish, elvish and PowerShell under `out_dir`. Returns the

@@ -10,7 +10,6 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::model::{
-    build::restrict_classes,
     growth::{kind_from_name, Growth, Snapshot},
     CallerSummary, Class, ClassSummary, Frame, Owner, OwnerSummary, ProgramStats, Report,
     SessionInfo, StackReport, Totals,
@@ -83,22 +82,6 @@ pub fn parse(text: &str, origin: &str) -> Result<Report, SavedError> {
         path: origin.to_string(),
         detail,
     })
-}
-
-/// Narrows a loaded report to `classes` (`memtrace report --class`): stacks, callers, totals
-/// and owners are recomputed over the remaining stacks. Returns the requested classes the
-/// saved session did not report (it was recorded with a narrower `--class`).
-pub fn narrow(report: &mut Report, classes: &[Class]) -> Vec<Class> {
-    let missing = match &report.class_filter {
-        Some(saved) => classes
-            .iter()
-            .copied()
-            .filter(|c| !saved.contains(c))
-            .collect(),
-        None => Vec::new(),
-    };
-    restrict_classes(report, classes);
-    missing
 }
 
 #[derive(Deserialize)]
@@ -240,9 +223,10 @@ impl SavedReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::narrow;
     use crate::render::{
         json::to_string_pretty,
-        render_text,
+        text::render_text,
         text::tests::{mixed_report, sample_report},
         RenderOptions,
     };

@@ -1,0 +1,503 @@
+//! A tracing session: start (signals, filters, load and attach), run (wait for the end or a
+//! signal; grace period, progress, snapshots on the [`Schedule`]), finish (detach, collect,
+//! build the report, name owners and sockets), then [`publish`] the report (render and write
+//! every output, print the text) — the step `memtrace report` reuses.
+
+mod publish;
+mod schedule;
+mod signals;
+
+use std::{
+    io::Write as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+
+pub use publish::publish;
+pub use schedule::{Due, Schedule};
+pub use signals::StopSignals;
+
+use crate::{
+    attribution::{annotate, annotate::Resolver, filters},
+    collector,
+    loader::{self, LoadOptions, Tracer},
+    model::{
+        build::build_report,
+        growth::{self, SeriesBook, Snapshot},
+        BuildOptions, Class, Report, SessionInfo,
+    },
+    output::{Formats, OutputDir, OutputOptions, Rendered},
+    progress::Progress,
+    render,
+    symbolize::KernelSymbolizer,
+    sysinfo,
+};
+
+/// Shortest `--interval`: every snapshot reads all the kernel maps.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Sockets listed at the end of a report whose network stacks hold memory.
+const TOP_SOCKETS: usize = 5;
+
+/// How the session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    Duration,
+    Signal(i32),
+}
+
+impl EndedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Duration => "duration",
+            EndedBy::Signal(_) => "signal",
+        }
+    }
+}
+
+/// The owner filters asked for (resolved against the cgroup tree at start).
+#[derive(Clone, Debug, Default)]
+pub struct FilterSpec {
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub pods: Vec<String>,
+}
+
+/// Everything a session needs, decided by the command line.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub duration: Duration,
+    /// Only allocations at least this old at the end count as outstanding.
+    pub min_age: Duration,
+    /// The last part of the session that records no new allocations (zero: none).
+    pub grace: Duration,
+    /// Snapshots every interval.
+    pub interval: Option<Duration>,
+    /// Growing stacks first (`--sort growth`).
+    pub sort_growth: bool,
+    pub quiet: bool,
+    /// Classes traced and reported.
+    pub classes: Vec<Class>,
+    /// Kernel side: kinds, tables, sampling (its `filters` are set from [`Self::filters`]).
+    pub load: LoadOptions,
+    pub filters: FilterSpec,
+    pub outputs: OutputOptions,
+    pub output_dir: Option<PathBuf>,
+}
+
+impl SessionOptions {
+    /// Stacks shown in the text and snapshots (`top` 0: all).
+    fn top(&self) -> usize {
+        match usize::try_from(self.outputs.top).unwrap_or(usize::MAX) {
+            0 => usize::MAX,
+            n => n,
+        }
+    }
+}
+
+/// A running session.
+pub struct Session {
+    opts: SessionOptions,
+    signals: StopSignals,
+    tracer: Tracer,
+    resolver: Resolver,
+    output_dir: Option<OutputDir>,
+    progress: Progress,
+    base_info: SessionInfo,
+    build_opts: BuildOptions,
+    schedule: Schedule,
+    book: SeriesBook,
+    snapshots: Vec<Snapshot>,
+    symbolizer: Option<KernelSymbolizer>,
+}
+
+impl Session {
+    /// Blocks SIGINT/SIGTERM, checks the outputs can be written, resolves the filters, loads
+    /// and attaches the programs, and says what is traced.
+    pub fn start(mut opts: SessionOptions) -> anyhow::Result<Session> {
+        if opts.sort_growth && opts.interval.is_none() {
+            anyhow::bail!("--sort growth needs --interval (growth is measured across snapshots)");
+        }
+        if opts.interval.is_some_and(|i| i < MIN_INTERVAL) {
+            anyhow::bail!("--interval must be at least 1s (e.g. --interval 30s): every snapshot reads all the kernel maps");
+        }
+        // First: a SIGTERM from now on ends the session with a report instead of killing it.
+        let signals = StopSignals::block()?;
+        // Output files that can't be written fail now, not after the session.
+        opts.outputs.check_dirs()?;
+        let hostname = sysinfo::host_name();
+        // Before anything is loaded: an output directory that can't be written fails fast.
+        let output_dir = opts
+            .output_dir
+            .as_deref()
+            .map(|dir| OutputDir::create(dir, &hostname, sysinfo::unix_now()))
+            .transpose()?;
+        let resolver = Resolver::scan();
+        let resolved = filters::resolve(
+            &filters::FilterArgs {
+                pids: &opts.filters.pids,
+                comms: &opts.filters.comms,
+                cgroups: &opts.filters.cgroups,
+                pods: &opts.filters.pods,
+            },
+            &resolver.mounts,
+            &resolver.index,
+        )?;
+        opts.load.filters = resolved.filters;
+        let tracer = loader::load(opts.load.clone())?;
+        let started = Instant::now();
+        let started_unix = sysinfo::unix_now();
+        let progress = Progress::new(opts.quiet, started, opts.duration);
+        for k in tracer.kinds.iter().filter(|k| !k.traced) {
+            progress.warn(&format!(
+                "not tracing {}: {}",
+                k.kind,
+                k.note.as_deref().unwrap_or("unavailable")
+            ));
+        }
+        progress.info(&start_line(
+            &opts,
+            &tracer,
+            &resolved.descriptions,
+            output_dir.as_ref(),
+        ));
+        // What every report of this session (snapshots and the final one) says about it.
+        let base_info = SessionInfo {
+            hostname,
+            kernel: sysinfo::kernel_release(),
+            started_at_unix: started_unix,
+            requested_duration_secs: round_ms(opts.duration),
+            min_age_secs: round_ms(opts.min_age),
+            page_size: tracer.config.page_size,
+            max_allocations: opts.load.max_allocations,
+            max_objects: opts.load.max_objects,
+            map_memory_bytes: tracer.map_memory_bytes,
+            max_stacks: tracer.stack_slots,
+            sample_every: opts.load.sample_every,
+            interval_secs: opts.interval.map_or(0.0, round_ms),
+            filters: resolved.descriptions,
+            sort: if opts.sort_growth { "growth" } else { "bytes" }.to_string(),
+            hooks: tracer.hooks.clone(),
+            kinds: tracer.kinds.clone(),
+            ..Default::default()
+        };
+        let build_opts = BuildOptions {
+            min_age_ns: opts.min_age.as_nanos().min(u64::MAX as u128) as u64,
+            max_owners: 5,
+            classes: Some(opts.classes.clone()),
+        };
+        let schedule = Schedule::new(
+            started,
+            Some(opts.duration),
+            opts.grace,
+            opts.interval,
+            progress.every(),
+        );
+        Ok(Session {
+            opts,
+            signals,
+            tracer,
+            resolver,
+            output_dir,
+            progress,
+            base_info,
+            build_opts,
+            schedule,
+            book: SeriesBook::default(),
+            snapshots: Vec::new(),
+            symbolizer: None,
+        })
+    }
+
+    /// Runs until the duration is over or SIGINT/SIGTERM arrives, starting the grace period,
+    /// updating the progress display and taking snapshots on the way.
+    pub fn run(&mut self) -> anyhow::Result<EndedBy> {
+        loop {
+            if let EndedBy::Signal(sig) = self.signals.wait_until(self.schedule.wake()) {
+                return Ok(EndedBy::Signal(sig));
+            }
+            let now = Instant::now();
+            for due in self.schedule.due(now) {
+                match due {
+                    Due::End => return Ok(EndedBy::Duration),
+                    Due::Grace => {
+                        self.tracer
+                            .begin_grace()
+                            .context("starting the grace period")?;
+                        self.schedule.grace_started(now);
+                    }
+                    Due::Progress(at) => {
+                        // A display problem must not end the session: show what could be read.
+                        let read_started = Instant::now();
+                        if let Ok(stats) =
+                            collector::live_stats(&self.tracer, self.opts.load.sample_every)
+                        {
+                            self.progress.update(stats, now);
+                        }
+                        self.schedule.progress_done(at, now, read_started.elapsed());
+                    }
+                    Due::Snapshot(at) => {
+                        let at_secs = round_ms(now - self.schedule.started());
+                        // A snapshot that fails (disk full, stdout closed) is a warning: the
+                        // session and its final report go on.
+                        if let Err(e) = self.snapshot(at_secs) {
+                            self.progress
+                                .warn(&format!("snapshot at {at_secs:.1}s: {e:#}"));
+                        }
+                        self.schedule.snapshot_done(at, now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the maps while the programs run: the compact snapshot on stdout, kept for the
+    /// final report, and with `--output-dir` a whole report set of the session so far.
+    fn snapshot(&mut self, at_secs: f64) -> anyhow::Result<()> {
+        let raw = collector::collect(&self.tracer).context("reading the kernel maps (snapshot)")?;
+        let info = SessionInfo {
+            duration_secs: at_secs,
+            ended_by: "running".into(),
+            ..self.base_info.clone()
+        };
+        let sym = self.symbolizer.get_or_insert_with(KernelSymbolizer::new);
+        let mut report = build_report(&raw, info, sym, &self.build_opts);
+        let snap = self.book.record(&report, at_secs, self.opts.top());
+        let printed = self.progress.suspend(|| -> anyhow::Result<()> {
+            let mut out = std::io::stdout().lock();
+            out.write_all(render::text::render_snapshot(&snap).as_bytes())
+                .and_then(|()| out.flush())
+                .context("writing a snapshot to stdout")
+        });
+        self.snapshots.push(snap);
+        if let Some(dir) = &self.output_dir {
+            // The snapshot files are whole reports of the session so far.
+            report.snapshots = self.snapshots.clone();
+            self.resolver.rescan();
+            annotate::annotate(&mut report, &self.resolver, &annotate::ProcFs);
+            let rendered = Rendered::new(&report, &self.opts.outputs, Formats::OUTPUT_DIR)?;
+            dir.write_snapshot(self.snapshots.len(), at_secs, &rendered)
+                .context("writing a snapshot into the output directory")?;
+        }
+        printed
+    }
+
+    /// Detaches, reads the maps, unloads, and builds the final report (owners named, sockets
+    /// listed when network memory is held). With files to write, SIGINT/SIGTERM stay blocked
+    /// until [`publish`] is done (the returned [`Finished`] holds them).
+    pub fn finish(self, ended_by: EndedBy) -> anyhow::Result<Finished> {
+        let Session {
+            opts,
+            signals,
+            mut tracer,
+            mut resolver,
+            output_dir,
+            progress,
+            base_info,
+            build_opts,
+            schedule,
+            book,
+            snapshots,
+            symbolizer,
+        } = self;
+        let elapsed = schedule.started().elapsed();
+        progress.finish();
+        if let EndedBy::Signal(sig) = ended_by {
+            progress.info(&format!(
+                "signal {sig} received after {:.1}s: reporting",
+                elapsed.as_secs_f64()
+            ));
+        }
+        let timing = Timing::from_env();
+        tracer.detach().context("detaching the programs")?;
+        timing.mark("detach");
+        let raw = collector::collect(&tracer).context("reading the kernel maps")?;
+        timing.mark("collect");
+        // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
+        drop(tracer);
+        // Only the text on stdout: a second Ctrl-C while reporting ends memtrace as usual.
+        // With files to write (--output-dir, --json, ...): SIGINT/SIGTERM stay blocked until
+        // every file and the text are written, so a second SIGTERM can't cost the report.
+        let writes_files = output_dir.is_some()
+            || Formats::of(&opts.outputs, Formats::default()) != Formats::default();
+        let signals = if writes_files {
+            Some(signals)
+        } else {
+            drop(signals);
+            None
+        };
+        timing.mark("unload");
+        resolver.rescan();
+
+        let started = schedule.started();
+        let (grace_secs, grace_note) = match schedule.grace_begun() {
+            Some(g) => (round_ms(started + elapsed - g), None),
+            None if schedule.has_grace() => (
+                0.0,
+                Some(format!(
+                    "grace period of {} not reached: the session ended early",
+                    humantime::format_duration(opts.grace)
+                )),
+            ),
+            None => (0.0, None),
+        };
+        let info = SessionInfo {
+            duration_secs: round_ms(elapsed),
+            ended_by: ended_by.as_str().to_string(),
+            grace_secs,
+            grace_note,
+            cgroups_note: Some(resolver.note()),
+            ..base_info
+        };
+        let symbolizer = symbolizer.unwrap_or_default();
+        timing.mark("symbolizer");
+        let mut report = build_report(&raw, info, &symbolizer, &build_opts);
+        book.apply(&mut report, round_ms(elapsed), raw.page_size);
+        if opts.sort_growth {
+            growth::sort_growing_first(&mut report);
+        }
+        report.snapshots = snapshots;
+        annotate::annotate(&mut report, &resolver, &annotate::ProcFs);
+        timing.mark("build");
+        // Network memory held at the end usually sits in socket queues: name the sockets.
+        let network_held = report
+            .stacks
+            .iter()
+            .any(|s| s.class == Class::Network && s.bytes > 0);
+        if network_held {
+            // The top ones are chosen first: owners are looked up only for them.
+            match crate::sockets::collect_top_by_rmem_alloc(TOP_SOCKETS) {
+                Ok(scan) => {
+                    report.sockets = scan.sockets;
+                    for note in scan.notes {
+                        progress.info(&format!("sockets: {note}"));
+                    }
+                }
+                Err(e) => progress.warn(&format!("listing the sockets failed: {e:#}")),
+            }
+            timing.mark("sockets");
+        }
+        for w in symbolizer.warnings() {
+            progress.warn(&w);
+        }
+        Ok(Finished {
+            report,
+            outputs: opts.outputs,
+            output_dir,
+            progress,
+            signals,
+            timing,
+        })
+    }
+}
+
+/// A finished session's report, ready to be published.
+pub struct Finished {
+    pub report: Report,
+    outputs: OutputOptions,
+    output_dir: Option<OutputDir>,
+    progress: Progress,
+    /// Held (blocked) until the outputs are written.
+    signals: Option<StopSignals>,
+    timing: Timing,
+}
+
+impl Finished {
+    /// Renders and writes every output and prints the text ([`publish`]).
+    pub fn publish(self) -> anyhow::Result<()> {
+        let result = publish(
+            &self.report,
+            &self.outputs,
+            self.output_dir.as_ref(),
+            &self.progress,
+        );
+        self.timing.mark("render");
+        if let Some(signals) = self.signals {
+            signals.discard_pending();
+        }
+        result.map(|_| ())
+    }
+}
+
+/// The line that says what is being traced.
+fn start_line(
+    opts: &SessionOptions,
+    tracer: &Tracer,
+    filters: &[String],
+    output_dir: Option<&OutputDir>,
+) -> String {
+    let mut extras = Vec::new();
+    if opts.load.sample_every > 1 {
+        extras.push(format!("sampling 1 in {}", opts.load.sample_every));
+    }
+    if !opts.grace.is_zero() {
+        extras.push(format!(
+            "grace {} (frees only at the end)",
+            humantime::format_duration(opts.grace)
+        ));
+    }
+    if let Some(i) = opts.interval {
+        extras.push(format!("snapshots every {}", humantime::format_duration(i)));
+    }
+    if !filters.is_empty() {
+        extras.push(format!("only {}", filters.join(", ")));
+    }
+    if let Some(dir) = output_dir {
+        extras.push(format!(
+            "writing {}/{}.*",
+            opts.output_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("."))
+                .display(),
+            dir.prefix()
+        ));
+    }
+    format!(
+        "tracing {} allocations for {} ({}; up to {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
+        tracer
+            .kinds
+            .iter()
+            .filter(|k| k.traced)
+            .map(|k| k.kind.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        humantime::format_duration(opts.duration),
+        tracer.hooks.join(", "),
+        opts.load.max_allocations,
+        opts.load.max_objects,
+        tracer.stack_slots,
+        tracer.map_memory_bytes as f64 / (1024.0 * 1024.0),
+        extras.iter().map(|e| format!("; {e}")).collect::<String>(),
+    )
+}
+
+/// `MEMTRACE_TIMING=1`: how long each step after the session takes, on stderr.
+struct Timing {
+    last: Option<std::cell::Cell<Instant>>,
+}
+
+impl Timing {
+    fn from_env() -> Self {
+        Timing {
+            last: std::env::var_os("MEMTRACE_TIMING").map(|_| std::cell::Cell::new(Instant::now())),
+        }
+    }
+
+    fn mark(&self, step: &str) {
+        if let Some(last) = &self.last {
+            let now = Instant::now();
+            eprintln!(
+                "memtrace: timing: {step} {:.3} s",
+                (now - last.get()).as_secs_f64()
+            );
+            last.set(now);
+        }
+    }
+}
+
+pub(crate) fn round_ms(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
