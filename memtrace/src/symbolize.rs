@@ -59,6 +59,7 @@ impl KernelSymbolizer {
         }
     }
 
+    #[cfg(test)]
     /// Explicit sources (a saved kallsyms copy, a given vmlinux or `None` for kallsyms only).
     pub fn with_sources(kallsyms: impl Into<PathBuf>, vmlinux: Option<PathBuf>) -> Self {
         KernelSymbolizer {
@@ -68,6 +69,7 @@ impl KernelSymbolizer {
         }
     }
 
+    #[cfg(test)]
     /// The vmlinux whose debug info is used (source lines, inlined functions), if any.
     pub fn vmlinux(&self) -> Option<&Path> {
         self.vmlinux.as_deref()

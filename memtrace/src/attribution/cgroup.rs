@@ -383,16 +383,19 @@ impl CgroupIndex {
         self.paths.get(&id).map(String::as_str)
     }
 
+    #[cfg(test)]
     /// How many cgroups are known.
     pub fn len(&self) -> usize {
         self.paths.len()
     }
 
+    #[cfg(test)]
     /// Whether no cgroup is known.
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
     }
 
+    #[cfg(test)]
     /// Every `(id, path)`, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &str)> + '_ {
         self.paths.iter().map(|(id, path)| (*id, path.as_str()))
@@ -420,6 +423,7 @@ impl CgroupIndex {
         found
     }
 
+    #[cfg(test)]
     /// Every (id, path) — for constructing in tests.
     pub fn from_entries(entries: impl IntoIterator<Item = (u64, String)>) -> CgroupIndex {
         CgroupIndex {

@@ -40,5 +40,5 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<()> {
             );
         }
     }
-    session::publish(&report, &args.output.options(), None, &Progress::silent()).map(|_| ())
+    session::publish(&report, &args.output.options(), None, &Progress::silent())
 }

@@ -77,6 +77,7 @@ pub struct KernelBtf {
 
 /// A type as the tp_btf checks spell it: `struct page *`, `unsigned int`, `gfp_t`, `int`.
 impl KernelBtf {
+    #[cfg(test)]
     /// The running kernel's BTF ([`vmlinux_path`]).
     pub fn from_sys_fs() -> Result<Self, BtfError> {
         Self::from_file(&vmlinux_path())

@@ -163,10 +163,6 @@ impl SeriesBook {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.at_secs.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.at_secs.is_empty()
     }

@@ -4,7 +4,6 @@
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
     time::Duration,
 };

@@ -418,7 +418,7 @@ impl Finished {
         if let Some(signals) = self.signals {
             signals.discard_pending();
         }
-        result.map(|_| ())
+        result
     }
 }
 

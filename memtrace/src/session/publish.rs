@@ -11,11 +11,6 @@ use crate::{
     progress::Progress,
 };
 
-/// What was published.
-pub struct Published {
-    pub rendered: Rendered,
-}
-
 /// Renders `report`, writes the files `outputs` names and, with an output directory, its
 /// whole set; then prints the text on stdout. Every output is attempted even if one fails (a
 /// full disk must not cost the text); the first failure is returned.
@@ -24,7 +19,7 @@ pub fn publish(
     outputs: &OutputOptions,
     output_dir: Option<&OutputDir>,
     progress: &Progress,
-) -> anyhow::Result<Published> {
+) -> anyhow::Result<()> {
     let extra = if output_dir.is_some() {
         Formats::OUTPUT_DIR
     } else {
@@ -48,5 +43,5 @@ pub fn publish(
             .and_then(|()| out.flush())
             .context("writing the report to stdout")
     };
-    written.and(printed).map(|()| Published { rendered })
+    written.and(printed)
 }

@@ -150,11 +150,6 @@ impl Default for CollectOptions {
     }
 }
 
-/// Every socket in every reachable network namespace, with its owners, largest first.
-pub fn collect() -> anyhow::Result<SocketScan> {
-    collect_with(&CollectOptions::default())
-}
-
 /// The `n` sockets with the most receive-queue memory (`rmem_alloc`, largest first) in every
 /// reachable network namespace, with their owners (looked up for these `n` only): the end of
 /// a trace report.
@@ -183,6 +178,7 @@ impl NamespaceNotes {
         }
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.groups.is_empty()
     }

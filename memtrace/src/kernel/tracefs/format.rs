@@ -16,6 +16,7 @@ pub struct Field {
 }
 
 impl Field {
+    #[cfg(test)]
     /// `common_type`, `common_pid`, ...: the header every event record starts with.
     pub fn is_common(&self) -> bool {
         self.name.starts_with("common_")
@@ -37,6 +38,7 @@ impl EventFormat {
     }
 }
 
+#[cfg(test)]
 /// Parses the text of a tracefs `format` file.
 pub fn parse_format(text: &str) -> Result<EventFormat, TracefsError> {
     parse_format_from(text, "format text")

@@ -261,18 +261,3 @@ pub fn vmalloc_free_layout(f: &EventFormat) -> Result<ObjFreeLayout, TracefsErro
         _pad: 0,
     })
 }
-
-/// True when every one of `fields` sits at the same offset with the same size in both events,
-/// or is missing from both; e.g. `kmem:kmalloc_node` against `kmem:kmalloc` on pre-6.1
-/// kernels before attaching the kmalloc program to both. (Comparing the layouts computed by
-/// [`kmalloc_layout`] / [`kmem_cache_alloc_layout`] for the two events is equivalent for the
-/// fields memtrace reads.)
-pub fn same_layout_prefix(a: &EventFormat, b: &EventFormat, fields: &[&str]) -> bool {
-    fields
-        .iter()
-        .all(|name| match (a.field(name), b.field(name)) {
-            (Some(x), Some(y)) => x.offset == y.offset && x.size == y.size,
-            (None, None) => true,
-            _ => false,
-        })
-}

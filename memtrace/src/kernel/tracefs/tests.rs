@@ -857,53 +857,6 @@ fn vmalloc_layout_errors() {
 }
 
 #[test]
-fn same_layout_prefix_compares_the_named_fields() {
-    const READ: &[&str] = &["ptr", "bytes_req", "bytes_alloc", "gfp_flags", "name"];
-    let kmalloc = obj_fixture("4.19", "kmalloc");
-    let kmalloc_node = obj_fixture("4.19", "kmalloc_node");
-    assert!(same_layout_prefix(&kmalloc, &kmalloc_node, READ));
-    assert!(same_layout_prefix(&kmalloc_node, &kmalloc, READ));
-    assert!(same_layout_prefix(
-        &obj_fixture("4.19", "kmem_cache_alloc"),
-        &obj_fixture("4.19", "kmem_cache_alloc_node"),
-        READ
-    ));
-    // `node` exists in one only.
-    assert!(!same_layout_prefix(
-        &kmalloc,
-        &kmalloc_node,
-        &["ptr", "node"]
-    ));
-    assert!(same_layout_prefix(&kmalloc, &kmalloc_node, &[]));
-
-    // 6.18 kmem_cache_alloc has a name that shifts bytes_req etc. against kmalloc.
-    let kmalloc = obj_fixture("6.18", "kmalloc");
-    let cache_alloc = obj_fixture("6.18", "kmem_cache_alloc");
-    assert!(same_layout_prefix(
-        &kmalloc,
-        &cache_alloc,
-        &["call_site", "ptr"]
-    ));
-    assert!(!same_layout_prefix(
-        &kmalloc,
-        &cache_alloc,
-        &["ptr", "bytes_req"]
-    ));
-    // gfp_t (4.19) vs unsigned long (6.1) at the same offset: different size.
-    assert!(!same_layout_prefix(
-        &obj_fixture("4.19", "kmalloc"),
-        &obj_fixture("6.1", "kmalloc"),
-        &["gfp_flags"]
-    ));
-
-    // What the loader does instead: compare the computed layouts.
-    assert_eq!(
-        kmalloc_layout(&obj_fixture("4.19", "kmalloc_node")).unwrap(),
-        kmalloc_layout(&obj_fixture("4.19", "kmalloc")).unwrap()
-    );
-}
-
-#[test]
 fn event_exists_per_kernel() {
     let cases: [(&str, &str, &str, [bool; 3]); 10] = [
         //                                        4.19   6.1    6.18
