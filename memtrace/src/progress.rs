@@ -10,7 +10,7 @@ use std::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::{
-    collector::LiveStats,
+    model::LiveStats,
     units::{format_bytes, format_duration},
 };
 

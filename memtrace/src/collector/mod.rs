@@ -13,7 +13,7 @@ use memtrace_common::{maps, Counter, Kind, ObjKey, ObjRecord, PageRecord, StackA
 
 use crate::{
     loader::Tracer,
-    model::{ProgramStats, RawSession},
+    model::{LiveStats, ProgramStats, RawSession},
 };
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -25,19 +25,6 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we pass and has no other effect.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// What a running session has seen so far (for the progress display): cheap enough to read
-/// every second (the counters and the per-stack aggregates, no records, no stacks).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LiveStats {
-    /// Allocation and free events seen, all kinds.
-    pub events: u64,
-    /// Failure counters (lost or approximate information) summed.
-    pub failures: u64,
-    /// Outstanding bytes summed over every tracked stack, all kinds (backing pages of traced
-    /// slabs count too, unlike the report's totals).
-    pub outstanding_bytes: u64,
 }
 
 /// Reads [`LiveStats`] while the programs run; bytes scaled by `sample_every` (`--sample`).

@@ -34,7 +34,7 @@ pub fn run(args: &SocketsArgs) -> anyhow::Result<()> {
         ..sockets::CollectOptions::default()
     })?;
     let top = usize::try_from(args.top).unwrap_or(usize::MAX);
-    let doc = sockets::SocketsDocument::new(
+    let doc = crate::schema::sockets::SocketsDocument::new(
         &scan,
         crate::sysinfo::host_name(),
         crate::sysinfo::unix_now(),
@@ -43,7 +43,7 @@ pub fn run(args: &SocketsArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match args.json.as_deref() {
         Some(path) if path == Path::new("-") => {
-            let json = sockets::render::to_json(&doc)?;
+            let json = crate::schema::sockets::to_json(&doc)?;
             writeln!(stdout, "{json}").context("writing the JSON to stdout")?;
             for note in &scan.notes {
                 eprintln!("memtrace: note: {note}");
@@ -51,14 +51,14 @@ pub fn run(args: &SocketsArgs) -> anyhow::Result<()> {
         }
         json => {
             if let Some(path) = json {
-                let text = sockets::render::to_json(&doc)?;
+                let text = crate::schema::sockets::to_json(&doc)?;
                 crate::fsutil::write_atomic(path, format!("{text}\n").as_bytes())
                     .with_context(|| format!("writing the sockets JSON to {}", path.display()))?;
             }
             write!(
                 stdout,
                 "{}",
-                sockets::render::render_scan(&scan, top, args.min_bytes)
+                crate::render::sockets::render_scan(&scan, top, args.min_bytes)
             )
             .context("writing the table to stdout")?;
         }

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use memtrace_common::Kind;
 
 use super::args::FlameByArg;
-use super::trace::{SortBy, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_OBJECTS, MAX_DEFAULT_GRACE};
+use super::trace::{SortBy, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_OBJECTS};
 use super::*;
 use crate::model::classify::KERNEL_CLASSES;
 use crate::model::Class;

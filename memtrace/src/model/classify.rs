@@ -22,13 +22,11 @@
 //! and inlined functions (from debug info) count as frames of their own.
 
 use memtrace_common::Kind;
-use serde::{Deserialize, Serialize};
 
 use super::build::{base_symbol, is_allocator_internal, SymbolPattern};
 
 /// The classes, in report order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
     /// Anonymous memory faulted in by processes (counted in their RSS).
     UserAnon,
@@ -1439,11 +1437,6 @@ mod tests {
     fn names_round_trip() {
         for c in Class::ALL {
             assert_eq!(Class::from_name(c.name()), Some(c));
-            // The serde name is the same kebab-case name.
-            assert_eq!(
-                serde_json::to_value(c).expect("serialize"),
-                serde_json::Value::String(c.name().to_string())
-            );
         }
         assert_eq!(Class::from_name("network "), None);
         assert_eq!(Class::from_name("Network"), None);

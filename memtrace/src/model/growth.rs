@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 
 use memtrace_common::Kind;
-use serde::{Deserialize, Serialize};
 
 use super::{Class, Report, Totals};
 
@@ -25,7 +24,7 @@ pub const MIN_POINTS: usize = 3;
 pub const MAX_GIVEBACK: f64 = 0.10;
 
 /// Outstanding bytes of one stack across the snapshots and the end of the session.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Growth {
     /// Outstanding bytes at each snapshot, then at the end.
     pub series: Vec<u64>,
@@ -81,9 +80,8 @@ pub fn slope(xs: &[f64], ys: &[u64]) -> f64 {
 }
 
 /// One stack in a compact snapshot.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotStack {
-    #[serde(serialize_with = "kind_name", deserialize_with = "kind_from_name")]
     pub kind: Kind,
     pub stack_id: Option<u32>,
     pub caller: String,
@@ -92,25 +90,8 @@ pub struct SnapshotStack {
     pub allocations: u64,
 }
 
-fn kind_name<S: serde::Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(k.name())
-}
-
-/// The inverse of `kind_name` (saved sessions).
-pub(crate) fn kind_from_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
-    let name = String::deserialize(d)?;
-    Kind::ALL
-        .into_iter()
-        .find(|k| k.name() == name)
-        .ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "unknown kind `{name}` (valid: page, slab, percpu, vmalloc)"
-            ))
-        })
-}
-
 /// A compact report taken while the session runs (`--interval`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// Seconds since the start of the session.
     pub at_secs: f64,

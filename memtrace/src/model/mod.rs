@@ -8,16 +8,17 @@ pub mod build;
 pub mod classify;
 pub mod frames;
 pub mod growth;
+pub mod socket;
 
 use std::collections::HashMap;
 
 use memtrace_common::{Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 pub use classify::Class;
-use serde::{Deserialize, Serialize};
+pub use socket::{Socket, SocketOwner, SocketScan};
 
 /// Per-program statistics read from `bpf_prog_info`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProgramStats {
     pub name: String,
     /// Times the program did not run because another BPF program was already running on that
@@ -62,7 +63,7 @@ impl RawSession {
 }
 
 /// Facts about the session shown in the report header.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionInfo {
     pub hostname: String,
     /// `uname -r`.
@@ -105,7 +106,7 @@ pub struct SessionInfo {
 }
 
 /// Whether a kind of memory was traced in this session, and how.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KindStatus {
     /// `page`, `slab`, `percpu`, `vmalloc`.
     pub kind: String,
@@ -144,10 +145,7 @@ impl Frame {
 
 /// Where an allocation ran: in a task, or in an interrupt that was charged to whichever task
 /// it interrupted (then the task is a bystander and is not named).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExecContext {
     #[default]
     Task,
@@ -187,7 +185,7 @@ impl ExecContext {
 /// Who holds outstanding memory from a stack: a thread of a process in a cgroup, or an
 /// interrupt context (then `tgid`, `pid` and `cgroup_id` are 0 and `comm` is `[softirq]`,
 /// `[irq]` or `[nmi]`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Owner {
     pub tgid: u32,
     pub pid: u32,
@@ -206,7 +204,7 @@ pub struct Owner {
 
 /// Outstanding memory by process (and interrupt context), cgroup and pod: who holds it,
 /// over the reported stacks without double counting (the same stacks as the totals).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct OwnerSummary {
     /// Bytes the walk over the outstanding records attributed (scaled when sampled). Less than
     /// the totals when records were lost (table full) or with `--min-age`.
@@ -217,7 +215,7 @@ pub struct OwnerSummary {
 }
 
 /// A process (all its threads) in one cgroup, or an interrupt context.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessOwner {
     pub context: ExecContext,
     pub tgid: u32,
@@ -238,7 +236,7 @@ pub struct ProcessOwner {
 }
 
 /// A cgroup v2 (by id).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupOwner {
     pub cgroup_id: u64,
     /// Path relative to the cgroup2 mount; `None` when the cgroup is gone and was not seen at
@@ -255,7 +253,7 @@ pub struct CgroupOwner {
 }
 
 /// A Kubernetes pod (its containers' cgroups summed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodOwner {
     pub pod_uid: String,
     pub qos: Option<String>,
@@ -303,7 +301,7 @@ pub struct StackReport {
 }
 
 /// Outstanding memory summed by class.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClassSummary {
     pub class: Class,
     pub bytes: u64,
@@ -315,7 +313,7 @@ pub struct ClassSummary {
 }
 
 /// Outstanding memory summed by calling function.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallerSummary {
     pub function: String,
     pub bytes: u64,
@@ -324,7 +322,7 @@ pub struct CallerSummary {
     pub stacks: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Totals {
     /// Outstanding bytes over all stacks (respecting `--min-age`).
     pub bytes: u64,
@@ -361,7 +359,7 @@ pub struct Report {
     pub snapshots: Vec<growth::Snapshot>,
     /// When network-class stacks hold memory at the end: the sockets with the most receive-
     /// queue memory (`rmem_alloc`) then, with their owners (see `memtrace sockets`).
-    pub sockets: Vec<crate::sockets::Socket>,
+    pub sockets: Vec<Socket>,
 }
 
 /// Turns kernel addresses into frames. One call per report with every address de-duplicated.
@@ -395,4 +393,24 @@ pub fn narrow(report: &mut Report, classes: &[Class]) -> Vec<Class> {
     };
     build::restrict_classes(report, classes);
     missing
+}
+
+/// What a running session has seen so far (for the progress display): cheap enough to read
+/// every second (the counters and the per-stack aggregates, no records, no stacks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    /// Allocation and free events seen, all kinds.
+    pub events: u64,
+    /// Failure counters (lost or approximate information) summed.
+    pub failures: u64,
+    /// Outstanding bytes summed over every tracked stack, all kinds (backing pages of traced
+    /// slabs count too, unlike the report's totals).
+    pub outstanding_bytes: u64,
+}
+
+impl StackReport {
+    /// `dirty` for page-cache pages allocated on the write path.
+    pub fn class_detail(&self) -> Option<&'static str> {
+        build::stack_class_detail(self)
+    }
 }

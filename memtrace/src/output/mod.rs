@@ -61,7 +61,7 @@ impl Rendered {
             text: render::text::render_text(report, &RenderOptions { top }),
             json: want
                 .json
-                .then(|| render::json::to_string_pretty(report))
+                .then(|| crate::schema::to_string_pretty(report))
                 .transpose()?,
             folded: want.folded.then(|| render::folded::render_folded(report)),
             svg: want

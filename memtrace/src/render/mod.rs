@@ -1,13 +1,13 @@
-//! Renderers of a [`crate::model::Report`]: human text, JSON (stable schema) and folded stacks
-//! (for flamegraph.pl / inferno).
+//! Renderers of a [`crate::model::Report`]: human text, folded stacks (for flamegraph.pl /
+//! inferno), a flame graph SVG, pprof, and the sockets table. The JSON is the schema's
+//! (`crate::schema`).
 
 pub mod folded;
-pub mod json;
 pub mod pprof;
+pub mod sockets;
 pub mod svg;
 pub mod text;
 
-pub use json::JSON_SCHEMA_VERSION;
 pub use svg::{FlameBy, SvgOptions};
 
 /// Options of the text renderer.

@@ -67,7 +67,7 @@ fn sockets(out: &mut String, r: &Report) {
         "Network stacks hold {}. Sockets with the most receive-queue memory at the end (rmem_alloc; all sockets: `memtrace sockets`):",
         format_bytes(network)
     );
-    out.push_str(&crate::sockets::render_table(&r.sockets, 0));
+    out.push_str(&super::sockets::render_table(&r.sockets, 0));
 }
 
 /// A compact report taken while the session runs (`--interval`).

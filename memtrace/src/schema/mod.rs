@@ -1,20 +1,18 @@
-//! Saved sessions: a JSON report (`trace --json` / `--save`) read back into a [`Report`], so
-//! `memtrace report` can re-render it (text, folded, SVG, pprof) without privileges or a
-//! kernel. The JSON holds everything the renderers use: symbolized frames, counters, owners
-//! and snapshots.
+//! The JSON report, versioned: the saved session that `trace --json` / `--save` writes and
+//! `memtrace report` reads back into a [`Report`] to re-render it (text, folded, SVG, pprof)
+//! without privileges or a kernel. It holds everything the renderers use: symbolized frames,
+//! counters, owners and snapshots. [`v1`] is schema 1 as Rust types with conversions to and
+//! from the model; `memtrace sockets --json` has its own small document ([`sockets`]).
+
+pub mod sockets;
+pub mod v1;
 
 use std::path::Path;
 
-use memtrace_common::Counter;
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::model::{
-    growth::{kind_from_name, Growth, Snapshot},
-    CallerSummary, Class, ClassSummary, Frame, Owner, OwnerSummary, ProgramStats, Report,
-    SessionInfo, StackReport, Totals,
-};
-use crate::render::JSON_SCHEMA_VERSION;
+use crate::model::Report;
+pub use v1::{to_string_pretty, VERSION as JSON_SCHEMA_VERSION};
 
 /// Why a saved session can't be read.
 #[derive(Debug, thiserror::Error)]
@@ -74,162 +72,29 @@ pub fn parse(text: &str, origin: &str) -> Result<Report, SavedError> {
             })
         }
     }
-    let saved: SavedReport = serde_json::from_value(value).map_err(|e| SavedError::Corrupt {
+    let saved: v1::ReportV1 = serde_json::from_value(value).map_err(|e| SavedError::Corrupt {
         path: origin.to_string(),
         detail: e.to_string(),
     })?;
-    saved.into_report().map_err(|detail| SavedError::Corrupt {
+    Report::try_from(saved).map_err(|detail| SavedError::Corrupt {
         path: origin.to_string(),
         detail,
     })
 }
 
-#[derive(Deserialize)]
-struct SavedReport {
-    session: SessionInfo,
-    counters: serde_json::Map<String, Value>,
-    programs: Vec<ProgramStats>,
-    totals: Totals,
-    classes: Vec<ClassSummary>,
-    class_filter: Option<Vec<Class>>,
-    callers: Vec<CallerSummary>,
-    stacks: Vec<SavedStack>,
-    owners: OwnerSummary,
-    snapshots: Vec<Snapshot>,
-    // Added within schema 1: absent in files of earlier builds.
-    #[serde(default)]
-    sockets: Vec<crate::sockets::Socket>,
-}
-
-#[derive(Deserialize)]
-struct SavedStack {
-    #[serde(deserialize_with = "kind_from_name")]
-    kind: memtrace_common::Kind,
-    class: Class,
-    cache: Option<String>,
-    // Added within schema 1: absent in files of earlier builds.
-    #[serde(default)]
-    cache_merged: Vec<String>,
-    bytes_req: Option<u64>,
-    stack_id: Option<u32>,
-    bytes: u64,
-    allocations: u64,
-    allocated_bytes: u64,
-    allocated_count: u64,
-    orders: Vec<u8>,
-    oldest_age_secs: Option<f64>,
-    caller: String,
-    owners: Vec<Owner>,
-    growth: Option<Growth>,
-    frames: Vec<SavedFrame>,
-}
-
-#[derive(Deserialize)]
-struct SavedFrame {
-    address: String,
-    symbol: Option<String>,
-    module: Option<String>,
-    offset: Option<u64>,
-    file: Option<String>,
-    line: Option<u32>,
-    inlined: Vec<String>,
-}
-
-impl SavedFrame {
-    fn into_frame(self) -> Result<Frame, String> {
-        let hex = self
-            .address
-            .strip_prefix("0x")
-            .ok_or_else(|| format!("frame address `{}` is not 0x-prefixed hex", self.address))?;
-        let address = u64::from_str_radix(hex, 16)
-            .map_err(|e| format!("frame address `{}`: {e}", self.address))?;
-        Ok(Frame {
-            address,
-            symbol: self.symbol,
-            module: self.module,
-            offset: self.offset,
-            file: self.file,
-            line: self.line,
-            inlined: self.inlined,
-        })
-    }
-}
-
-impl SavedReport {
-    fn into_report(self) -> Result<Report, String> {
-        // Counters in `Counter::ALL` order, by name; a saved session from a build with fewer
-        // counters shows the missing ones as 0; a name this build does not know (a newer
-        // memtrace added it, within the same schema) is left out.
-        let mut counters: Vec<(&'static str, u64)> =
-            Counter::ALL.iter().map(|c| (c.name(), 0)).collect();
-        for (name, value) in &self.counters {
-            let Some(slot) = counters.iter_mut().find(|(n, _)| n == name) else {
-                continue;
-            };
-            slot.1 = value
-                .as_u64()
-                .ok_or_else(|| format!("counter `{name}` is not a count: {value}"))?;
-        }
-        let failure_counters = Counter::ALL
-            .iter()
-            .filter(|c| c.is_failure())
-            .map(|c| c.name())
-            .collect();
-        let stacks = self
-            .stacks
-            .into_iter()
-            .map(|s| {
-                Ok(StackReport {
-                    kind: s.kind,
-                    class: s.class,
-                    cache: s.cache,
-                    cache_merged: s.cache_merged,
-                    bytes_req: s.bytes_req,
-                    stack_id: s.stack_id,
-                    bytes: s.bytes,
-                    allocations: s.allocations,
-                    allocated_bytes: s.allocated_bytes,
-                    allocated_count: s.allocated_count,
-                    orders: s.orders,
-                    oldest_age_secs: s.oldest_age_secs,
-                    caller: s.caller,
-                    owners: s.owners,
-                    frames: s
-                        .frames
-                        .into_iter()
-                        .map(SavedFrame::into_frame)
-                        .collect::<Result<_, _>>()?,
-                    growth: s.growth,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
-        Ok(Report {
-            session: self.session,
-            counters,
-            failure_counters,
-            programs: self.programs,
-            totals: self.totals,
-            classes: self.classes,
-            class_filter: self.class_filter,
-            callers: self.callers,
-            stacks,
-            owners: self.owners,
-            snapshots: self.snapshots,
-            sockets: self.sockets,
-        })
-    }
-}
+#[cfg(test)]
+mod json_tests;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::narrow;
+    use crate::model::{growth::Growth, narrow, Class};
     use crate::render::{
-        json::to_string_pretty,
         text::render_text,
         text::tests::{mixed_report, sample_report},
         RenderOptions,
     };
+    use memtrace_common::Counter;
 
     fn round_trip(r: &Report) -> Report {
         let json = to_string_pretty(r).expect("serialize");

@@ -4,8 +4,9 @@ use std::collections::BTreeSet;
 
 use super::diag::{DiagSocket, MemInfo, Query};
 use super::owners::OwnerIndex;
-use super::render::{render_scan, to_json, SOCKETS_SCHEMA};
 use super::*;
+use crate::render::sockets::{render_scan, render_table};
+use crate::schema::sockets::{to_json, SocketsDocument, SOCKETS_SCHEMA};
 
 fn inet(query: Query, state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {
     DiagSocket {
@@ -374,8 +375,10 @@ fn json_document() {
     assert_eq!(value["sockets"][0]["owners"][0]["comm"], "nginx");
     assert_eq!(value["sockets"][0]["held_bytes"], 33 * MIB + 4096);
     // The sockets (embedded in a trace report, read back from saved sessions) round-trip.
-    let back: Vec<Socket> = serde_json::from_value(value["sockets"].clone()).unwrap();
-    assert_eq!(back, doc.sockets);
+    let back: Vec<crate::schema::v1::SocketV1> =
+        serde_json::from_value(value["sockets"].clone()).unwrap();
+    let back: Vec<Socket> = back.into_iter().map(Into::into).collect();
+    assert_eq!(back, scan.sockets);
 }
 
 #[test]

@@ -957,7 +957,7 @@ mod tests {
             let profile = write(&format!("{name}.pb.gz"), &gz);
             let json = write(
                 &format!("{name}.json"),
-                crate::render::json::to_string_pretty(&r)
+                crate::schema::to_string_pretty(&r)
                     .expect("json")
                     .as_bytes(),
             );

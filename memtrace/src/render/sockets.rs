@@ -1,17 +1,9 @@
-//! The sockets as a table and as a JSON document.
+//! Sockets as a table: the end of a trace report and `memtrace sockets`.
 
 use std::fmt::Write as _;
 
-use anyhow::Context as _;
-use serde::Serialize;
-
+use crate::model::{Socket, SocketOwner, SocketScan};
 use crate::units::format_bytes;
-
-use super::{Socket, SocketOwner, SocketScan};
-
-/// The `schema` of the JSON document: kind and version. Bump the version on any incompatible
-/// change.
-pub const SOCKETS_SCHEMA: &str = "memtrace-sockets/1";
 
 /// `rmem_alloc / recv_queue` from which a socket's receive queue counts as costing far more
 /// than its payload (small payloads pinning large page frags).
@@ -21,51 +13,6 @@ pub const LARGE_RATIO: f64 = 2.0;
 const OWNERS_SHOWN: usize = 3;
 /// Widest `local -> remote` column before it stops being padded.
 const MAX_ADDR_WIDTH: usize = 56;
-
-/// `memtrace sockets --json`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SocketsDocument {
-    /// [`SOCKETS_SCHEMA`].
-    pub schema: String,
-    pub host: String,
-    /// When the sockets were read (Unix time, seconds).
-    pub collected_unix: f64,
-    /// `--min-bytes`.
-    pub min_bytes: u64,
-    /// Network namespaces listed.
-    pub namespaces: usize,
-    /// Sockets seen before `min_bytes`.
-    pub scanned: usize,
-    /// Sum of `held_bytes` of `sockets`.
-    pub held_bytes: u64,
-    pub notes: Vec<String>,
-    /// Every socket holding at least `min_bytes`, largest first.
-    pub sockets: Vec<Socket>,
-}
-
-impl SocketsDocument {
-    pub fn new(scan: &SocketScan, host: String, collected_unix: f64, min_bytes: u64) -> Self {
-        SocketsDocument {
-            schema: SOCKETS_SCHEMA.to_string(),
-            host,
-            collected_unix,
-            min_bytes,
-            namespaces: scan.namespaces,
-            scanned: scan.scanned,
-            held_bytes: scan
-                .sockets
-                .iter()
-                .fold(0u64, |a, s| a.saturating_add(s.held_bytes)),
-            notes: scan.notes.clone(),
-            sockets: scan.sockets.clone(),
-        }
-    }
-}
-
-/// The document as pretty JSON.
-pub fn to_json(doc: &SocketsDocument) -> anyhow::Result<String> {
-    serde_json::to_string_pretty(doc).context("encoding the sockets as JSON")
-}
 
 fn sum(sockets: &[Socket], f: impl Fn(&Socket) -> u64) -> u64 {
     sockets.iter().fold(0u64, |a, s| a.saturating_add(f(s)))
