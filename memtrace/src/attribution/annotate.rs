@@ -206,7 +206,7 @@ mod tests {
             ..Default::default()
         };
         let mut report = Report::default();
-        let mut s = crate::model::build::tests::empty_stack();
+        let mut s = crate::model::testkit::empty_stack();
         s.owners = vec![
             Owner {
                 tgid: 10,

@@ -23,7 +23,7 @@
 
 use memtrace_common::Kind;
 
-use super::build::{base_symbol, is_allocator_internal, SymbolPattern};
+use super::frames::{base_symbol, is_allocator_internal, SymbolPattern};
 
 /// The classes, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

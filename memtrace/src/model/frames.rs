@@ -1,4 +1,8 @@
-//! The tracer's own frames at the top of a captured stack.
+//! What a stack's frames say: the tracer's own frames at the top (dropped), the allocator's
+//! internal functions (skipped when choosing the calling function), the calling function, and
+//! whether the allocation ran in interrupt context.
+//!
+//! ## The tracer's own frames
 //!
 //! A stack captured from a tp_btf (or fentry) program starts inside memtrace: the BPF
 //! program's JIT image (`bpf_prog_<tag>_<name>` when `net.core.bpf_jit_kallsyms` lists it,
@@ -9,7 +13,7 @@
 //! stack's identity (its id, its slot) does not change: the dropped frames are the same for
 //! every stack a program captures.
 
-use super::Frame;
+use super::{ExecContext, Frame};
 
 /// Tracing glue: the functions between a tracepoint and the BPF program it runs.
 fn is_tracing_glue(symbol: &str) -> bool {
@@ -55,6 +59,187 @@ pub fn strip_tracer_frames(mut frames: Vec<Frame>) -> Vec<Frame> {
     let n = tracer_frames(&frames);
     frames.drain(..n);
     frames
+}
+
+/// Caller of the "stack unavailable" bucket.
+pub const STACK_UNAVAILABLE: &str = "[stack unavailable]";
+
+/// Caller of a stack none of whose frames could be resolved.
+pub const UNKNOWN_CALLER: &str = "[unknown]";
+
+/// How a name is matched against a pattern of [`ALLOCATOR_INTERNALS`] or of the class rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolPattern {
+    Exact(&'static str),
+    Prefix(&'static str),
+    Suffix(&'static str),
+    Contains(&'static str),
+}
+
+impl SymbolPattern {
+    pub fn matches(self, name: &str) -> bool {
+        match self {
+            SymbolPattern::Exact(p) => name == p,
+            SymbolPattern::Prefix(p) => name.starts_with(p),
+            SymbolPattern::Suffix(p) => name.ends_with(p),
+            SymbolPattern::Contains(p) => name.contains(p),
+        }
+    }
+}
+
+/// Functions that are part of the allocators themselves (page, slab, percpu, vmalloc) or of
+/// the tracing/BPF machinery that sits on top of a stack captured from a tracepoint. The
+/// "caller" of a stack is its first frame, from the innermost, that matches none of these.
+///
+/// Names are matched after stripping compiler suffixes such as `.isra.0`, `.constprop.0`,
+/// `.part.0` or `.cold` (see [`base_symbol`]).
+pub const ALLOCATOR_INTERNALS: &[SymbolPattern] = &[
+    // Page allocator entry points and their variants.
+    SymbolPattern::Prefix("__alloc_pages"), // __alloc_pages, __alloc_pages_noprof, _bulk, ...
+    SymbolPattern::Prefix("alloc_pages"),   // alloc_pages, alloc_pages_mpol*, alloc_pages_bulk*
+    SymbolPattern::Prefix("__folio_alloc"),
+    SymbolPattern::Prefix("folio_alloc"),
+    SymbolPattern::Prefix("vma_alloc_folio"),
+    SymbolPattern::Prefix("__get_free_pages"),
+    SymbolPattern::Prefix("get_zeroed_page"),
+    SymbolPattern::Prefix("alloc_frozen_pages"),
+    SymbolPattern::Prefix("__alloc_frozen_pages"),
+    // Page allocator internals.
+    SymbolPattern::Exact("get_page_from_freelist"),
+    SymbolPattern::Exact("post_alloc_hook"),
+    SymbolPattern::Exact("prep_new_page"),
+    SymbolPattern::Prefix("rmqueue"),
+    SymbolPattern::Prefix("__rmqueue"),
+    // Slab allocator entry points and internals (before the `_noprof` names of 6.10).
+    SymbolPattern::Prefix("kmem_cache_alloc"),
+    SymbolPattern::Prefix("__kmem_cache_alloc"),
+    SymbolPattern::Prefix("slab_alloc"),
+    SymbolPattern::Exact("__slab_alloc"),
+    SymbolPattern::Exact("___slab_alloc"),
+    SymbolPattern::Exact("__kmalloc"),
+    SymbolPattern::Prefix("__kmalloc_node"),
+    SymbolPattern::Prefix("__kmalloc_cache"),
+    SymbolPattern::Prefix("__kmalloc_track_caller"),
+    SymbolPattern::Prefix("__do_kmalloc"),
+    SymbolPattern::Prefix("kmalloc_trace"),
+    SymbolPattern::Prefix("kmalloc_node_trace"),
+    // Large kmalloc (straight from the page allocator).
+    SymbolPattern::Prefix("kmalloc_large"),
+    SymbolPattern::Prefix("__kmalloc_large"),
+    SymbolPattern::Prefix("___kmalloc_large"),
+    // Percpu allocator.
+    SymbolPattern::Exact("pcpu_alloc"),
+    SymbolPattern::Prefix("__alloc_percpu"),
+    // vmalloc.
+    SymbolPattern::Exact("alloc_vmap_area"),
+    SymbolPattern::Prefix("__get_vm_area"),
+    SymbolPattern::Prefix("__vmalloc_node"),
+    SymbolPattern::Exact("__vmalloc_area_node"),
+    SymbolPattern::Exact("vm_area_alloc_pages"),
+    SymbolPattern::Exact("__vmalloc"),
+    SymbolPattern::Exact("vmalloc"),
+    SymbolPattern::Exact("vzalloc"),
+    SymbolPattern::Prefix("__kvmalloc_node"),
+    SymbolPattern::Exact("kvmalloc_node"),
+    // Memory-allocation-profiling wrappers (alloc_pages_noprof, __kmalloc_large_node_noprof...).
+    SymbolPattern::Suffix("_noprof"),
+    // Tracepoint and BPF machinery above the allocation.
+    SymbolPattern::Prefix("bpf_"),
+    SymbolPattern::Prefix("__bpf_trace_"),
+    SymbolPattern::Prefix("__bpf_prog_"),
+    SymbolPattern::Prefix("perf_trace_"),
+    SymbolPattern::Exact("perf_trace_run_bpf_submit"),
+    SymbolPattern::Prefix("trace_event_raw_event_"),
+    SymbolPattern::Prefix("__traceiter_"),
+    SymbolPattern::Exact("trace_call_bpf"),
+];
+
+/// `name` without compiler-generated suffixes (`foo.isra.0` → `foo`, `foo.cold` → `foo`).
+pub fn base_symbol(name: &str) -> &str {
+    match name.find('.') {
+        Some(0) | None => name,
+        Some(i) => &name[..i],
+    }
+}
+
+/// Whether `symbol` is an allocator internal (see [`ALLOCATOR_INTERNALS`]).
+pub fn is_allocator_internal(symbol: &str) -> bool {
+    let base = base_symbol(symbol);
+    ALLOCATOR_INTERNALS.iter().any(|p| p.matches(base))
+}
+
+/// The calling function of a stack: the first resolved frame (innermost first) that is not an
+/// allocator internal; else the innermost resolved symbol; else [`UNKNOWN_CALLER`].
+pub fn select_caller(frames: &[Frame]) -> String {
+    let resolved = || {
+        frames
+            .iter()
+            .filter_map(|f| f.symbol.as_deref())
+            .filter(|s| !s.is_empty())
+    };
+    resolved()
+        .find(|s| !is_allocator_internal(s))
+        .or_else(|| resolved().next())
+        .unwrap_or(UNKNOWN_CALLER)
+        .to_string()
+}
+
+/// Function names of `frames`, innermost first, with the functions inlined at each address
+/// (innermost first, before the function that contains them); unresolved frames left out.
+pub fn frame_names(frames: &[Frame]) -> Vec<&str> {
+    let mut names = Vec::with_capacity(frames.len());
+    for f in frames {
+        names.extend(
+            f.inlined
+                .iter()
+                .rev()
+                .map(String::as_str)
+                .filter(|n| !n.is_empty()),
+        );
+        if let Some(sym) = f.symbol.as_deref().filter(|s| !s.is_empty()) {
+            names.push(sym);
+        }
+    }
+    names
+}
+
+/// Frames that only run in interrupt context, innermost first wins: an NMI can interrupt a
+/// hard interrupt, which can interrupt a softirq, which runs on top of a task.
+pub fn context_from_frames(frames: &[Frame]) -> ExecContext {
+    for f in frames {
+        let Some(name) = f.symbol.as_deref().map(base_symbol) else {
+            continue;
+        };
+        if matches!(
+            name,
+            "exc_nmi" | "asm_exc_nmi" | "default_do_nmi" | "nmi_handle" | "do_nmi"
+        ) {
+            return ExecContext::Nmi;
+        }
+        if name.starts_with("__sysvec_")
+            || name.starts_with("sysvec_")
+            || name.starts_with("asm_sysvec_")
+            || matches!(
+                name,
+                "__handle_irq_event_percpu"
+                    | "handle_irq_event"
+                    | "handle_irq_event_percpu"
+                    | "__common_interrupt"
+                    | "common_interrupt"
+                    | "asm_common_interrupt"
+                    | "do_IRQ"
+            )
+        {
+            return ExecContext::Hardirq;
+        }
+        if matches!(
+            name,
+            "handle_softirqs" | "__do_softirq" | "do_softirq" | "run_ksoftirqd"
+        ) {
+            return ExecContext::Softirq;
+        }
+    }
+    ExecContext::Task
 }
 
 #[cfg(test)]

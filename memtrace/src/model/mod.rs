@@ -8,7 +8,11 @@ pub mod build;
 pub mod classify;
 pub mod frames;
 pub mod growth;
+pub mod owners;
 pub mod socket;
+pub mod summaries;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 use std::collections::HashMap;
 
@@ -391,7 +395,7 @@ pub fn narrow(report: &mut Report, classes: &[Class]) -> Vec<Class> {
             .collect(),
         None => Vec::new(),
     };
-    build::restrict_classes(report, classes);
+    summaries::restrict_classes(report, classes);
     missing
 }
 
@@ -411,6 +415,6 @@ pub struct LiveStats {
 impl StackReport {
     /// `dirty` for page-cache pages allocated on the write path.
     pub fn class_detail(&self) -> Option<&'static str> {
-        build::stack_class_detail(self)
+        summaries::stack_class_detail(self)
     }
 }

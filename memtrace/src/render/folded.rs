@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::model::build::class_in_total;
+use crate::model::summaries::class_in_total;
 use crate::model::{Frame, Report};
 
 /// Frame text of the "stack unavailable" bucket.
@@ -73,8 +73,8 @@ fn sanitize(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testkit::{mixed_report, sample_report};
     use crate::model::StackReport;
-    use crate::render::text::tests::{mixed_report, sample_report};
 
     /// Parses a line the way flamegraph.pl / inferno do: frames, last space, integer.
     fn parse(line: &str) -> (Vec<&str>, u64) {

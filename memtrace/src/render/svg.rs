@@ -15,7 +15,7 @@ use inferno::flamegraph::color::{BackgroundColor, MultiPalette};
 use inferno::flamegraph::{self, Palette};
 use memtrace_common::Kind;
 
-use crate::model::build::class_in_total;
+use crate::model::summaries::class_in_total;
 use crate::model::{Class, Report, StackReport};
 use crate::render::folded::{frame_name, FOLDED_STACK_UNAVAILABLE, FOLDED_UNKNOWN};
 use crate::units::{format_bytes, format_duration, format_unix_utc};
@@ -252,9 +252,9 @@ fn xml_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testkit::{mixed_report, sample_report};
     use crate::model::SessionInfo;
     use crate::render::folded::render_folded;
-    use crate::render::text::tests::{mixed_report, sample_report};
 
     /// A piece of the document, from [`parse_xml`].
     #[derive(Debug)]

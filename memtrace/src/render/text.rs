@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use memtrace_common::{Counter, Kind};
 
 use super::RenderOptions;
-use crate::model::build::{class_in_total, excluded_from_totals, stack_class_detail};
 use crate::model::growth::Snapshot;
+use crate::model::summaries::{class_in_total, excluded_from_totals, stack_class_detail};
 use crate::model::{Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport};
 use crate::units::{format_bytes, format_duration, format_unix_utc};
 
@@ -881,123 +881,12 @@ fn frame_text(f: &Frame) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
-
-    use memtrace_common::StackAgg;
 
     use super::*;
-    use crate::model::build::tests::{agg, mixed_raw, rec, FakeSymbols, NONE_ID, PAGE};
-    use crate::model::build::{build_report, STACK_UNAVAILABLE};
-    use crate::model::{BuildOptions, ProgramStats, RawSession};
+    use crate::model::testkit::{mixed_report, sample_report};
 
-    /// A report with three stacks holding memory (TCP frags, anonymous pages, unavailable),
-    /// one stack that only churned, and a counter/program set given by the caller.
-    pub(crate) fn sample_report(counters: &[(Counter, u64)], misses: u64) -> Report {
-        let syms: &[(u64, &'static str)] = &[
-            (0xffff_ffff_8100_0010, "__alloc_pages_noprof"),
-            (0xffff_ffff_8100_0020, "alloc_pages_mpol"),
-            (0xffff_ffff_8100_0030, "alloc_pages_noprof"),
-            (0xffff_ffff_8100_0040, "skb_page_frag_refill"),
-            (0xffff_ffff_8100_0050, "sk_page_frag_refill"),
-            (0xffff_ffff_8100_0060, "tcp_sendmsg_locked"),
-            (0xffff_ffff_8100_0070, "tcp_sendmsg"),
-            (0xffff_ffff_8200_0060, "do_anonymous_page"),
-            (0xffff_ffff_8200_0070, "__handle_mm_fault"),
-            (0xffff_ffff_8300_0010, "my func;with odd chars"),
-        ];
-        let mut raw = RawSession {
-            page_size: PAGE,
-            counters: vec![0; Counter::COUNT as usize],
-            stack_none_id: NONE_ID,
-            now_ns: 1_000_000_000_000,
-            programs: vec![
-                ProgramStats {
-                    name: "mm_page_alloc".into(),
-                    ..Default::default()
-                },
-                ProgramStats {
-                    name: "mm_page_free".into(),
-                    recursion_misses: misses,
-                    run_count: 10,
-                    run_time_ns: 1000,
-                },
-            ],
-            ..Default::default()
-        };
-        for (c, v) in counters {
-            raw.counters[*c as usize] = *v;
-        }
-        raw.stacks = HashMap::from([
-            (
-                1,
-                vec![
-                    0xffff_ffff_8100_0010,
-                    0xffff_ffff_8100_0020,
-                    0xffff_ffff_8100_0030,
-                    0xffff_ffff_8100_0040,
-                    0xffff_ffff_8100_0050,
-                    0xffff_ffff_8100_0060,
-                    0xffff_ffff_8100_0070,
-                ],
-            ),
-            (
-                2,
-                vec![
-                    0xffff_ffff_8100_0010,
-                    0xffff_ffff_8200_0060,
-                    0xffff_ffff_8200_0070,
-                    0xffff_ffff_dead_beef,
-                ],
-            ),
-            (3, vec![0xffff_ffff_8100_0010, 0xffff_ffff_8300_0010]),
-        ]);
-        let agg3: StackAgg = agg(0, 0, 1 << 30, 262_144);
-        raw.aggs = vec![
-            (Kind::Page, 1, agg(300 << 20, 9600, 5 << 30, 163_840)),
-            (Kind::Page, 2, agg(4 * PAGE, 4, 64 * PAGE, 64)),
-            (Kind::Page, 3, agg3),
-            (Kind::Page, NONE_ID, agg(PAGE, 1, 2 * PAGE, 2)),
-        ];
-        raw.records = vec![
-            (10, rec(1, 748_000_000_000, 1234, 1235, "nginx", 3, 8)),
-            (20, rec(1, 990_000_000_000, 1234, 1235, "nginx", 3, 8)),
-            (30, rec(1, 999_000_000_000, 0, 0, "swapper/3", 3, 8)),
-            (40, rec(2, 999_500_000_000, 77, 77, "bash", 0, 1)),
-        ];
-        let session = SessionInfo {
-            hostname: "web-1".into(),
-            kernel: "6.8.0-31-generic".into(),
-            started_at_unix: 1_700_000_000.0,
-            duration_secs: 30.0,
-            requested_duration_secs: 30.0,
-            ended_by: "duration".into(),
-            min_age_secs: 0.0,
-            page_size: PAGE,
-            max_allocations: 65_536,
-            max_objects: 65_536,
-            map_memory_bytes: 0,
-            max_stacks: 16_384,
-            sample_every: 1,
-            hooks: vec![
-                "tracepoint kmem:mm_page_alloc".into(),
-                "tracepoint kmem:mm_page_free".into(),
-            ],
-            kinds: Vec::new(),
-            ..Default::default()
-        };
-        let mut r = build_report(
-            &raw,
-            session,
-            &FakeSymbols::new(syms),
-            &BuildOptions::default(),
-        );
-        // Give one frame debug info and inlined functions.
-        r.stacks[0].frames[5].file = Some("net/ipv4/tcp.c".into());
-        r.stacks[0].frames[5].line = Some(1234);
-        r.stacks[0].frames[5].inlined = vec!["outer_inl".into(), "inner_inl".into()];
-        r.stacks[0].frames[6].module = Some("tcp_mod".into());
-        r
-    }
+    use crate::model::frames::STACK_UNAVAILABLE;
+    use crate::model::ProgramStats;
 
     #[test]
     fn full_layout() {
@@ -1139,33 +1028,6 @@ pub(crate) mod tests {
         assert!(empty.contains("Outstanding: 0 B (0 bytes) in 0 allocations\n"));
         assert!(!empty.contains("calling function"));
         assert!(empty.contains("Nothing outstanding: no page allocations were traced.\n"));
-    }
-
-    /// The mixed-kind fixture of the model tests, with kinds' hooks and notes.
-    pub(crate) fn mixed_report(classes: Option<Vec<Class>>) -> Report {
-        let (raw, sym, mut session) = mixed_raw();
-        session.kinds[0].hooks = vec!["kmem:mm_page_alloc".into(), "kmem:mm_page_free".into()];
-        session.kinds[1].hooks = vec![
-            "kmem:kmalloc".into(),
-            "kmem:kmem_cache_alloc".into(),
-            "kmem:kfree".into(),
-            "kmem:kmem_cache_free".into(),
-        ];
-        session.kinds[2].note = Some("percpu:percpu_alloc_percpu not found in tracefs".into());
-        session.kinds[3].hooks = vec![
-            "vmalloc:alloc_vmap_area".into(),
-            "vmalloc:free_vmap_area_noflush".into(),
-        ];
-        session.kinds[3].note = Some("sizes include the guard page".into());
-        build_report(
-            &raw,
-            session,
-            &sym,
-            &BuildOptions {
-                classes,
-                ..Default::default()
-            },
-        )
     }
 
     #[test]

@@ -18,8 +18,8 @@ fn render_json(r: &Report) -> Value {
     serde_json::to_value(ReportV1::from(r)).expect("serialize")
 }
 
+use crate::model::testkit::{mixed_report, sample_report};
 use crate::model::Class;
-use crate::render::text::tests::{mixed_report, sample_report};
 
 fn keys(v: &Value) -> Vec<&str> {
     let mut k: Vec<&str> = v

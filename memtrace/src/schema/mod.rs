@@ -88,12 +88,9 @@ mod json_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testkit::{mixed_report, sample_report};
     use crate::model::{growth::Growth, narrow, Class};
-    use crate::render::{
-        text::render_text,
-        text::tests::{mixed_report, sample_report},
-        RenderOptions,
-    };
+    use crate::render::{text::render_text, RenderOptions};
     use memtrace_common::Counter;
 
     fn round_trip(r: &Report) -> Report {

@@ -40,7 +40,7 @@ use anyhow::{Context as _, Result};
 use flate2::{write::GzEncoder, Compression};
 use prost::Message as _;
 
-use crate::model::build::class_in_total;
+use crate::model::summaries::class_in_total;
 use crate::model::{Frame, Report, StackReport};
 use crate::render::folded::{FOLDED_STACK_UNAVAILABLE, FOLDED_UNKNOWN};
 
@@ -458,8 +458,8 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
+    use crate::model::testkit::{mixed_report, sample_report};
     use crate::model::Class;
-    use crate::render::text::tests::{mixed_report, sample_report};
 
     fn decode(gz: &[u8]) -> proto::Profile {
         assert_eq!(&gz[..2], &[0x1f, 0x8b], "not gzip");
