@@ -19,7 +19,8 @@ use aya::{
 };
 use memtrace_common::{calib, maps, programs};
 
-use super::{detach_all, pages, short_error, verifier_summary, Attached, Link};
+use super::attach::{detach_all, short_error, verifier_summary, Attached, Link};
+use super::pages;
 
 type Slots = [u64; calib::COUNT as usize];
 
