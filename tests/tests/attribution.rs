@@ -18,8 +18,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, child_value, child_values, churn, find_stacks, log, mib,
-    require_bpf, sum_bytes, tcp_hold, ChildWorkload, Report, Stack, Tracer, MIB,
+    child_value, child_values, churn, find_stacks, log, mib, run_scenario, sum_bytes, tcp_hold,
+    ChildWorkload, Report, Stack, Tracer, MIB,
 };
 
 /// The child workload binary of this package.
@@ -105,17 +105,6 @@ impl Drop for TestCgroup {
     }
 }
 
-fn run(scenario: fn() -> Result<()>) {
-    if !require_bpf() {
-        return;
-    }
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
-
 // ------------------------------------------------------------------------------------------
 // Scenarios
 // ------------------------------------------------------------------------------------------
@@ -127,7 +116,7 @@ fn cgroup_pid_and_filters() {
     // 80 MiB under "[stack unavailable]"). Such stacks now go to the second stack map
     // (tests/tests/stacks.rs). A second attempt stays, with the first failure and the
     // tracers' reports logged loudly; two failures in a row fail the test.
-    run(|| match cgroup_scenario() {
+    run_scenario(|| match cgroup_scenario() {
         Ok(()) => Ok(()),
         Err(e) => {
             log(&format!(
@@ -296,7 +285,7 @@ fn cgroup_scenario() -> Result<()> {
 
 #[test]
 fn growing_stack_is_marked_and_churn_is_not() {
-    run(growth_scenario);
+    run_scenario(growth_scenario);
 }
 
 fn growth_scenario() -> Result<()> {
@@ -393,7 +382,7 @@ fn growth_scenario() -> Result<()> {
 
 #[test]
 fn grace_leaves_out_the_tail() {
-    run(grace_scenario);
+    run_scenario(grace_scenario);
 }
 
 fn grace_scenario() -> Result<()> {

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, churn, drain_lru_batches, find_stacks_with_all, log,
-    meminfo_field, mib, require_bpf, sum_allocated_bytes, sum_bytes, wait_for_page_tables, Tracer,
-    MIB,
+    churn, drain_lru_batches, find_stacks_with_all, log, meminfo_field, mib, run_scenario,
+    sum_allocated_bytes, sum_bytes, wait_for_page_tables, Tracer, MIB,
 };
 
 const ITERATIONS: usize = 10;
@@ -17,20 +16,15 @@ const REGION: usize = 256 * MIB as usize;
 
 #[test]
 fn page_fault_churn_is_seen_and_freed() {
-    if !require_bpf() {
-        return;
-    }
-    let result = scenario("tp_btf", &["--class", "all"], "tp_btf mm_page_alloc").and_then(|()| {
-        scenario(
-            "classic",
-            &["--class", "all", "--classic-tracepoints"],
-            "tracepoint kmem:mm_page_alloc",
-        )
+    run_scenario(|| {
+        scenario("tp_btf", &["--class", "all"], "tp_btf mm_page_alloc").and_then(|()| {
+            scenario(
+                "classic",
+                &["--class", "all", "--classic-tracepoints"],
+                "tracepoint kmem:mm_page_alloc",
+            )
+        })
     });
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
 }
 
 /// Most the churning process may leave outstanding once it has exited: the maple-tree nodes

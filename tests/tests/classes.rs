@@ -17,9 +17,8 @@ use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    anon_hold, assert_no_memtrace_programs_loaded, file_hold, find_stacks, log, mib, require_bpf,
-    run_memtrace, shmem_hold, stacks_where, sum_bytes, sum_owned_by, tcp_hold, Report, Stack,
-    Tracer, KERNEL_CLASSES, MIB,
+    anon_hold, file_hold, find_stacks, log, mib, run_memtrace, run_scenario, shmem_hold,
+    stacks_where, sum_bytes, sum_owned_by, tcp_hold, Report, Stack, Tracer, KERNEL_CLASSES, MIB,
 };
 
 /// Anonymous memory held (large enough that the process's other faults stay within 10 %).
@@ -92,19 +91,8 @@ fn log_classes(label: &str, report: &Report) {
     }
 }
 
-fn run_scenario(scenario: fn() -> Result<()>) {
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
-
 #[test]
 fn held_memory_is_classed_and_kernel_filter_drops_process_memory() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(scenario);
 }
 
@@ -254,9 +242,6 @@ fn scenario() -> Result<()> {
 
 #[test]
 fn unknown_class_is_a_usage_error() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(|| {
         let run = run_memtrace(
             &["trace", "--class", "kernel,heap", "--duration", "5s"],

@@ -3,27 +3,15 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, log, mib, parse_folded, require_bpf, run_memtrace,
-    run_memtrace_unprivileged, Tracer,
+    log, mib, parse_folded, run_memtrace, run_memtrace_unprivileged, run_scenario, Tracer,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn run_scenario(scenario: fn() -> Result<()>) {
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
-
 #[test]
 fn unprivileged_run_exits_3_and_names_the_capabilities() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(|| {
         let run = run_memtrace_unprivileged(&["trace", "--duration", "5s"], TIMEOUT)?;
         log(&format!(
@@ -59,9 +47,6 @@ fn unprivileged_run_exits_3_and_names_the_capabilities() {
 
 #[test]
 fn bad_duration_is_a_usage_error() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(|| {
         let run = run_memtrace(&["trace", "--duration", "nonsense"], TIMEOUT)?;
         log(&format!(
@@ -86,9 +71,6 @@ fn bad_duration_is_a_usage_error() {
 
 #[test]
 fn sigterm_still_writes_the_complete_report() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(|| {
         let mut tracer = Tracer::start("sigterm", &["--duration", "10m"])?;
         let status = tracer.stop_with(libc::SIGTERM)?;

@@ -7,18 +7,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, find_kind_stacks, find_stacks, log, mib, require_bpf,
-    run_memtrace_env, sum_allocated_count, sum_allocations, sum_bytes, tcp_hold, Report, SlabInfo,
-    Tracer, MIB,
+    find_kind_stacks, find_stacks, log, mib, run_memtrace_env, run_scenario, sum_allocated_count,
+    sum_allocations, sum_bytes, tcp_hold, Report, SlabInfo, Tracer, MIB,
 };
-
-fn run_scenario(scenario: fn() -> Result<()>) {
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
 
 /// Inside a kernel-matrix guest (set by `cargo xtask test`): features the kernel has must be
 /// used, not merely degrade gracefully.
@@ -41,9 +32,6 @@ fn kind_note(report: &Report, kind: &str) -> Result<(Vec<String>, String)> {
 
 #[test]
 fn without_btf_pages_use_classic_tracepoints_and_say_so() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(without_btf_scenario);
 }
 
@@ -106,37 +94,32 @@ fn without_btf_scenario() -> Result<()> {
 
 #[test]
 fn kernels_older_than_the_minimum_are_refused() {
-    if !require_bpf() {
-        return;
-    }
-    let result = (|| -> Result<()> {
-        let done = run_memtrace_env(
-            &["trace", "--duration", "1s"],
-            &[("MEMTRACE_KERNEL_RELEASE", "5.10.0-30-amd64")],
-            Duration::from_secs(60),
-        )?;
-        let lines: Vec<&str> = done.stderr.lines().filter(|l| !l.is_empty()).collect();
-        log(&format!("5.10: exit {:?}, stderr {lines:?}", done.code()));
-        ensure!(
-            done.code() == Some(4),
-            "a 5.10 kernel must be refused with exit code 4 (environment), got {:?}",
-            done.code()
-        );
-        ensure!(
-            lines.len() == 1 && lines[0].contains("needs Linux 5.12 or newer"),
-            "expected one line naming the minimum, got {lines:?}"
-        );
-        ensure!(
-            done.stdout.is_empty(),
-            "no report expected: {}",
-            done.stdout
-        );
-        Ok(())
-    })();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(|| {
+        (|| -> Result<()> {
+            let done = run_memtrace_env(
+                &["trace", "--duration", "1s"],
+                &[("MEMTRACE_KERNEL_RELEASE", "5.10.0-30-amd64")],
+                Duration::from_secs(60),
+            )?;
+            let lines: Vec<&str> = done.stderr.lines().filter(|l| !l.is_empty()).collect();
+            log(&format!("5.10: exit {:?}, stderr {lines:?}", done.code()));
+            ensure!(
+                done.code() == Some(4),
+                "a 5.10 kernel must be refused with exit code 4 (environment), got {:?}",
+                done.code()
+            );
+            ensure!(
+                lines.len() == 1 && lines[0].contains("needs Linux 5.12 or newer"),
+                "expected one line naming the minimum, got {lines:?}"
+            );
+            ensure!(
+                done.stdout.is_empty(),
+                "no report expected: {}",
+                done.stdout
+            );
+            Ok(())
+        })()
+    });
 }
 
 /// SysV semaphore sets whose `SEM_UNDO` records (`struct sem_undo`, kmalloc'ed by
@@ -146,9 +129,6 @@ const SEM_SETS: usize = 2000;
 
 #[test]
 fn bulk_frees_are_traced_or_named() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(bulk_free_scenario);
 }
 

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    anon_hold, assert_no_memtrace_programs_loaded, file_hold, find_kind_stacks,
-    is_memtrace_program_name, log, mib, percpu_array_maps, require_bpf, run_memtrace, shmem_hold,
-    stack_has_function, stacks_where, sum_allocated_count, sum_allocations, sum_bytes,
-    sum_owned_by, unix_dgram_hold, vmalloc_array_map, Report, SlabInfo, Stack, Tracer, KINDS, MIB,
+    anon_hold, file_hold, find_kind_stacks, is_memtrace_program_name, log, mib, percpu_array_maps,
+    run_memtrace, run_scenario, shmem_hold, stack_has_function, stacks_where, sum_allocated_count,
+    sum_allocations, sum_bytes, sum_owned_by, unix_dgram_hold, vmalloc_array_map, Report, SlabInfo,
+    Stack, Tracer, KINDS, MIB,
 };
 
 /// Datagrams queued in the slab scenario, and their payload.
@@ -40,14 +40,6 @@ const VMALLOC_ENTRIES: u32 = 16384;
 const MAP_FREE_WAIT: Duration = Duration::from_secs(2);
 
 const USAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn run_scenario(scenario: fn() -> Result<()>) {
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
-}
 
 fn me() -> u32 {
     std::process::id()
@@ -107,9 +99,6 @@ fn unix_slab_stacks<'a>(report: &'a Report, cache: &str) -> Vec<&'a Stack> {
 
 #[test]
 fn slab_objects_of_a_unix_datagram_queue_are_held_then_freed() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(slab_scenario);
 }
 
@@ -276,9 +265,6 @@ fn map_percpu_stacks(report: &Report) -> Vec<&Stack> {
 
 #[test]
 fn percpu_bpf_maps_are_held_then_freed() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(percpu_scenario);
 }
 
@@ -400,9 +386,6 @@ fn array_map_pages(report: &Report) -> Vec<&Stack> {
 
 #[test]
 fn vmalloc_bpf_map_is_counted_once() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(vmalloc_scenario);
 }
 
@@ -492,9 +475,6 @@ fn vmalloc_scenario() -> Result<()> {
 
 #[test]
 fn all_kinds_in_one_session() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(all_kinds_scenario);
 }
 
@@ -661,9 +641,6 @@ fn all_kinds_scenario() -> Result<()> {
 
 #[test]
 fn unknown_kind_is_a_usage_error() {
-    if !require_bpf() {
-        return;
-    }
     run_scenario(|| {
         let run = run_memtrace(
             &["trace", "--kind", "page,pages", "--duration", "5s"],

@@ -15,8 +15,8 @@ use std::{
 
 use anyhow::{bail, ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, log, require_bpf, run_memtrace, run_memtrace_unprivileged,
-    tcp_hold, workspace_root, Tracer, MIB,
+    log, run_memtrace, run_memtrace_unprivileged, run_scenario, tcp_hold, workspace_root, Tracer,
+    MIB,
 };
 
 const EXTENSIONS: [&str; 4] = ["folded", "json", "svg", "txt"];
@@ -24,14 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn sigterm_with_output_dir_leaves_complete_files_and_report_rerenders_them() {
-    if !require_bpf() {
-        return;
-    }
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 fn scenario() -> Result<()> {
@@ -320,51 +313,46 @@ fn first_difference(a: &str, b: &str) -> String {
 /// stdout as usual. Without a terminal and without `--quiet`, progress comes as log lines.
 #[test]
 fn quiet_and_progress_lines() {
-    if !require_bpf() {
-        return;
-    }
-    let result = (|| -> Result<()> {
-        let run = run_memtrace(&["trace", "--duration", "3s", "--quiet"], TIMEOUT)?;
-        ensure!(
-            run.code() == Some(0),
-            "exit {:?}: {}",
-            run.code(),
-            run.stderr
-        );
-        let noise: Vec<&str> = run
-            .stderr
-            .lines()
-            .filter(|l| !l.starts_with("memtrace: warning:"))
-            .collect();
-        ensure!(noise.is_empty(), "--quiet printed: {noise:?}");
-        ensure!(run.stdout.starts_with("memtrace — "), "no report on stdout");
-        // 12 s: log lines every 10 s (the minimum interval), so exactly one.
-        let run = run_memtrace(&["trace", "--duration", "12s", "--grace", "0"], TIMEOUT)?;
-        ensure!(
-            run.code() == Some(0),
-            "exit {:?}: {}",
-            run.code(),
-            run.stderr
-        );
-        let progress: Vec<&str> = run
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("memtrace: tracing: "))
-            .collect();
-        ensure!(
-            progress.len() == 1
-                && progress[0].contains("elapsed")
-                && progress[0].contains("events/s")
-                && progress[0].contains("held by tracked allocations"),
-            "one progress line expected without a terminal: {:?}",
-            run.stderr
-        );
-        Ok(())
-    })();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(|| {
+        (|| -> Result<()> {
+            let run = run_memtrace(&["trace", "--duration", "3s", "--quiet"], TIMEOUT)?;
+            ensure!(
+                run.code() == Some(0),
+                "exit {:?}: {}",
+                run.code(),
+                run.stderr
+            );
+            let noise: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| !l.starts_with("memtrace: warning:"))
+                .collect();
+            ensure!(noise.is_empty(), "--quiet printed: {noise:?}");
+            ensure!(run.stdout.starts_with("memtrace — "), "no report on stdout");
+            // 12 s: log lines every 10 s (the minimum interval), so exactly one.
+            let run = run_memtrace(&["trace", "--duration", "12s", "--grace", "0"], TIMEOUT)?;
+            ensure!(
+                run.code() == Some(0),
+                "exit {:?}: {}",
+                run.code(),
+                run.stderr
+            );
+            let progress: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("memtrace: tracing: "))
+                .collect();
+            ensure!(
+                progress.len() == 1
+                    && progress[0].contains("elapsed")
+                    && progress[0].contains("events/s")
+                    && progress[0].contains("held by tracked allocations"),
+                "one progress line expected without a terminal: {:?}",
+                run.stderr
+            );
+            Ok(())
+        })()
+    });
 }
 
 /// Not a test of memtrace: the helpers above must reject what they are meant to reject.

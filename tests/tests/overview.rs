@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    child_values, log, meminfo_field, mib, require_bpf, run_memtrace, run_memtrace_unprivileged,
+    child_values, log, meminfo_field, mib, run_memtrace, run_memtrace_unprivileged, run_scenario,
     ChildWorkload, MIB,
 };
 
@@ -43,15 +43,10 @@ const AT_MOST_OTHER: u64 = 16 * MIB;
 /// machine between the two overviews).
 const REMAINDER_SLACK: u64 = 32 * MIB;
 
+/// No BPF is needed here; gated like every privileged scenario so that CI
+/// (MEMTRACE_REQUIRE_BPF=1) treats a skip the same way.
 fn run(scenario: fn() -> Result<()>) {
-    // No BPF is needed here; gated like every privileged scenario so that CI
-    // (MEMTRACE_REQUIRE_BPF=1) treats a skip the same way.
-    if !require_bpf() {
-        return;
-    }
-    if let Err(e) = scenario() {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 // ------------------------------------------------------------------------------------------

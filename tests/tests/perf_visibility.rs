@@ -6,7 +6,7 @@
 use std::{fs, ptr};
 
 use anyhow::{bail, ensure, Context as _, Result};
-use memtrace_tests::{assert_no_memtrace_programs_loaded, log, require_bpf, Tracer, MIB};
+use memtrace_tests::{log, run_scenario, Tracer, MIB};
 
 const PERF_TYPE_TRACEPOINT: u32 = 2;
 const PAGES: usize = 4096;
@@ -29,16 +29,9 @@ struct PerfEventAttr {
 
 #[test]
 fn perf_still_sees_page_alloc_events() {
-    if !require_bpf() {
-        return;
-    }
     // Both attachments of the page programs: the classic tracepoint programs (whose return
     // value matters) and the default tp_btf ones.
-    let result = scenario(&["--classic-tracepoints"]).and_then(|()| scenario(&[]));
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(|| scenario(&["--classic-tracepoints"]).and_then(|()| scenario(&[])));
 }
 
 fn tracepoint_id() -> Result<u64> {

@@ -17,7 +17,7 @@
 use std::{path::PathBuf, sync::Mutex, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
-use memtrace_tests::{child_value, log, mib, require_bpf, run_memtrace, ChildWorkload, MIB};
+use memtrace_tests::{child_value, log, mib, run_memtrace, run_scenario, ChildWorkload, MIB};
 
 /// The child workload binary of this package.
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
@@ -168,14 +168,10 @@ fn check_first(doc: &Value, pid: u32, queued: u64, netns: u64) -> Result<()> {
     Ok(())
 }
 
+/// One socket scenario at a time (they share network namespaces).
 fn run(scenario: fn() -> Result<()>) {
-    if !require_bpf() {
-        return;
-    }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if let Err(e) = scenario() {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 #[test]

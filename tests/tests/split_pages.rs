@@ -14,8 +14,8 @@ use std::{fs, ptr, time::Duration};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, find_stacks_with_all, log, mib, require_bpf,
-    sum_allocated_bytes, sum_bytes, Tracer, MIB,
+    find_stacks_with_all, log, mib, require_bpf, run_scenario, sum_allocated_bytes, sum_bytes,
+    Tracer, MIB,
 };
 
 const HUGE: usize = 2 * MIB as usize;
@@ -31,11 +31,7 @@ fn split_huge_pages_are_freed_piece_by_piece() {
         eprintln!("\n!!! SKIPPED split_huge_pages_are_freed_piece_by_piece: {reason}\n");
         return;
     }
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 fn thp_unavailable() -> Option<String> {

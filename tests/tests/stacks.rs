@@ -15,8 +15,7 @@ use std::collections::BTreeSet;
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, child_value, log, mib, require_bpf, ChildWorkload, Report,
-    Stack, Tracer, MIB,
+    child_value, log, mib, run_scenario, ChildWorkload, Report, Stack, Tracer, MIB,
 };
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_memtrace-workload");
@@ -24,14 +23,7 @@ const HOLD: u64 = 16 * MIB;
 
 #[test]
 fn colliding_stacks_go_to_the_second_map() {
-    if !require_bpf() {
-        return;
-    }
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 fn names(stack: &Stack) -> Vec<String> {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use memtrace_tests::{
-    assert_no_memtrace_programs_loaded, find_stacks, folded_bytes, log, mib, require_bpf,
-    sum_allocated_bytes, sum_bytes, tcp_hold, Report, Stack, Tracer, MIB,
+    find_stacks, folded_bytes, log, mib, run_scenario, sum_allocated_bytes, sum_bytes, tcp_hold,
+    Report, Stack, Tracer, MIB,
 };
 
 const PAYLOAD: u64 = 64 * MIB;
@@ -33,14 +33,7 @@ fn log_top(label: &str, report: &Report) {
 
 #[test]
 fn tcp_receive_queue_is_attributed_then_freed() {
-    if !require_bpf() {
-        return;
-    }
-    let result = scenario();
-    assert_no_memtrace_programs_loaded();
-    if let Err(e) = result {
-        panic!("{e:#}");
-    }
+    run_scenario(scenario);
 }
 
 fn scenario() -> Result<()> {
