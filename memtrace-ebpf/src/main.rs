@@ -1,10 +1,18 @@
-//! memtrace's eBPF programs.
+//! memtrace's eBPF programs, one probe per file in `probes/` (maps and shared helpers in
+//! `maps.rs`):
 //!
-//! Data path: `probes::page_alloc` records every traced page allocation in `OUTSTANDING`
-//! (keyed by head pfn) with its kernel stack and adds it to that stack's aggregate;
-//! `probes::page_free` finds the allocation a free releases (by head pfn, or by searching the
-//! heads of higher-order allocations that cover the pfn) and takes it out again. User space reads
-//! the maps once the programs are detached.
+//! - `page_alloc` / `page_free` (tp_btf, or classic `kmem:` tracepoints): every traced page
+//!   allocation recorded with its kernel stack and added to that stack's aggregate, and taken
+//!   out again by the free that releases it (also part of a split allocation);
+//! - `slab`, `percpu`, `vmalloc` (classic tracepoints, plus fentry on `kmem_cache_free_bulk`),
+//!   with their shared object logic in `objects`; the slab cache of a stack is read through its
+//!   first object's slab;
+//! - `owner`: the in-kernel owner filters and the grace period;
+//! - `calib`: start-up-only programs that watch memtrace's own allocations so user space can
+//!   calibrate `struct page *` → pfn and object → `struct page`.
+//!
+//! User space reads the maps while the programs run (progress, snapshots) and once they are
+//! detached (the report).
 #![no_std]
 #![no_main]
 // Atomic read-modify-write: the bpf target has no `Atomic*::fetch_add` in core, but LLVM lowers

@@ -227,9 +227,6 @@ fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
         .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
-/// All entries of a hash map, in batches of many entries per syscall (one lookup per key for
-/// 1 M records would take seconds); falls back to key-by-key iteration where batching is
-/// unsupported.
 /// Every (index, value) of an array map: batched (tens of thousands of slots in a few
 /// syscalls), or one lookup per slot on kernels without batched array lookups.
 fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<(u32, V)>> {
@@ -252,6 +249,9 @@ fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<
 /// Entries per batched lookup.
 const BATCH: u32 = 16_384;
 
+/// All entries of a hash map, in batches of many entries per syscall (one lookup per key for
+/// 1 M records would take seconds); falls back to key-by-key iteration where batching is
+/// unsupported.
 fn read_hash<K, V>(m: &Map, name: &str) -> anyhow::Result<Vec<(K, V)>>
 where
     K: aya::Pod + Default,

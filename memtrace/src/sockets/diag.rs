@@ -4,6 +4,10 @@
 //! The encoding and decoding are pure functions on byte buffers, so they are tested on replies
 //! captured from a real kernel (`fixtures/`); only [`open`] and [`dump`] make system calls.
 //!
+//! Hand-written rather than built on `netlink-packet-sock-diag`: that crate rejects the
+//! 32-byte `SK_MEMINFO` attribute older kernels send (it expects the newer, longer one), and
+//! the memory figures are the whole point here; the wire format memtrace needs is small.
+//!
 //! Wire formats (`linux/netlink.h`, `linux/sock_diag.h`, `linux/inet_diag.h`,
 //! `linux/unix_diag.h`): every message is a 16-byte `nlmsghdr` followed by its payload, padded
 //! to 4 bytes (`NLMSG_ALIGN`); a socket reply is an `inet_diag_msg` (72 bytes) or a
