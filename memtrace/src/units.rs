@@ -57,7 +57,7 @@ pub fn compact_utc(unix_secs: f64) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` of a Unix time (whole seconds, rounded down).
 fn rfc3339_seconds(unix_secs: f64) -> Option<String> {
-    if !unix_secs.is_finite() || unix_secs < 0.0 || unix_secs >= 253_402_300_800.0 {
+    if !(0.0..253_402_300_800.0).contains(&unix_secs) {
         return None;
     }
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.floor() as u64);
