@@ -573,6 +573,49 @@ mod tests {
     }
 
     #[test]
+    fn tp_btf_only_where_the_prototypes_match() {
+        let dir = tree("6.18");
+        // BTF with the page tracepoints as the tp_btf programs read them.
+        let good = KernelBtf::parse(&crate::kernel::btf::tests::kernel_like(64)).expect("btf");
+        let mut f = facts(dir.path());
+        f.btf = Ok(&good);
+        let p = plan(&opts(&[Kind::Page]), &f).expect("plan");
+        assert_eq!(p.page_btf, Ok(64));
+        assert_eq!(
+            (p.config.page_struct_size, p.config.page_struct_shift),
+            (64, 6)
+        );
+        // --classic-tracepoints: not even tried.
+        let mut classic = opts(&[Kind::Page]);
+        classic.classic_tracepoints = true;
+        let p = plan(&classic, &f).expect("plan");
+        assert!(p
+            .page_btf
+            .is_err_and(|e| e.contains("--classic-tracepoints")));
+        // A kernel whose mm_page_free passes something else first: classic, with the reason.
+        let other = KernelBtf::parse(&crate::kernel::btf::tests::blob(&[
+            (1, "unsigned int", 0, 4, vec![32]),
+            (4, "page", 0, 64, vec![]),
+            (2, "", 0, 0, vec![]),
+            (13, "", 4, 0, vec![0, 3, 0, 1, 0, 1, 0, 1]),
+            (2, "", 0, 4, vec![]),
+            (8, "btf_trace_mm_page_alloc", 0, 5, vec![]),
+            (8, "btf_trace_mm_page_free", 0, 5, vec![]),
+        ]))
+        .expect("btf");
+        f.btf = Ok(&other);
+        let p = plan(&opts(&[Kind::Page]), &f).expect("plan");
+        assert!(
+            p.page_btf
+                .as_ref()
+                .is_err_and(|e| e.contains("has arguments")),
+            "{:?}",
+            p.page_btf
+        );
+        assert_eq!(p.config.page_struct_size, 0);
+    }
+
+    #[test]
     fn nothing_traceable_is_an_error_naming_each_kind() {
         let dir = tempfile::tempdir().expect("temp dir");
         let err = match plan(&opts(&[Kind::Page, Kind::Vmalloc]), &facts(dir.path())) {
