@@ -103,26 +103,51 @@ pub struct Snapshot {
 /// A stack across reports: (kind, stack id; `None` for "stack unavailable").
 type StackKey = (Kind, Option<u32>);
 
-/// Outstanding bytes of every stack, per snapshot, kept for the growth verdict.
+/// Outstanding bytes of every stack, per snapshot, kept for the growth verdict: every
+/// snapshot of a session, or only the last `window` of a session that does not end.
 #[derive(Clone, Debug, Default)]
 pub struct SeriesBook {
-    /// Seconds since the start of each snapshot.
+    /// Seconds since the start of each snapshot kept.
     pub at_secs: Vec<f64>,
-    /// (kind, stack id) → (snapshot index, bytes).
+    /// (kind, stack id) → (snapshot number, bytes); numbers count from the first snapshot
+    /// ever taken, `dropped` of them are gone.
     points: HashMap<StackKey, Vec<(usize, u64)>>,
+    /// Snapshots dropped from the front (only with a window).
+    dropped: usize,
+    /// Most snapshots kept (0: all).
+    window: usize,
 }
 
 impl SeriesBook {
+    /// A book that keeps only the last `window` snapshots (memory bounded for sessions that
+    /// run for weeks).
+    pub fn with_window(window: usize) -> Self {
+        SeriesBook {
+            window,
+            ..Default::default()
+        }
+    }
+
     /// Records every stack of a snapshot report taken `at_secs` into the session, and returns
     /// its compact form with the `top` largest stacks.
     pub fn record(&mut self, report: &Report, at_secs: f64, top: usize) -> Snapshot {
-        let index = self.at_secs.len();
+        let index = self.dropped + self.at_secs.len();
         self.at_secs.push(at_secs);
         for s in &report.stacks {
             self.points
                 .entry((s.kind, s.stack_id))
                 .or_default()
                 .push((index, s.bytes));
+        }
+        if self.window > 0 && self.at_secs.len() > self.window {
+            let excess = self.at_secs.len() - self.window;
+            self.at_secs.drain(..excess);
+            self.dropped += excess;
+            let first = self.dropped;
+            self.points.retain(|_, points| {
+                points.retain(|&(i, _)| i >= first);
+                !points.is_empty()
+            });
         }
         Snapshot {
             at_secs,
@@ -160,7 +185,9 @@ impl SeriesBook {
             let mut series = vec![0u64; self.at_secs.len()];
             if let Some(points) = self.points.get(&(s.kind, s.stack_id)) {
                 for &(i, bytes) in points {
-                    series[i] = bytes;
+                    if let Some(slot) = i.checked_sub(self.dropped).and_then(|i| series.get_mut(i)) {
+                        *slot = bytes;
+                    }
                 }
             }
             series.push(s.bytes);
@@ -232,6 +259,34 @@ mod tests {
         assert!(!is_growing(&[0, 100 * P], P));
         // Growth below the minimum.
         assert!(!is_growing(&[0, 1, 2, 3], P));
+    }
+
+    #[test]
+    fn a_window_keeps_the_last_snapshots_only() {
+        use crate::model::testkit::empty_stack;
+        let report = |bytes: u64| Report {
+            stacks: vec![crate::model::StackReport {
+                bytes,
+                ..empty_stack()
+            }],
+            ..Default::default()
+        };
+        let mut book = SeriesBook::with_window(3);
+        for (i, b) in [0u64, 100, 200, 300, 400].iter().enumerate() {
+            book.record(&report(b * P), i as f64, 10);
+        }
+        assert_eq!(book.at_secs, [2.0, 3.0, 4.0]);
+        let mut end = report(500 * P);
+        book.apply(&mut end, 5.0, P);
+        let g = end.stacks[0].growth.as_ref().expect("growth");
+        assert_eq!(g.series, [200 * P, 300 * P, 400 * P, 500 * P]);
+        assert!(g.growing);
+        // A stack gone from the window is forgotten.
+        let mut book = SeriesBook::with_window(2);
+        book.record(&report(P), 0.0, 10);
+        book.record(&Report::default(), 1.0, 10);
+        book.record(&Report::default(), 2.0, 10);
+        assert!(book.points.is_empty());
     }
 
     #[test]
