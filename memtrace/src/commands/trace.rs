@@ -170,7 +170,7 @@ impl TraceArgs {
     /// The session these arguments ask for.
     pub fn session_options(&self) -> SessionOptions {
         SessionOptions {
-            duration: self.duration,
+            duration: Some(self.duration),
             min_age: self.min_age,
             grace: self.grace(),
             interval: self.interval,
@@ -196,6 +196,8 @@ impl TraceArgs {
             },
             outputs: self.output.options(),
             output_dir: self.output_dir.clone(),
+            print_snapshots: true,
+            snapshot_window: 0,
         }
     }
 }

@@ -185,7 +185,8 @@ impl SeriesBook {
             let mut series = vec![0u64; self.at_secs.len()];
             if let Some(points) = self.points.get(&(s.kind, s.stack_id)) {
                 for &(i, bytes) in points {
-                    if let Some(slot) = i.checked_sub(self.dropped).and_then(|i| series.get_mut(i)) {
+                    if let Some(slot) = i.checked_sub(self.dropped).and_then(|i| series.get_mut(i))
+                    {
                         *slot = bytes;
                     }
                 }

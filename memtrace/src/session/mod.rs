@@ -69,7 +69,8 @@ pub struct FilterSpec {
 /// Everything a session needs, decided by the command line.
 #[derive(Clone, Debug)]
 pub struct SessionOptions {
-    pub duration: Duration,
+    /// `None`: until SIGINT/SIGTERM (`memtrace serve`).
+    pub duration: Option<Duration>,
     /// Only allocations at least this old at the end count as outstanding.
     pub min_age: Duration,
     /// The last part of the session that records no new allocations (zero: none).
@@ -86,6 +87,11 @@ pub struct SessionOptions {
     pub filters: FilterSpec,
     pub outputs: OutputOptions,
     pub output_dir: Option<PathBuf>,
+    /// Print each snapshot's compact form on stdout (`trace --interval`).
+    pub print_snapshots: bool,
+    /// Keep only the last this many snapshots (0: all): a session that does not end must
+    /// not grow.
+    pub snapshot_window: usize,
 }
 
 impl SessionOptions {
@@ -150,7 +156,11 @@ impl Session {
         let tracer = loader::load(opts.load.clone())?;
         let started = Instant::now();
         let started_unix = sysinfo::unix_now();
-        let progress = Progress::new(opts.quiet, started, opts.duration);
+        let progress = Progress::new(
+            opts.quiet || opts.duration.is_none(),
+            started,
+            opts.duration.unwrap_or_default(),
+        );
         for k in tracer.kinds.iter().filter(|k| !k.traced) {
             progress.warn(&format!(
                 "not tracing {}: {}",
@@ -169,7 +179,7 @@ impl Session {
             hostname,
             kernel: sysinfo::kernel_release(),
             started_at_unix: started_unix,
-            requested_duration_secs: round_ms(opts.duration),
+            requested_duration_secs: opts.duration.map_or(0.0, round_ms),
             min_age_secs: round_ms(opts.min_age),
             page_size: tracer.config.page_size,
             max_allocations: opts.load.max_allocations,
@@ -191,11 +201,12 @@ impl Session {
         };
         let schedule = Schedule::new(
             started,
-            Some(opts.duration),
+            opts.duration,
             opts.grace,
             opts.interval,
             progress.every(),
         );
+        let book = SeriesBook::with_window(opts.snapshot_window);
         Ok(Session {
             opts,
             signals,
@@ -206,7 +217,7 @@ impl Session {
             base_info,
             build_opts,
             schedule,
-            book: SeriesBook::default(),
+            book,
             snapshots: Vec::new(),
             symbolizer: None,
         })
@@ -215,6 +226,22 @@ impl Session {
     /// Runs until the duration is over or SIGINT/SIGTERM arrives, starting the grace period,
     /// updating the progress display and taking snapshots on the way.
     pub fn run(&mut self) -> anyhow::Result<EndedBy> {
+        self.run_inner(None::<&mut fn(&Report) -> anyhow::Result<()>>)
+    }
+
+    /// [`Session::run`], handing every snapshot's whole report (owners named) to
+    /// `on_snapshot` (`memtrace serve` publishes it).
+    pub fn run_with(
+        &mut self,
+        mut on_snapshot: impl FnMut(&Report) -> anyhow::Result<()>,
+    ) -> anyhow::Result<EndedBy> {
+        self.run_inner(Some(&mut on_snapshot))
+    }
+
+    fn run_inner<F: FnMut(&Report) -> anyhow::Result<()>>(
+        &mut self,
+        mut on_snapshot: Option<&mut F>,
+    ) -> anyhow::Result<EndedBy> {
         loop {
             if let EndedBy::Signal(sig) = self.signals.wait_until(self.schedule.wake()) {
                 return Ok(EndedBy::Signal(sig));
@@ -243,7 +270,7 @@ impl Session {
                         let at_secs = round_ms(now - self.schedule.started());
                         // A snapshot that fails (disk full, stdout closed) is a warning: the
                         // session and its final report go on.
-                        if let Err(e) = self.snapshot(at_secs) {
+                        if let Err(e) = self.snapshot(at_secs, on_snapshot.as_deref_mut()) {
                             self.progress
                                 .warn(&format!("snapshot at {at_secs:.1}s: {e:#}"));
                         }
@@ -254,9 +281,14 @@ impl Session {
         }
     }
 
-    /// Reads the maps while the programs run: the compact snapshot on stdout, kept for the
-    /// final report, and with `--output-dir` a whole report set of the session so far.
-    fn snapshot(&mut self, at_secs: f64) -> anyhow::Result<()> {
+    /// Reads the maps while the programs run: the compact snapshot (printed with
+    /// `print_snapshots`, kept for the final report), with `--output-dir` a whole report set of
+    /// the session so far, and the whole report for `on_snapshot`.
+    fn snapshot<F: FnMut(&Report) -> anyhow::Result<()>>(
+        &mut self,
+        at_secs: f64,
+        on_snapshot: Option<&mut F>,
+    ) -> anyhow::Result<()> {
         let raw = collector::collect(&self.tracer).context("reading the kernel maps (snapshot)")?;
         let info = SessionInfo {
             duration_secs: at_secs,
@@ -266,21 +298,37 @@ impl Session {
         let sym = self.symbolizer.get_or_insert_with(KernelSymbolizer::new);
         let mut report = build_report(&raw, info, sym, &self.build_opts);
         let snap = self.book.record(&report, at_secs, self.opts.top());
-        let printed = self.progress.suspend(|| -> anyhow::Result<()> {
-            let mut out = std::io::stdout().lock();
-            out.write_all(render::text::render_snapshot(&snap).as_bytes())
-                .and_then(|()| out.flush())
-                .context("writing a snapshot to stdout")
-        });
+        let printed = if self.opts.print_snapshots {
+            self.progress.suspend(|| -> anyhow::Result<()> {
+                let mut out = std::io::stdout().lock();
+                out.write_all(render::text::render_snapshot(&snap).as_bytes())
+                    .and_then(|()| out.flush())
+                    .context("writing a snapshot to stdout")
+            })
+        } else {
+            Ok(())
+        };
         self.snapshots.push(snap);
+        let window = self.opts.snapshot_window;
+        if window > 0 && self.snapshots.len() > window {
+            let excess = self.snapshots.len() - window;
+            self.snapshots.drain(..excess);
+        }
+        if self.output_dir.is_none() && on_snapshot.is_none() {
+            return printed;
+        }
+        // The snapshot files and the observer get whole reports of the session so far.
+        report.snapshots = self.snapshots.clone();
+        self.resolver.rescan();
+        annotate::annotate(&mut report, &self.resolver, &annotate::ProcFs);
         if let Some(dir) = &self.output_dir {
-            // The snapshot files are whole reports of the session so far.
-            report.snapshots = self.snapshots.clone();
-            self.resolver.rescan();
-            annotate::annotate(&mut report, &self.resolver, &annotate::ProcFs);
             let rendered = Rendered::new(&report, &self.opts.outputs, Formats::OUTPUT_DIR)?;
             dir.write_snapshot(self.snapshots.len(), at_secs, &rendered)
                 .context("writing a snapshot into the output directory")?;
+        }
+        if let Some(observer) = on_snapshot {
+            self.book.apply(&mut report, at_secs, raw.page_size);
+            observer(&report)?;
         }
         printed
     }
@@ -464,7 +512,10 @@ fn start_line(
             .map(|k| k.kind.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        humantime::format_duration(opts.duration),
+        opts.duration.map_or_else(
+            || "as long as it runs".to_string(),
+            |d| humantime::format_duration(d).to_string()
+        ),
         tracer.hooks.join(", "),
         opts.load.max_allocations,
         opts.load.max_objects,
