@@ -3,6 +3,7 @@
 
 pub mod folded;
 pub mod json;
+pub mod metrics;
 pub mod pprof;
 pub mod svg;
 pub mod text;
