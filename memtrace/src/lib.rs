@@ -20,6 +20,7 @@ pub mod progress;
 pub mod render;
 pub mod report;
 pub mod saved;
+pub mod serve;
 pub mod session;
 pub mod sockets;
 pub mod symbolize;
