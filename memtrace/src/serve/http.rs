@@ -432,7 +432,9 @@ impl fmt::Debug for Server {
 impl Server {
     /// Binds `config.listen` and starts serving `routes` on a thread of its own. Fails (one
     /// line naming the fix) when the address cannot be bound.
-    pub fn start(config: ServerConfig, routes: Routes) -> Result<Server, ServeError> {
+    pub fn start(mut config: ServerConfig, routes: Routes) -> Result<Server, ServeError> {
+        // A NUL would make spawning the threads panic.
+        config.thread_name.retain(|c| c != '\0');
         let addr = config.listen;
         let listener = TcpListener::bind(addr).map_err(|e| bind_error(addr, e))?;
         let local_addr = listener.local_addr().map_err(|source| ServeError::Setup {
@@ -591,6 +593,11 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener, wake: &UnixStream) {
 /// 503 written without blocking.
 fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
     bump(&inner.counters.accepted);
+    // Linux does not pass the listener's O_NONBLOCK on to accepted sockets; be explicit, the
+    // connection threads rely on blocking reads with timeouts.
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
     let max = inner.config.max_connections.max(1);
     let mut registry = inner.registry();
     registry.join_finished();
