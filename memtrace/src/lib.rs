@@ -26,6 +26,7 @@ pub(crate) mod privileges;
 pub(crate) mod progress;
 pub(crate) mod render;
 pub(crate) mod schema;
+pub(crate) mod serve;
 pub(crate) mod session;
 pub(crate) mod sockets;
 pub(crate) mod symbolize;

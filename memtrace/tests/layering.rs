@@ -46,6 +46,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("schema", &["model"]),
     ("progress", &["model", "units"]),
     ("output", &["render", "schema", "model", "units", "fsutil"]),
+    // Serving rendered reports over HTTP (`memtrace serve`).
+    ("serve", &["render", "schema", "model", "units"]),
     (
         "session",
         &[
@@ -59,6 +61,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "progress",
             "render",
             "schema",
+            "serve",
             "sockets",
             "symbolize",
             "sysinfo",

@@ -9,6 +9,7 @@ mod bench;
 mod bootstrap;
 mod cmd;
 mod kernels;
+mod prometheus;
 mod python;
 
 use std::{
@@ -337,6 +338,9 @@ fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
     // The pprof output is checked by an independent decoder (Python protobuf with the
     // published profile.proto): the tests that need it fail, not skip, under xtask.
     let python = python::ensure_env(&ctx.target_dir)?;
+    // A real Prometheus scrapes `memtrace serve` and promtool lints /metrics: installed through
+    // apt when missing; the tests that need them fail, not skip, under xtask.
+    let prom = prometheus::ensure(&mut kernels::Apt::default())?;
     let host = cmd::run(
         ctx.cargo()
             .args([
@@ -349,7 +353,9 @@ fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
             ])
             .env(OBJECT_ENV, &object)
             .env(BIN_ENV, &bin)
-            .env(PYTHON_ENV, &python),
+            .env(PYTHON_ENV, &python)
+            .env(prometheus::PROMETHEUS_ENV, &prom.prometheus)
+            .env(prometheus::PROMTOOL_ENV, &prom.promtool),
         "fix the failing tests above",
     )
     .and_then(|()| {
@@ -367,7 +373,9 @@ fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
                 ])
                 .env(OBJECT_ENV, &object)
                 .env(BIN_ENV, &bin)
-                .env(PYTHON_ENV, &python),
+                .env(PYTHON_ENV, &python)
+                .env(prometheus::PROMETHEUS_ENV, &prom.prometheus)
+                .env(prometheus::PROMTOOL_ENV, &prom.promtool),
             "fix the failing scenario tests above (tests/)",
         )
     });

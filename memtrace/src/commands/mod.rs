@@ -7,6 +7,7 @@ pub mod exit;
 pub mod generate;
 pub mod overview;
 pub mod report;
+pub mod serve;
 pub mod sockets;
 pub mod trace;
 
@@ -14,10 +15,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub use args::{parse_classes, parse_duration, parse_kinds, parse_size, OutputArgs};
+pub use args::{
+    parse_classes, parse_duration, parse_kinds, parse_size, OutputArgs, TracingArgs,
+    DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_OBJECTS,
+};
 use generate::GenerateArgs;
 use overview::OverviewArgs;
 use report::ReportArgs;
+use serve::ServeArgs;
 use sockets::SocketsArgs;
 use trace::TraceArgs;
 
@@ -63,6 +68,11 @@ pub enum Command {
     /// processes and pods.
     #[command(after_help = SOCKETS_EXAMPLES)]
     Sockets(SocketsArgs),
+    /// Trace without end and serve the latest snapshot over HTTP: Prometheus metrics
+    /// (/metrics), a pprof profile for Parca / Pyroscope (/debug/pprof/heap), the report
+    /// (/report.json), /healthz.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(Box<ServeArgs>),
     /// Write the man pages and shell completions (used by `cargo xtask man`).
     #[command(hide = true)]
     Generate(GenerateArgs),
@@ -89,6 +99,15 @@ const OVERVIEW_EXAMPLES: &str = "Examples:
   memtrace overview --cgroups --json overview.json
   memtrace overview --unexplained-warn 512MiB --unexplained-warn-percent 3";
 
+const SERVE_EXAMPLES: &str = "Examples:
+  # Serve on loopback, a snapshot every minute:
+  memtrace serve
+  # In a DaemonSet behind a NetworkPolicy, every 30 s:
+  memtrace serve --listen 0.0.0.0:9465 --interval 30s
+  # Look at it:
+  curl -s localhost:9465/metrics | grep memtrace_outstanding_bytes
+  go tool pprof -top http://localhost:9465/debug/pprof/heap";
+
 const SOCKETS_EXAMPLES: &str = "Examples:
   memtrace sockets                       # every socket holding at least 1 MiB, largest first
   memtrace sockets --min-bytes 0 --top 0 --json sockets.json";
@@ -103,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Report(args) => report::run(args),
         Command::Overview(args) => overview::run(args),
         Command::Sockets(args) => sockets::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Generate(args) => generate::run(args),
     };
     match result {

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use memtrace_common::Kind;
 
 use super::args::FlameByArg;
-use super::trace::{SortBy, DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_OBJECTS};
+use super::trace::SortBy;
 use super::*;
 use crate::model::classify::KERNEL_CLASSES;
 use crate::model::Class;
@@ -93,15 +93,15 @@ fn defaults_and_flags() {
     assert_eq!(t.output.top, 10);
     assert!(!t.quiet && t.output_dir.is_none());
     assert_eq!(t.output.flame_by, FlameByArg::Outstanding);
-    assert_eq!(t.max_allocations, DEFAULT_MAX_ALLOCATIONS);
-    assert_eq!(t.max_objects, DEFAULT_MAX_OBJECTS);
-    assert_eq!(t.sample, 1);
-    assert_eq!(t.movable_stack_every, 64);
-    assert!(!t.classic_tracepoints);
+    assert_eq!(t.tracing.max_allocations, DEFAULT_MAX_ALLOCATIONS);
+    assert_eq!(t.tracing.max_objects, DEFAULT_MAX_OBJECTS);
+    assert_eq!(t.tracing.sample, 1);
+    assert_eq!(t.tracing.movable_stack_every, 64);
+    assert!(!t.tracing.classic_tracepoints);
     // Default grace: 20 % of the duration (30 s → 6 s), at most a minute.
     assert_eq!(t.grace(), Duration::from_secs(6));
     assert_eq!(t.sort, SortBy::Bytes);
-    assert!(t.pid.is_empty() && t.interval.is_none());
+    assert!(t.tracing.pid.is_empty() && t.interval.is_none());
     for (args, grace) in [
         (&["--duration", "10m"][..], 60),
         (&["--duration", "10s"][..], 2),
@@ -114,12 +114,12 @@ fn defaults_and_flags() {
         assert_eq!(t.grace(), Duration::from_secs(grace), "{args:?}");
     }
     // The default session is kernel memory: movable pages are skipped in the kernel.
-    assert_eq!(t.classes(), KERNEL_CLASSES.to_vec());
-    assert!(t.skip_movable());
+    assert_eq!(t.tracing.classes(), KERNEL_CLASSES.to_vec());
+    assert!(t.tracing.skip_movable());
     for (classes, skip) in [("all", false), ("network,shmem", false), ("kernel", true)] {
         let cli = Cli::try_parse_from(["memtrace", "trace", "--class", classes]).unwrap();
         let t = trace(cli);
-        assert_eq!(t.skip_movable(), skip, "{classes}");
+        assert_eq!(t.tracing.skip_movable(), skip, "{classes}");
     }
     assert!(Cli::try_parse_from(["memtrace", "trace", "--sample", "0"]).is_err());
     let cli = Cli::try_parse_from([
@@ -142,7 +142,7 @@ fn defaults_and_flags() {
     let t = trace(cli);
     assert_eq!(t.duration, Duration::from_secs(120));
     assert_eq!(t.min_age, Duration::from_secs(5));
-    assert_eq!(t.max_stacks, 100);
+    assert_eq!(t.tracing.max_stacks, 100);
     assert!(Cli::try_parse_from(["memtrace", "trace", "--duration", "x"]).is_err());
     // Owner filters, grace, interval, sort.
     let cli = Cli::try_parse_from([
@@ -167,10 +167,10 @@ fn defaults_and_flags() {
     ])
     .unwrap();
     let t = trace(cli);
-    assert_eq!(t.pid, vec![1, 2, 3]);
-    assert_eq!(t.comm, vec!["nginx".to_string()]);
-    assert_eq!(t.cgroup, vec!["/a".to_string(), "b/c".to_string()]);
-    assert_eq!(t.pod, vec!["1234".to_string()]);
+    assert_eq!(t.tracing.pid, vec![1, 2, 3]);
+    assert_eq!(t.tracing.comm, vec!["nginx".to_string()]);
+    assert_eq!(t.tracing.cgroup, vec!["/a".to_string(), "b/c".to_string()]);
+    assert_eq!(t.tracing.pod, vec!["1234".to_string()]);
     assert_eq!(t.interval, Some(Duration::from_secs(10)));
     assert_eq!(t.sort, SortBy::Growth);
     assert!(Cli::try_parse_from(["memtrace", "trace", "--sort", "age"]).is_err());
@@ -216,13 +216,13 @@ fn kinds() {
     assert!(parse_kinds("").is_err());
     let cli = Cli::try_parse_from(["memtrace", "trace"]).unwrap();
     let t = trace(cli);
-    assert_eq!(t.kind, vec![Kind::Page, Kind::Slab]);
-    assert_eq!(t.class, None);
+    assert_eq!(t.tracing.kind, vec![Kind::Page, Kind::Slab]);
+    assert_eq!(t.tracing.class, None);
     let cli =
         Cli::try_parse_from(["memtrace", "trace", "--kind", "all", "--class", "kernel"]).unwrap();
     let t = trace(cli);
-    assert_eq!(t.kind.len(), 4);
-    let classes = t.class.unwrap();
+    assert_eq!(t.tracing.kind.len(), 4);
+    let classes = t.tracing.class.unwrap();
     assert!(!classes.contains(&Class::UserAnon) && !classes.contains(&Class::PageCache));
     assert!(classes.contains(&Class::Network));
 }

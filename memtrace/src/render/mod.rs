@@ -3,6 +3,7 @@
 //! (`crate::schema`).
 
 pub mod folded;
+pub mod metrics;
 pub mod pprof;
 pub mod sockets;
 pub mod svg;

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::model::Report;
-pub use v1::{to_string_pretty, VERSION as JSON_SCHEMA_VERSION};
+pub use v1::{to_string_pretty, to_vec_compact, VERSION as JSON_SCHEMA_VERSION};
 
 /// Why a saved session can't be read.
 #[derive(Debug, thiserror::Error)]

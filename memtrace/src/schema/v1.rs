@@ -1385,6 +1385,17 @@ impl From<SocketV1> for Socket {
     }
 }
 
+/// The report as compact JSON (sorted keys, no indentation, a trailing newline): what
+/// `memtrace serve` answers on `/report.json`.
+pub fn to_vec_compact(report: &Report) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context as _;
+    let value =
+        serde_json::to_value(ReportV1::from(report)).context("serializing the JSON report")?;
+    let mut v = serde_json::to_vec(&value).context("serializing the JSON report")?;
+    v.push(b'\n');
+    Ok(v)
+}
+
 /// The report as JSON: sorted keys, two-space indent, a trailing newline.
 pub fn to_string_pretty(report: &Report) -> anyhow::Result<String> {
     use anyhow::Context as _;

@@ -92,6 +92,10 @@ pub struct SessionOptions {
     /// Keep only the last this many snapshots (0: all): a session that does not end must
     /// not grow.
     pub snapshot_window: usize,
+    /// The first snapshot this long after the start (`None`: one interval).
+    pub first_snapshot_after: Option<Duration>,
+    /// The host name reports carry (`None`: the kernel's).
+    pub hostname: Option<String>,
 }
 
 impl SessionOptions {
@@ -134,7 +138,7 @@ impl Session {
         let signals = StopSignals::block()?;
         // Output files that can't be written fail now, not after the session.
         opts.outputs.check_dirs()?;
-        let hostname = sysinfo::host_name();
+        let hostname = opts.hostname.clone().unwrap_or_else(sysinfo::host_name);
         // Before anything is loaded: an output directory that can't be written fails fast.
         let output_dir = opts
             .output_dir
@@ -199,13 +203,16 @@ impl Session {
             max_owners: 5,
             classes: Some(opts.classes.clone()),
         };
-        let schedule = Schedule::new(
+        let mut schedule = Schedule::new(
             started,
             opts.duration,
             opts.grace,
             opts.interval,
             progress.every(),
         );
+        if let Some(delay) = opts.first_snapshot_after {
+            schedule = schedule.first_snapshot_after(delay);
+        }
         let book = SeriesBook::with_window(opts.snapshot_window);
         Ok(Session {
             opts,

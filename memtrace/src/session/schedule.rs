@@ -83,6 +83,15 @@ impl Schedule {
         due
     }
 
+    /// The first snapshot comes `delay` after the start instead of one interval after it
+    /// (`memtrace serve` publishes one right away).
+    pub fn first_snapshot_after(mut self, delay: Duration) -> Self {
+        if self.interval.is_some() {
+            self.next_snapshot = Some(self.started + delay);
+        }
+        self
+    }
+
     /// The grace period started at `now`.
     pub fn grace_started(&mut self, now: Instant) {
         self.grace_begun = Some(now);
@@ -205,6 +214,20 @@ mod tests {
         assert!(s.due(t0 + 10_000 * S).is_empty());
         let s = Schedule::new(t0, None, Duration::ZERO, Some(60 * S), None);
         assert_eq!(s.wake(), Some(t0 + 60 * S));
+    }
+
+    #[test]
+    fn a_first_snapshot_right_away() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(t0, None, Duration::ZERO, Some(60 * S), None)
+            .first_snapshot_after(Duration::ZERO);
+        assert_eq!(s.due(t0), vec![Due::Snapshot(t0)]);
+        s.snapshot_done(t0, t0 + Duration::from_millis(300));
+        assert_eq!(s.wake(), Some(t0 + 60 * S));
+        // Without snapshots there is nothing to bring forward.
+        let s = Schedule::new(t0, None, Duration::ZERO, None, None)
+            .first_snapshot_after(Duration::ZERO);
+        assert_eq!(s.wake(), None);
     }
 
     #[test]

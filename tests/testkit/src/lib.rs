@@ -17,6 +17,8 @@
 //!   (anonymous memory faulted in and unmapped again); for the kinds and classes
 //!   [`unix_dgram_hold`] (skb slab objects), [`percpu_array_maps`] (percpu),
 //!   [`vmalloc_array_map`] (vmalloc), [`shmem_hold`], [`file_hold`], [`anon_hold`].
+//! - [`Prometheus`]: a real Prometheus server scraping given targets (`memtrace serve`), queried
+//!   through its HTTP API; [`http_get`] for memtrace's own endpoints.
 //! - The kernel's own accounting to compare with: [`SlabInfo`] (`/proc/slabinfo`),
 //!   [`vmalloc_areas`] (`/proc/vmallocinfo`), [`meminfo`], [`possible_cpus`].
 
@@ -27,6 +29,7 @@ mod holds;
 mod process;
 mod procfs;
 mod programs;
+mod prometheus;
 mod report;
 mod workload;
 
@@ -41,6 +44,10 @@ pub use holds::{
 };
 pub use process::{
     run_memtrace, run_memtrace_env, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX,
+};
+pub use prometheus::{
+    http_get, prometheus_bin, require_prometheus, url_encode, HttpReply, Prometheus,
+    PrometheusConfig, QuerySample, TargetHealth, PROMETHEUS_ENV,
 };
 pub use procfs::{
     memcg_kmem_accounting, meminfo, meminfo_field, parse_cpu_list, parse_meminfo,

@@ -42,7 +42,8 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use crate::{cmd, Ctx};
-use fetch::{Apt, HostTools, Kernel, KernelSpec};
+pub(crate) use fetch::{which, Apt};
+use fetch::{HostTools, Kernel, KernelSpec};
 use guest::{Boot, Console, GuestEnv, Outcome};
 use runner::{KindHooks, Plan, PlannedTest, Status, Work};
 
