@@ -18,7 +18,13 @@ use std::{
     process::Command,
 };
 
-use memtrace::serve::endpoints::{HEALTH_PATH, METRICS_PATH, PPROF_HEAP_PATH};
+/// memtrace serve's endpoints and default address (`memtrace serve --help`; the serve
+/// scenario, tests/tests/serve.rs, requests these paths from a running memtrace serve).
+const METRICS_PATH: &str = "/metrics";
+const PPROF_HEAP_PATH: &str = "/debug/pprof/heap";
+const HEALTH_PATH: &str = "/healthz";
+const DEFAULT_LISTEN: &str = "127.0.0.1:9465";
+
 use memtrace_tests::workspace_root;
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -1256,7 +1262,7 @@ fn serve_daemonset_manifest() {
     let (problems, _, serve) = check_serve_daemonset(&read(SERVE_DAEMONSET));
     problems.assert_none();
     // The scrapers' port is memtrace's default port (docs and examples say 9465).
-    let default_port = memtrace::serve::http::DEFAULT_LISTEN
+    let default_port = DEFAULT_LISTEN
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<i64>().ok());
     assert_eq!(serve.port, default_port, "{SERVE_DAEMONSET}: port");

@@ -5,11 +5,11 @@ use std::{path::PathBuf, time::Duration};
 use clap::Args;
 use memtrace_common::Kind;
 
-use crate::model::classify::{parse_class_list, Class};
 use crate::loader::LoadOptions;
+use crate::model::classify::{parse_class_list, Class};
 use crate::output::OutputOptions;
-use crate::session::FilterSpec;
 use crate::render::FlameBy;
+use crate::session::FilterSpec;
 
 /// Output files and the text report, shared by `trace` and `report`.
 #[derive(Debug, Clone, Args)]

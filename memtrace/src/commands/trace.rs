@@ -65,7 +65,6 @@ pub const DEFAULT_GRACE_SHARE: f64 = 0.2;
 /// ...but no more than this.
 pub const MAX_DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
-
 impl TraceArgs {
     /// The grace period at the end of the session (`--grace`, or the default).
     pub fn grace(&self) -> Duration {

@@ -179,8 +179,6 @@ pub struct Request {
     /// needs them yet; the parser's tests read them).
     #[cfg_attr(not(test), allow(dead_code))]
     pub headers: Vec<(String, String)>,
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub peer: Option<SocketAddr>,
 }
 
 impl Request {
@@ -592,7 +590,7 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener, wake: &UnixStream) {
                 return;
             }
             match listener.accept() {
-                Ok((stream, peer)) => admit(inner, stream, peer),
+                Ok((stream, _)) => admit(inner, stream),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
@@ -613,7 +611,7 @@ fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener, wake: &UnixStream) {
 
 /// Takes an accepted connection: a thread of its own, or (when every slot is busy answering) a
 /// 503 written without blocking.
-fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
+fn admit(inner: &Arc<Inner>, stream: TcpStream) {
     bump(&inner.counters.accepted);
     // Linux does not pass the listener's O_NONBLOCK on to accepted sockets; be explicit, the
     // connection threads rely on blocking reads with timeouts.
@@ -679,7 +677,7 @@ fn admit(inner: &Arc<Inner>, stream: TcpStream, peer: SocketAddr) {
             .stack_size(CONNECTION_STACK)
             .spawn(move || {
                 let _guard = Unregister { inner: &inner, id };
-                serve_connection(&inner, id, stream, peer);
+                serve_connection(&inner, id, stream);
             })
     };
     match spawned {
@@ -760,10 +758,10 @@ enum RequestError {
     Bad(&'static str),
 }
 
-fn serve_connection(inner: &Inner, id: u64, stream: TcpStream, peer: SocketAddr) {
+fn serve_connection(inner: &Inner, id: u64, stream: TcpStream) {
     let config = &inner.config;
     let accepted = Instant::now();
-    let request = read_request(&stream, config, accepted, Some(peer));
+    let request = read_request(&stream, config, accepted);
     {
         let mut registry = inner.registry();
         match registry.connections.get_mut(&id) {
@@ -838,7 +836,6 @@ fn read_request(
     stream: &TcpStream,
     config: &ServerConfig,
     accepted: Instant,
-    peer: Option<SocketAddr>,
 ) -> Result<Request, RequestError> {
     let deadline = accepted + config.request_deadline;
     let limit = config.max_request_bytes.max(64);
@@ -846,7 +843,7 @@ fn read_request(
     let mut chunk = [0u8; 2048];
     loop {
         if let Some(end) = head_end(&buf) {
-            return parse_request(&buf[..end], peer);
+            return parse_request(&buf[..end]);
         }
         // A request line that is complete can be judged before the headers arrive.
         if let Some(line_end) = buf.iter().position(|&b| b == b'\n') {
@@ -941,7 +938,7 @@ fn check_request_line(line: &[u8]) -> Result<(), RequestError> {
     split_request_line(line).map(|_| ())
 }
 
-fn parse_request(head: &[u8], peer: Option<SocketAddr>) -> Result<Request, RequestError> {
+fn parse_request(head: &[u8]) -> Result<Request, RequestError> {
     let mut lines = head.split(|&b| b == b'\n');
     let first = lines.next().unwrap_or_default();
     let (method, target) = split_request_line(first)?;
@@ -989,7 +986,6 @@ fn parse_request(head: &[u8], peer: Option<SocketAddr>) -> Result<Request, Reque
         path,
         query,
         headers,
-        peer,
     })
 }
 

@@ -36,6 +36,8 @@
 
 pub mod endpoints;
 pub mod http;
+#[cfg(test)]
+mod prometheus_tests;
 
 use std::sync::{Arc, PoisonError, RwLock};
 

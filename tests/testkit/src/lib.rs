@@ -43,11 +43,8 @@ pub use holds::{
     anon_hold, file_hold, shmem_hold, unix_dgram_hold, AnonHold, FileHold, ShmemHold, UnixDgramHold,
 };
 pub use process::{
-    run_memtrace, run_memtrace_env, run_memtrace_unprivileged, Finished, Tracer, READY_PREFIX,
-};
-pub use prometheus::{
-    http_get, prometheus_bin, require_prometheus, url_encode, HttpReply, Prometheus,
-    PrometheusConfig, QuerySample, TargetHealth, PROMETHEUS_ENV,
+    run_memtrace, run_memtrace_env, run_memtrace_unprivileged, Finished, Serve, Tracer,
+    READY_PREFIX, SERVING_PREFIX,
 };
 pub use procfs::{
     memcg_kmem_accounting, meminfo, meminfo_field, parse_cpu_list, parse_meminfo,
@@ -57,6 +54,10 @@ pub use procfs::{
 pub use programs::{
     assert_no_memtrace_programs_loaded, check_no_memtrace_programs_loaded,
     is_memtrace_program_name, loaded_memtrace_programs, LoadedProgram, PROGRAM_NAMES,
+};
+pub use prometheus::{
+    http_get, prometheus_bin, require_prometheus, url_encode, HttpReply, Prometheus,
+    PrometheusConfig, QuerySample, TargetHealth, PROMETHEUS_ENV,
 };
 pub use report::{
     backed_kind, find_kind_stacks, find_stacks, find_stacks_with_all, folded_bytes,

@@ -8,8 +8,8 @@ use std::{
 use memtrace_common::Counter;
 
 use super::*;
-use crate::model::{growth::Growth, CgroupOwner, PodOwner, ProgramStats};
 use crate::model::testkit::{mixed_report, sample_report};
+use crate::model::{growth::Growth, CgroupOwner, PodOwner, ProgramStats};
 
 /// The mixed-kind fixture with everything the renderer can show: pods and cgroups (more than
 /// the top N, an unresolved cgroup, two cgroups with the same path), growing stacks, failure

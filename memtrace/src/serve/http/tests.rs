@@ -612,11 +612,8 @@ fn request_parsing() {
     assert_eq!(head_end(b"GET / HTTP/1.1\n\n"), Some(16));
     assert_eq!(head_end(b"GET / HTTP/1.1\r\nA: b\r\n"), None);
     assert_eq!(head_end(b"\r\n"), None);
-    let req = parse_request(
-        b"HEAD /a?x=1#frag HTTP/1.1\r\nHost: h\r\nX-Y:  z \r\n\r\n",
-        None,
-    )
-    .expect("parses");
+    let req =
+        parse_request(b"HEAD /a?x=1#frag HTTP/1.1\r\nHost: h\r\nX-Y:  z \r\n\r\n").expect("parses");
     assert_eq!(req.method, Method::Head);
     assert_eq!(req.path, "/a");
     assert_eq!(req.query.as_deref(), Some("x=1"));

@@ -1,6 +1,6 @@
-//! The Prometheus harness (`tests/src/prometheus.rs`) against a real Prometheus server: it
-//! scrapes a tiny static exporter served by memtrace's own HTTP server and endpoints
-//! (`memtrace::serve`, the code path `memtrace serve` uses) with a fixed exposition, not
+//! The Prometheus harness (`memtrace-testkit`'s `prometheus.rs`) against a real Prometheus
+//! server: it scrapes a tiny static exporter served by memtrace's own HTTP server and
+//! endpoints (`crate::serve`, the code path `memtrace serve` uses) with a fixed exposition, not
 //! memtrace's data: this is the transport test. Checked through Prometheus's HTTP API: the
 //! values and labels (escapes included) arrive intact, the series count is the exposition's,
 //! a newly published snapshot replaces the old one, and scrapes keep succeeding while other
@@ -16,8 +16,9 @@ use std::{
 };
 
 use anyhow::{ensure, Context as _, Result};
-use memtrace::serve::{endpoints, http, Latest, Published};
-use memtrace_tests::{http_get, log, require_prometheus, Prometheus, PrometheusConfig};
+use memtrace_testkit::{http_get, log, require_prometheus, Prometheus, PrometheusConfig};
+
+use super::{endpoints, http, Latest, Published};
 
 const UP_TIMEOUT: Duration = Duration::from_secs(60);
 
