@@ -448,6 +448,33 @@ impl fmt::Debug for Server {
     }
 }
 
+/// Spawns a thread that takes no process-directed signal (nor do the threads it spawns): the
+/// session waits for SIGINT/SIGTERM with `sigtimedwait` in its own thread, and a signal
+/// delivered to a server thread that does not block it would end memtrace without a report.
+fn spawn_without_signals<F>(
+    builder: thread::Builder,
+    f: F,
+) -> std::io::Result<thread::JoinHandle<()>>
+where
+    F: FnOnce() + Send + 'static,
+{
+    // SAFETY: sigset_t is plain data initialised by sigfillset; pthread_sigmask only changes
+    // the calling thread's mask, which the new thread inherits, and the old mask is put back
+    // right after the spawn.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        let spawned = builder.spawn(f);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        spawned
+    }
+}
+
 impl Server {
     /// Binds `config.listen` and starts serving `routes` on a thread of its own. Fails (one
     /// line naming the fix) when the address cannot be bound.
@@ -480,13 +507,13 @@ impl Server {
         });
         let accept = {
             let inner = Arc::clone(&inner);
-            thread::Builder::new()
-                .name(name)
-                .spawn(move || accept_loop(&inner, &listener, &wake_rx))
-                .map_err(|source| ServeError::Setup {
-                    what: "spawning the accepting thread",
-                    source,
-                })?
+            spawn_without_signals(thread::Builder::new().name(name), move || {
+                accept_loop(&inner, &listener, &wake_rx)
+            })
+            .map_err(|source| ServeError::Setup {
+                what: "spawning the accepting thread",
+                source,
+            })?
         };
         Ok(Server {
             local_addr,

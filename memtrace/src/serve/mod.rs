@@ -1,4 +1,4 @@
-//! Building blocks of `memtrace serve` (issue 17, fleet mode): a session that does not end,
+//! The server of `memtrace serve` (fleet mode): a session that does not end,
 //! takes a snapshot every `--interval`, and serves the latest one over HTTP.
 //!
 //! - [`http`]: a small, bounded, read-only HTTP/1.1 server on std threads ([`Server`]).
@@ -8,31 +8,10 @@
 //!   [`endpoints::routes`], the route table of `/metrics`, `/debug/pprof/heap` (and
 //!   `/debug/pprof/allocs`), `/report.json`, `/healthz` and `/`.
 //!
-//! Wiring, in the session loop of the `serve` command:
-//!
-//! ```no_run
-//! # fn report_now() -> memtrace::model::Report { Default::default() }
-//! use memtrace::render::metrics::MetricsOptions;
-//! use memtrace::serve::{endpoints, http, Latest, Published};
-//!
-//! # fn main() -> anyhow::Result<()> {
-//! let latest = Latest::new();
-//! let config = http::ServerConfig {
-//!     listen: http::parse_listen("127.0.0.1:9465")?,
-//!     ..Default::default()
-//! };
-//! let routes = endpoints::routes(latest.clone(), endpoints::EndpointOptions::default());
-//! let server = http::Server::start(config, routes)?; // one-line error if the port is taken
-//! loop {
-//!     // ... wait for the interval or a signal, collect, build the report ...
-//!     let report = report_now();
-//!     latest.publish(Published::render(&report, &MetricsOptions::default())?);
-//! #   break;
-//! }
-//! server.shutdown();
-//! # Ok(())
-//! # }
-//! ```
+//! Wiring (`commands/serve.rs`): start a [`http::Server`] with [`endpoints::routes`] over a
+//! [`Latest`], run the session with `Session::run_with`, and publish
+//! [`Published::render`] of each snapshot's report into the [`Latest`]; at the end, publish the
+//! final report and shut the server down.
 
 pub mod endpoints;
 pub mod http;

@@ -572,6 +572,71 @@ fn executable_by_others(bin: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// The line `memtrace serve` prints once it serves (`memtrace: serving http://ADDR/ ...`).
+pub const SERVING_PREFIX: &str = "memtrace: serving http://";
+
+/// A `memtrace serve` process on a free loopback port; killed on drop if still running.
+pub struct Serve {
+    process: Process,
+    addr: std::net::SocketAddr,
+}
+
+impl Serve {
+    /// Spawns `memtrace serve --listen 127.0.0.1:0 <args>` and waits (60 s) until it serves.
+    pub fn start(args: &[&str]) -> Result<Serve> {
+        let mut cmd = Command::new(memtrace_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        let mut process = Process::spawn("serve", cmd)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let serving = |lines: &[String]| lines.iter().any(|l| l.starts_with(SERVING_PREFIX));
+        if !process.stderr.wait_for(deadline, serving) {
+            let status = process.poll_status()?;
+            bail!(
+                "memtrace serve (pid {}) never said it serves ({}); stderr:\n{}",
+                process.pid,
+                describe(status),
+                process.stderr.text()
+            );
+        }
+        let line = process
+            .stderr
+            .lines()
+            .into_iter()
+            .find(|l| l.starts_with(SERVING_PREFIX))
+            .context("the serving line vanished")?;
+        let addr = line[SERVING_PREFIX.len()..]
+            .split('/')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .with_context(|| format!("no address in {line:?}"))?;
+        eprintln!("memtrace serve: pid {} serving {addr}", process.pid);
+        Ok(Serve { process, addr })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.process.poll_status()?.is_none())
+    }
+
+    /// SIGTERM, then waits (60 s) for it to exit.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.process.signal(libc::SIGTERM)?;
+        self.process.wait_exit(Duration::from_secs(60))
+    }
+
+    pub fn stderr(&self) -> String {
+        self.process.stderr.text()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,70 +741,5 @@ while :; do sleep 0.05; done
         assert_eq!(run.code(), Some(3), "{run:?}");
         assert!(run.stderr.contains("CAP_PERFMON"));
         Ok(())
-    }
-}
-
-/// The line `memtrace serve` prints once it serves (`memtrace: serving http://ADDR/ ...`).
-pub const SERVING_PREFIX: &str = "memtrace: serving http://";
-
-/// A `memtrace serve` process on a free loopback port; killed on drop if still running.
-pub struct Serve {
-    process: Process,
-    addr: std::net::SocketAddr,
-}
-
-impl Serve {
-    /// Spawns `memtrace serve --listen 127.0.0.1:0 <args>` and waits (60 s) until it serves.
-    pub fn start(args: &[&str]) -> Result<Serve> {
-        let mut cmd = Command::new(memtrace_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
-        let mut process = Process::spawn("serve", cmd)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let serving = |lines: &[String]| lines.iter().any(|l| l.starts_with(SERVING_PREFIX));
-        if !process.stderr.wait_for(deadline, serving) {
-            let status = process.poll_status()?;
-            bail!(
-                "memtrace serve (pid {}) never said it serves ({}); stderr:\n{}",
-                process.pid,
-                describe(status),
-                process.stderr.text()
-            );
-        }
-        let line = process
-            .stderr
-            .lines()
-            .into_iter()
-            .find(|l| l.starts_with(SERVING_PREFIX))
-            .context("the serving line vanished")?;
-        let addr = line[SERVING_PREFIX.len()..]
-            .split('/')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .with_context(|| format!("no address in {line:?}"))?;
-        eprintln!("memtrace serve: pid {} serving {addr}", process.pid);
-        Ok(Serve { process, addr })
-    }
-
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid
-    }
-
-    /// Whether it is still running.
-    pub fn running(&mut self) -> Result<bool> {
-        Ok(self.process.poll_status()?.is_none())
-    }
-
-    /// SIGTERM, then waits (60 s) for it to exit.
-    pub fn stop(&mut self) -> Result<ExitStatus> {
-        self.process.signal(libc::SIGTERM)?;
-        self.process.wait_exit(Duration::from_secs(60))
-    }
-
-    pub fn stderr(&self) -> String {
-        self.process.stderr.text()
     }
 }

@@ -632,3 +632,53 @@ fn request_parsing() {
         Err(RequestError::Bad(_))
     ));
 }
+
+/// `SigBlk` of every thread of this process with that name.
+fn blocked_signals_of(name: &str) -> Vec<u64> {
+    let comm = &name[..name.len().min(15)];
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("SigBlk:"))?;
+            u64::from_str_radix(line["SigBlk:".len()..].trim(), 16).ok()
+        })
+        .collect()
+}
+
+#[test]
+fn server_threads_never_take_sigint_or_sigterm() {
+    const NAME: &str = "http-signals-t";
+    let server = start(config(NAME), routes());
+    let addr = server.local_addr();
+    // A connection thread too (spawned by the accepting thread).
+    let mut open = TcpStream::connect(addr).expect("connect");
+    open.write_all(b"GET /metr").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().open_connections < 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(10));
+    }
+    let masks = blocked_signals_of(NAME);
+    assert!(masks.len() >= 2, "accept and connection threads: {masks:?}");
+    let wanted = (1u64 << (libc::SIGINT - 1)) | (1u64 << (libc::SIGTERM - 1));
+    for m in &masks {
+        assert_eq!(m & wanted, wanted, "SigBlk {m:x} lets SIGINT/SIGTERM in");
+    }
+    // The caller's own mask is what it was.
+    let mut mine: libc::sigset_t = empty_sigset();
+    // SAFETY: reads this thread's mask into `mine`.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mine) };
+    // SAFETY: `mine` was filled by pthread_sigmask.
+    assert_eq!(unsafe { libc::sigismember(&mine, libc::SIGTERM) }, 0);
+    drop(open);
+    server.shutdown();
+}
+
+fn empty_sigset() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; all zeroes is the empty set.
+    unsafe { std::mem::zeroed() }
+}
