@@ -1,19 +1,24 @@
 //! Fills the names into a built report: cgroup paths, Kubernetes pods and containers, and the
 //! command lines of the processes that still exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::cgroup::{self, CgroupIndex, Mounts, Workload};
 use crate::model::{PodOwner, Report};
 
 /// The cgroup hierarchies of this host and the cgroup2 tree (id → path), scanned at the start
-/// of the session and again at the end, so that cgroups removed during the session are named.
+/// of the session and again at each snapshot and at the end, so that cgroups removed during
+/// the session are named.
 #[derive(Clone, Debug, Default)]
 pub struct Resolver {
     pub mounts: Mounts,
     pub index: CgroupIndex,
     /// Why something could not be resolved, if anything.
     pub problems: Vec<String>,
+    /// Cgroup ids present in the latest scan.
+    live: HashSet<u64>,
+    /// Removed cgroups forgotten by [`Resolver::expire`] so far.
+    pub expired: u64,
 }
 
 impl Resolver {
@@ -32,10 +37,40 @@ impl Resolver {
     pub fn rescan(&mut self) {
         if let Some(v2) = self.mounts.v2.clone() {
             match CgroupIndex::scan(&v2) {
-                Ok(idx) => self.index.merge(idx),
-                Err(e) => self.problems.push(format!("{}: {e:#}", v2.display())),
+                Ok(idx) => {
+                    self.live = idx.ids().collect();
+                    self.index.merge(idx);
+                }
+                Err(e) => {
+                    let problem = format!("{}: {e:#}", v2.display());
+                    // A session that runs for weeks reports a recurring problem once.
+                    if !self.problems.contains(&problem) {
+                        self.problems.push(problem);
+                    }
+                }
             }
         }
+    }
+
+    /// Forgets the cgroups that are gone from the hierarchy (at the latest scan) and that no
+    /// owner of `report` names any more: in a session that runs for weeks, pods come and go,
+    /// and the index must not keep every cgroup ever created. A removed cgroup that still
+    /// owns memory (a deleted pod's memory still held) keeps its name. Returns how many were
+    /// forgotten (also added to [`Resolver::expired`]).
+    pub fn expire(&mut self, report: &Report) -> usize {
+        let mut referenced: HashSet<u64> = report
+            .stacks
+            .iter()
+            .flat_map(|s| s.owners.iter().map(|o| o.cgroup_id))
+            .collect();
+        referenced.extend(report.owners.cgroups.iter().map(|c| c.cgroup_id));
+        referenced.extend(report.owners.processes.iter().map(|p| p.cgroup_id));
+        let live = &self.live;
+        let n = self
+            .index
+            .retain(|id| live.contains(&id) || referenced.contains(&id));
+        self.expired += n as u64;
+        n
     }
 
     /// One line for the report header: what the cgroup columns mean on this host.
@@ -191,6 +226,37 @@ mod tests {
 
     const UID: &str = "0b5c1f2a-1111-2222-3333-444455556666";
     const CID: &str = "4f7c9a1be2d34c5f8a9b0c1d2e3f40516273849a5b6c7d8e9f0a1b2c3d4e5f60";
+
+    #[test]
+    fn removed_cgroups_are_forgotten_once_nothing_refers_to_them() {
+        let mut resolver = Resolver {
+            index: CgroupIndex::from_entries([
+                (1, "/".into()),
+                (50, "/kubepods.slice/gone-but-holding".into()),
+                (60, "/kubepods.slice/gone".into()),
+                (70, "/system.slice/alive.service".into()),
+            ]),
+            live: HashSet::from([1, 70]),
+            ..Default::default()
+        };
+        let mut report = Report::default();
+        report.owners.cgroups.push(CgroupOwner {
+            cgroup_id: 50,
+            bytes: 4096,
+            ..Default::default()
+        });
+        assert_eq!(resolver.expire(&report), 1);
+        assert_eq!(resolver.index.path(60), None);
+        assert_eq!(
+            resolver.index.path(50),
+            Some("/kubepods.slice/gone-but-holding")
+        );
+        assert_eq!(resolver.index.path(70), Some("/system.slice/alive.service"));
+        // Once its memory is freed, the removed cgroup goes too; the count adds up.
+        assert_eq!(resolver.expire(&Report::default()), 1);
+        assert_eq!(resolver.expired, 2);
+        assert_eq!(resolver.index.len(), 2);
+    }
 
     #[test]
     fn names_pods_and_processes() {

@@ -378,6 +378,18 @@ impl CgroupIndex {
         }
     }
 
+    /// Keeps only the cgroups for which `keep` says so; returns how many were dropped.
+    pub fn retain(&mut self, mut keep: impl FnMut(u64) -> bool) -> usize {
+        let before = self.paths.len();
+        self.paths.retain(|id, _| keep(*id));
+        before - self.paths.len()
+    }
+
+    /// Every cgroup id known.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.paths.keys().copied()
+    }
+
     /// The path (relative to the mount, starting with `/`) of cgroup `id`.
     pub fn path(&self, id: u64) -> Option<&str> {
         self.paths.get(&id).map(String::as_str)

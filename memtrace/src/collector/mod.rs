@@ -1,6 +1,9 @@
 //! Reads what the programs left in the kernel maps, once they are detached.
 
+mod rotate;
 mod syscalls;
+
+pub use rotate::StackRotation;
 
 use std::{
     collections::HashMap,

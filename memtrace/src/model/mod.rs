@@ -107,6 +107,37 @@ pub struct SessionInfo {
     pub hooks: Vec<String>,
     /// Every kind that was asked for, traced or skipped.
     pub kinds: Vec<KindStatus>,
+    /// What stack table rotation did (sessions that take snapshots).
+    pub stack_rotation: StackRotationStats,
+    /// Removed cgroups forgotten by the cgroup index (nothing of theirs outstanding).
+    pub cgroups_expired: u64,
+}
+
+/// Stack table rotation in a long session: idle stacks deleted from the kernel's stack maps so
+/// that their buckets take new stacks, their allocated totals kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackRotationStats {
+    /// Snapshots that retired stacks (the maps were a quarter full).
+    pub rotations: u64,
+    /// Stack slots retired (deleted from the maps, totals kept).
+    pub stacks_retired: u64,
+    /// Retired slots that an allocation reached between the snapshot and the deletion: that
+    /// allocation may be shown under the next stack of its bucket.
+    pub races: u64,
+    /// Retired stacks kept with their frames (bounded).
+    pub retired_kept: u64,
+    /// Retirements past the bound, folded into one frameless entry per kind.
+    pub folded: u64,
+    /// Rotations that failed (the maps were left as they were).
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl StackRotationStats {
+    /// Whether anything happened worth a line in the report.
+    pub fn is_empty(&self) -> bool {
+        *self == StackRotationStats::default()
+    }
 }
 
 /// Whether a kind of memory was traced in this session, and how.

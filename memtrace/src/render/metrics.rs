@@ -40,9 +40,11 @@ const KINDS: usize = 4;
 #[cfg(test)]
 const TABLES: usize = 3;
 /// Series of the families without a per-item label: info, start time, snapshot time, sample
-/// rate, BPF map memory, the growing-stack count and bytes.
+/// rate, BPF map memory, the growing-stack count and bytes, and the six housekeeping series
+/// (stacks retired, rotation races and failures, retired stacks kept and folded, cgroups
+/// expired).
 #[cfg(test)]
-const SINGLE_SERIES: usize = 7;
+const SINGLE_SERIES: usize = 13;
 
 /// What the metrics renderer needs beyond the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -528,6 +530,42 @@ fn counter_families(report: &Report) -> Vec<Family> {
             int(*value),
         );
     }
+    let rot = &report.session.stack_rotation;
+    let housekeeping = [
+        Family::counter(
+            "memtrace_stacks_retired",
+            "Idle stack slots deleted from the kernel's stack maps so that new stacks fit (long \
+             sessions; their allocated totals are kept under their frames).",
+        )
+        .with(vec![], int(rot.stacks_retired)),
+        Family::counter(
+            "memtrace_stack_rotation_races",
+            "Retired stack slots an allocation reached between the snapshot and the deletion: \
+             that allocation may be shown under the next stack of its bucket.",
+        )
+        .with(vec![], int(rot.races)),
+        Family::counter(
+            "memtrace_stack_rotation_failures",
+            "Stack table rotations that failed (the maps were left as they were).",
+        )
+        .with(vec![], int(rot.failures)),
+        Family::gauge(
+            "memtrace_retired_stacks",
+            "Retired stacks whose allocated totals are kept with their frames (bounded).",
+        )
+        .with(vec![], int(rot.retired_kept)),
+        Family::counter(
+            "memtrace_retired_stacks_folded",
+            "Retirements past the bound on retired stacks, folded into one frameless stack per \
+             kind.",
+        )
+        .with(vec![], int(rot.folded)),
+        Family::counter(
+            "memtrace_cgroups_expired",
+            "Removed cgroups the cgroup index forgot (nothing of theirs outstanding).",
+        )
+        .with(vec![], int(report.session.cgroups_expired)),
+    ];
     let mut misses = Family::counter(
         "memtrace_program_recursion_misses",
         "Runs of a BPF program that did not happen because another BPF program was running on \
@@ -559,7 +597,10 @@ fn counter_families(report: &Report) -> Vec<Family> {
         runs.push(labels.clone(), int(run_count));
         time.push(labels, Value::Float(run_time_ns as f64 / 1e9));
     }
-    vec![events, misses, runs, time]
+    let mut out = vec![events];
+    out.extend(housekeeping);
+    out.extend([misses, runs, time]);
+    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,9 @@ use memtrace_common::{Counter, Kind};
 use super::RenderOptions;
 use crate::model::growth::Snapshot;
 use crate::model::summaries::{class_in_total, excluded_from_totals, stack_class_detail};
-use crate::model::{Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport};
+use crate::model::{
+    Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport, StackRotationStats,
+};
 use crate::units::{format_bytes, format_duration, format_unix_utc};
 
 /// `writeln!` into a `String` (which cannot fail).
@@ -361,6 +363,16 @@ fn header(out: &mut String, r: &Report) {
             s.map_memory_bytes as f64 / (1024.0 * 1024.0)
         );
     }
+    if !s.stack_rotation.is_empty() {
+        line!(out, "  rotation:   {}", rotation_line(&s.stack_rotation));
+    }
+    if s.cgroups_expired > 0 {
+        line!(
+            out,
+            "  expired:    {} removed cgroups forgotten (nothing of theirs outstanding)",
+            s.cgroups_expired
+        );
+    }
     if s.grace_secs > 0.0 {
         line!(
             out,
@@ -509,6 +521,36 @@ fn counters(out: &mut String, r: &Report) {
             );
         }
     }
+}
+
+/// What stack table rotation did, one line.
+fn rotation_line(r: &StackRotationStats) -> String {
+    let mut line = format!(
+        "{} idle stacks deleted from the stack maps in {} snapshots so that new stacks fit; \
+         their allocated totals are kept ({} retired stacks)",
+        r.stacks_retired, r.rotations, r.retired_kept
+    );
+    if r.folded > 0 {
+        line.push_str(&format!(
+            "; {} retirements past the bound folded into one frameless stack per kind",
+            r.folded
+        ));
+    }
+    if r.races > 0 {
+        line.push_str(&format!(
+            "; {} allocations raced a deletion and may be shown under the next stack of their \
+             bucket",
+            r.races
+        ));
+    }
+    if r.failures > 0 {
+        line.push_str(&format!(
+            "; {} rotations failed ({})",
+            r.failures,
+            r.last_error.as_deref().unwrap_or("no error text")
+        ));
+    }
+    line
 }
 
 /// What a non-zero failure counter means and what to do about it.

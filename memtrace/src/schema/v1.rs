@@ -14,7 +14,7 @@ use crate::model::{
     growth::{Growth, Snapshot, SnapshotStack},
     CallerSummary, CgroupOwner, Class, ClassSummary, ExecContext, Frame, KindStatus, Owner,
     OwnerSummary, PodOwner, ProcessOwner, ProgramStats, Report, SessionInfo, Socket, SocketOwner,
-    StackReport, Totals,
+    StackReport, StackRotationStats, Totals,
 };
 
 pub const VERSION: u64 = 1;
@@ -66,6 +66,34 @@ pub struct SessionV1 {
     pub cgroups_note: Option<String>,
     pub hooks: Vec<String>,
     pub kinds: Vec<KindStatusV1>,
+    /// Stack table rotation (long sessions; absent when nothing was rotated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_rotation: Option<StackRotationV1>,
+    /// Removed cgroups the index forgot during the session (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cgroups_expired: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What rotating the stack tables did (`memtrace serve`, `--interval` sessions).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StackRotationV1 {
+    /// Snapshots that retired stacks.
+    pub rotations: u64,
+    /// Idle stack slots deleted from the kernel's stack maps (their totals kept).
+    pub stacks_retired: u64,
+    /// Retired slots an allocation reached between the snapshot and the deletion.
+    pub races: u64,
+    /// Retired stacks kept with their frames.
+    pub retired_kept: u64,
+    /// Retirements past the bound, folded into one frameless entry per kind.
+    pub folded: u64,
+    /// Rotations that failed.
+    pub failures: u64,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -418,6 +446,8 @@ impl From<&SessionInfo> for SessionV1 {
             cgroups_note,
             hooks,
             kinds,
+            stack_rotation,
+            cgroups_expired,
         } = s;
         SessionV1 {
             hostname: hostname.clone(),
@@ -442,6 +472,27 @@ impl From<&SessionInfo> for SessionV1 {
             cgroups_note: cgroups_note.clone(),
             hooks: hooks.clone(),
             kinds: kinds.iter().map(Into::into).collect(),
+            stack_rotation: (!stack_rotation.is_empty()).then(|| {
+                let StackRotationStats {
+                    rotations,
+                    stacks_retired,
+                    races,
+                    retired_kept,
+                    folded,
+                    failures,
+                    last_error,
+                } = stack_rotation.clone();
+                StackRotationV1 {
+                    rotations,
+                    stacks_retired,
+                    races,
+                    retired_kept,
+                    folded,
+                    failures,
+                    last_error,
+                }
+            }),
+            cgroups_expired: *cgroups_expired,
         }
     }
 }
@@ -939,6 +990,8 @@ impl From<SessionV1> for SessionInfo {
             cgroups_note,
             hooks,
             kinds,
+            stack_rotation,
+            cgroups_expired,
         } = s;
         SessionInfo {
             hostname,
@@ -962,6 +1015,29 @@ impl From<SessionV1> for SessionInfo {
             cgroups_note,
             hooks,
             kinds: kinds.into_iter().map(Into::into).collect(),
+            stack_rotation: stack_rotation
+                .map(|r| {
+                    let StackRotationV1 {
+                        rotations,
+                        stacks_retired,
+                        races,
+                        retired_kept,
+                        folded,
+                        failures,
+                        last_error,
+                    } = r;
+                    StackRotationStats {
+                        rotations,
+                        stacks_retired,
+                        races,
+                        retired_kept,
+                        folded,
+                        failures,
+                        last_error,
+                    }
+                })
+                .unwrap_or_default(),
+            cgroups_expired,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use signals::StopSignals;
 
 use crate::{
     attribution::{annotate, annotate::Resolver, filters},
-    collector,
+    collector::{self, StackRotation},
     loader::{self, LoadOptions, Tracer},
     model::{
         build::build_report,
@@ -122,6 +122,7 @@ pub struct Session {
     book: SeriesBook,
     snapshots: Vec<Snapshot>,
     symbolizer: Option<KernelSymbolizer>,
+    rotation: StackRotation,
 }
 
 impl Session {
@@ -214,6 +215,8 @@ impl Session {
             schedule = schedule.first_snapshot_after(delay);
         }
         let book = SeriesBook::with_window(opts.snapshot_window);
+        // Only a session that reads the maps while it runs can rotate its stack tables.
+        let rotation = StackRotation::new(&tracer.config, opts.interval.is_some());
         Ok(Session {
             opts,
             signals,
@@ -227,6 +230,7 @@ impl Session {
             book,
             snapshots: Vec::new(),
             symbolizer: None,
+            rotation,
         })
     }
 
@@ -296,10 +300,13 @@ impl Session {
         at_secs: f64,
         on_snapshot: Option<&mut F>,
     ) -> anyhow::Result<()> {
-        let raw = collector::collect(&self.tracer).context("reading the kernel maps (snapshot)")?;
+        let mut raw =
+            collector::collect(&self.tracer).context("reading the kernel maps (snapshot)")?;
+        self.rotation.process(&mut raw, Some(&mut self.tracer));
         let info = SessionInfo {
             duration_secs: at_secs,
             ended_by: "running".into(),
+            stack_rotation: self.rotation.stats(),
             ..self.base_info.clone()
         };
         let sym = self.symbolizer.get_or_insert_with(KernelSymbolizer::new);
@@ -328,6 +335,8 @@ impl Session {
         report.snapshots = self.snapshots.clone();
         self.resolver.rescan();
         annotate::annotate(&mut report, &self.resolver, &annotate::ProcFs);
+        self.resolver.expire(&report);
+        report.session.cgroups_expired = self.resolver.expired;
         if let Some(dir) = &self.output_dir {
             let rendered = Rendered::new(&report, &self.opts.outputs, Formats::OUTPUT_DIR)?;
             dir.write_snapshot(self.snapshots.len(), at_secs, &rendered)
@@ -357,6 +366,7 @@ impl Session {
             book,
             snapshots,
             symbolizer,
+            mut rotation,
         } = self;
         let elapsed = schedule.started().elapsed();
         progress.finish();
@@ -369,7 +379,8 @@ impl Session {
         let timing = Timing::from_env();
         tracer.detach().context("detaching the programs")?;
         timing.mark("detach");
-        let raw = collector::collect(&tracer).context("reading the kernel maps")?;
+        let mut raw = collector::collect(&tracer).context("reading the kernel maps")?;
+        rotation.process(&mut raw, None);
         timing.mark("collect");
         // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
         drop(tracer);
@@ -405,6 +416,8 @@ impl Session {
             grace_secs,
             grace_note,
             cgroups_note: Some(resolver.note()),
+            stack_rotation: rotation.stats(),
+            cgroups_expired: resolver.expired,
             ..base_info
         };
         let symbolizer = symbolizer.unwrap_or_default();
