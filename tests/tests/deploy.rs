@@ -1289,10 +1289,6 @@ fn alloy_scrapes_the_heap_profile() {
 }
 
 /// The flags `deploy/daemonset-serve.yaml` passes exist in `memtrace serve --help`.
-///
-/// TODO(issue 17, `memtrace serve`): the subcommand does not exist yet; until it does, this
-/// check says SKIPPED when `$MEMTRACE_BIN serve --help` reports an unknown subcommand. Once
-/// `serve` lands it runs (and fails on any flag the manifest passes that `serve` lacks).
 #[test]
 fn serve_manifest_flags_exist_in_memtrace_serve_help() {
     let (_, args, _) = check_serve_daemonset(&read(SERVE_DAEMONSET));
@@ -1321,18 +1317,6 @@ fn serve_manifest_flags_exist_in_memtrace_serve_help() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} serve --help: {e}", bin.display()));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    if !output.status.success() && stderr.contains("unrecognized subcommand") {
-        eprintln!(
-            "\n==================================================================\n\
-             SKIPPED serve_manifest_flags_exist_in_memtrace_serve_help: {} has no `serve` \
-             subcommand yet (TODO issue 17: it is being written), so the flags \
-             {SERVE_DAEMONSET} passes ({used:?}) were NOT checked. This check runs by itself \
-             once `memtrace serve` exists.\n\
-             ==================================================================\n",
-            bin.display()
-        );
-        return;
-    }
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
