@@ -1,9 +1,10 @@
 //! Pages held in a loopback TCP receive queue are attributed to the sender's
 //! `tcp_sendmsg` → `skb_page_frag_refill` stack while held, and seen freed once read.
 //!
-//! Two tracers run over the same workload: A is stopped while the data is still queued (its
-//! outstanding bytes must match the kernel's own SIOCINQ figure), B after the receiver read
-//! everything (outstanding near zero, but the allocations must have been seen).
+//! Two tracers run over the same workload: A (only this process) is stopped while the data is
+//! still queued (its outstanding bytes must match the kernel's own SIOCINQ figure), B (the
+//! whole machine) after the receiver read everything (outstanding near zero, but the
+//! allocations must have been seen).
 
 use std::time::Duration;
 
@@ -37,11 +38,13 @@ fn tcp_receive_queue_is_attributed_then_freed() {
 }
 
 fn scenario() -> Result<()> {
-    // B first and fully attached before A starts: a tracer records the kernel memory of another
-    // tracer's maps (tens of MiB, vmalloc'ed at load) like any other kernel allocation, and in
-    // A's report that must not compete with the receive queue for the top place.
+    // B traces the whole machine. A only this process (the sender, whose tcp_sendmsg allocates
+    // the queued pages): the receive queue must be the top of its report whatever else runs,
+    // such as another tracer creating its maps (a tracer records the kernel memory of another
+    // tracer's maps, tens of MiB vmalloc'ed at load, like any other kernel allocation).
+    let me = std::process::id().to_string();
     let mut b = Tracer::start("B", &["--duration", "10m"])?;
-    let mut a = Tracer::start("A", &["--duration", "10m"])?;
+    let mut a = Tracer::start("A", &["--duration", "10m", "--pid", &me])?;
 
     let hold = tcp_hold(PAYLOAD)?;
     let truth = hold.held_bytes();
