@@ -335,6 +335,20 @@ fn growth_scenario() -> Result<()> {
         churned.pid,
         mib(churned.touched_bytes)
     ));
+    // Why a verdict went the way it did: each tcp stack's growth figures and the rotation.
+    for s in &tcp {
+        log(&format!(
+            "growth: tcp stack {:?} {} growing {:?}: {}",
+            s.stack_id,
+            mib(s.bytes),
+            s.growing,
+            s.growth.as_ref().map(|g| g.to_string()).unwrap_or_default()
+        ));
+    }
+    log(&format!(
+        "growth: stack rotation {}",
+        report.session["stack_rotation"]
+    ));
     let total_held: u64 = held.iter().sum();
     ensure!(
         growing_tcp as f64 >= total_held as f64 * 0.8,

@@ -206,6 +206,9 @@ pub struct Stack {
     /// With `--interval`: whether its outstanding bytes grew steadily across the snapshots.
     #[serde(default)]
     pub growing: Option<bool>,
+    /// With `--interval`: the growth verdict's figures (bytes per snapshot, slope, ...).
+    #[serde(default)]
+    pub growth: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
