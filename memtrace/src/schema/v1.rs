@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     growth::{Growth, Snapshot, SnapshotStack},
     CallerSummary, CgroupOwner, Class, ClassSummary, ExecContext, Frame, KindStatus, Owner,
-    OwnerSummary, PodOwner, ProcessOwner, ProgramStats, Report, SessionInfo, Socket, SocketOwner,
-    StackReport, Totals,
+    OwnerSummary, PodOwner, ProcessOwner, ProgramStats, RateChange, Report, SessionInfo, Socket,
+    SocketOwner, StackReport, Totals,
 };
 
 pub const VERSION: u64 = 1;
@@ -66,6 +66,23 @@ pub struct SessionV1 {
     pub cgroups_note: Option<String>,
     pub hooks: Vec<String>,
     pub kinds: Vec<KindStatusV1>,
+    // Added within schema 1: absent in files of earlier builds (slab then shared
+    // `sample_every`).
+    #[serde(default)]
+    pub slab_sample_every: Option<u32>,
+    #[serde(default)]
+    pub slab_sample_start: Option<u32>,
+    #[serde(default)]
+    pub slab_rate_changes: Vec<RateChangeV1>,
+    /// Derived: `slab_sample_every > 1` (written, ignored when read).
+    #[serde(default)]
+    pub slab_estimated: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RateChangeV1 {
+    pub at_secs: f64,
+    pub every: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -418,6 +435,9 @@ impl From<&SessionInfo> for SessionV1 {
             cgroups_note,
             hooks,
             kinds,
+            slab_sample_every,
+            slab_sample_start,
+            slab_rate_changes,
         } = s;
         SessionV1 {
             hostname: hostname.clone(),
@@ -433,7 +453,7 @@ impl From<&SessionInfo> for SessionV1 {
             map_memory_bytes: *map_memory_bytes,
             max_stacks: *max_stacks,
             sample_every: *sample_every,
-            estimated: *sample_every > 1,
+            estimated: s.estimated(),
             grace_secs: *grace_secs,
             grace_note: grace_note.clone(),
             interval_secs: *interval_secs,
@@ -442,6 +462,16 @@ impl From<&SessionInfo> for SessionV1 {
             cgroups_note: cgroups_note.clone(),
             hooks: hooks.clone(),
             kinds: kinds.iter().map(Into::into).collect(),
+            slab_sample_every: Some(*slab_sample_every),
+            slab_sample_start: Some(*slab_sample_start),
+            slab_rate_changes: slab_rate_changes
+                .iter()
+                .map(|c| RateChangeV1 {
+                    at_secs: c.at_secs,
+                    every: c.every,
+                })
+                .collect(),
+            slab_estimated: *slab_sample_every > 1,
         }
     }
 }
@@ -939,7 +969,12 @@ impl From<SessionV1> for SessionInfo {
             cgroups_note,
             hooks,
             kinds,
+            slab_sample_every,
+            slab_sample_start,
+            slab_rate_changes,
+            slab_estimated: _,
         } = s;
+        let slab_sample_every = slab_sample_every.unwrap_or(sample_every);
         SessionInfo {
             hostname,
             kernel,
@@ -962,6 +997,15 @@ impl From<SessionV1> for SessionInfo {
             cgroups_note,
             hooks,
             kinds: kinds.into_iter().map(Into::into).collect(),
+            slab_sample_every,
+            slab_sample_start: slab_sample_start.unwrap_or(slab_sample_every),
+            slab_rate_changes: slab_rate_changes
+                .into_iter()
+                .map(|c| RateChange {
+                    at_secs: c.at_secs,
+                    every: c.every,
+                })
+                .collect(),
         }
     }
 }
