@@ -104,7 +104,7 @@ pub fn kmalloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
 /// gfp_t gfp_flags, int node)` (6.1+).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "tp_btf/kmem_cache_alloc")]
-pub fn kmem_cache_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
+pub fn cache_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = BtfTracePointContext::new(ctx);
     let ptr: u64 = ctx.arg(1);
     let _ = alloc(&ctx, ptr, &Source::BtfCache(&ctx));
@@ -131,15 +131,15 @@ pub fn kfree_btf_twin(ctx: *mut core::ffi::c_void) -> i32 {
 /// const struct kmem_cache *s)` (6.1+).
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "tp_btf/kmem_cache_free")]
-pub fn kmem_cache_free_btf(ctx: *mut core::ffi::c_void) -> i32 {
+pub fn cache_free_btf(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
 
-/// The twin of [`kmem_cache_free_btf`].
+/// The twin of [`cache_free_btf`].
 #[unsafe(no_mangle)]
 #[unsafe(link_section = "tp_btf/kmem_cache_free")]
-pub fn kmem_cache_free_btf_twin(ctx: *mut core::ffi::c_void) -> i32 {
+pub fn cache_free_twin(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
