@@ -39,6 +39,85 @@ pub mod maps {
     pub const CALIB: &str = "CALIB";
     /// `u64` switches user space flips while the programs run, indexed by [`super::control`].
     pub const CONTROL: &str = "CONTROL";
+    /// `u64` slots of the adaptive slab sampling, indexed by [`super::slab_sampling`]: the rate
+    /// the slab programs apply now (user space raises it when the object table nears full).
+    pub const SLAB_SAMPLING: &str = "SLAB_SAMPLING";
+    /// Per CPU, one [`super::SlabStackCache`]: the stacks last captured for slab allocations,
+    /// by call site, cache and kernel stack (see `Config::slab_stack_every`).
+    pub const SLAB_STACK_CACHE: &str = "SLAB_STACK_CACHE";
+    /// Per CPU, one [`super::FreeClaims`]: which free event each twin slab free program took.
+    pub const SLAB_FREE_CLAIMS: &str = "SLAB_FREE_CLAIMS";
+}
+
+/// Slots of [`maps::SLAB_SAMPLING`].
+pub mod slab_sampling {
+    /// One slab object in this many is recorded, chosen by [`super::sampled`] on its address
+    /// (0 reads as 1). Written by user space before the programs are attached and doubled by it
+    /// when the object table nears full (records no longer sampled are then thinned out); the
+    /// slab allocation program doubles it itself when an insert finds the table full.
+    pub const EVERY: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+/// Slots of [`FreeClaims`]; a power of two.
+pub const FREE_CLAIM_SLOTS: usize = 64;
+
+/// A free event taken by one of the twin slab free programs: where its arguments live (the
+/// address of the tracepoint's argument array, relative to the claims value: the same for
+/// every program the tracepoint runs for one event, another for an event nested in an
+/// interrupt) and the freed address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeClaim {
+    pub ctx: u64,
+    pub ptr: u64,
+}
+
+/// Per-CPU value of [`maps::SLAB_FREE_CLAIMS`]. Each slab free tracepoint runs two identical
+/// tp_btf programs (`*_btf` and `*_btf_twin`); the first to run for an event claims it (its
+/// slot, by argument address) and handles it, the second finds the claim, clears it and does
+/// nothing. The kernel skips a tp_btf program when its event interrupts that same program on
+/// its CPU (a softirq freeing a batch of objects on the way out of an interrupt that hit the
+/// program): then the twin, which is not running, handles those events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FreeClaims {
+    pub slots: [FreeClaim; FREE_CLAIM_SLOTS],
+}
+
+/// Ways of the per-CPU slab stack cache ([`SlabStackCache`]); a power of two.
+pub const SLAB_STACK_WAYS: usize = 32;
+
+/// One way of [`SlabStackCache`]: the stack captured for the last slab allocation that hashed
+/// here, and what it was captured for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabStackWay {
+    /// The allocation's `call_site` (the return address into the allocator's caller).
+    pub call_site: u64,
+    /// The cache: `struct kmem_cache *` (tp_btf `kmem_cache_alloc`), else the object size and
+    /// gfp flags (`kmalloc`, classic `kmem_cache_alloc`).
+    pub cache: u64,
+    /// The kernel stack the allocation ran on (stack pointer >> 14): each task has its own
+    /// stack and interrupts run on per-CPU stacks, so a task's stack is never reused for an
+    /// interrupt's allocation or another task's.
+    pub region: u64,
+    pub stack_id: u32,
+    /// Allocations attributed to `stack_id` since it was captured.
+    pub uses: u32,
+}
+
+/// Per-CPU value of [`maps::SLAB_STACK_CACHE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlabStackCache {
+    /// The address of this value itself: the program stores the pointer here and loads it
+    /// back as a number (the verifier lets a privileged program store a pointer, subtract
+    /// two, but not shift or hash one), to turn other pointers into numbers. The same on every
+    /// run on a CPU, so a run nested in another cannot disturb it.
+    pub self_addr: u64,
+    pub _pad: u64,
+    pub ways: [SlabStackWay; SLAB_STACK_WAYS],
 }
 
 /// Slots of [`maps::CONTROL`].
@@ -195,6 +274,16 @@ pub mod programs {
     pub const KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
     pub const KFREE: &str = "kfree";
     pub const KMEM_CACHE_FREE: &str = "kmem_cache_free";
+    /// tp_btf versions of the slab programs (cheaper entry, a recursion guard of their own; the
+    /// `kmem_cache_alloc` one receives the `struct kmem_cache *`). Names of at most 15
+    /// characters, the part of a program name the kernel keeps (`bpftool`, `/proc/kallsyms`).
+    pub const KMALLOC_BTF: &str = "kmalloc_btf";
+    pub const KMEM_CACHE_ALLOC_BTF: &str = "cache_alloc_btf";
+    pub const KFREE_BTF: &str = "kfree_btf";
+    pub const KMEM_CACHE_FREE_BTF: &str = "cache_free_btf";
+    /// The twins of the tp_btf slab free programs (see [`super::FreeClaims`]).
+    pub const KFREE_BTF_TWIN: &str = "kfree_btf_twin";
+    pub const KMEM_CACHE_FREE_BTF_TWIN: &str = "cache_free_twin";
     pub const PERCPU_ALLOC: &str = "percpu_alloc_percpu";
     pub const PERCPU_FREE: &str = "percpu_free_percpu";
     pub const VMALLOC_ALLOC: &str = "alloc_vmap_area";
@@ -258,7 +347,13 @@ pub const fn sampled(key: u64, every: u32) -> bool {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
-    h.is_multiple_of(every as u64)
+    let every = every as u64;
+    if every & (every - 1) == 0 {
+        // A power of two (the adaptive slab rates): the same answer without a division.
+        h & (every - 1) == 0
+    } else {
+        h.is_multiple_of(every)
+    }
 }
 
 /// Migrate type of movable pages (`MIGRATE_MOVABLE`, stable since 2.6.24).
@@ -289,7 +384,9 @@ pub struct ObjAllocLayout {
     pub failed_offset: u32,
     /// `gfp_flags`, or NO_FIELD; 4 or 8 bytes (only the low 32 bits are read).
     pub gfp_offset: u32,
-    pub _pad: u32,
+    /// `call_site` (the return address into the allocator's caller), 8 bytes, or NO_FIELD
+    /// (read by the slab programs only).
+    pub call_site_offset: u32,
 }
 
 impl ObjAllocLayout {
@@ -302,7 +399,7 @@ impl ObjAllocLayout {
             name_offset: NO_FIELD,
             failed_offset: NO_FIELD,
             gfp_offset: NO_FIELD,
-            _pad: 0,
+            call_site_offset: NO_FIELD,
         }
     }
 }
@@ -437,6 +534,25 @@ pub struct Config {
     pub vmalloc_alloc: ObjAllocLayout,
     pub vmalloc_free: ObjFreeLayout,
     pub slab_names: SlabNameLayout,
+    /// Slab allocations: the stack captured for an allocation is reused for the next
+    /// allocations from the same call site and cache on the same kernel stack (task or
+    /// interrupt stack) of a CPU, up to this many in all (0 or 1: always capture).
+    pub slab_stack_every: u32,
+    pub _pad_slab: u32,
+    /// `struct kmem_cache` offsets for the tp_btf slab programs, which receive the cache.
+    pub slab_btf: SlabBtfLayout,
+}
+
+/// Where the tp_btf `kmem_cache_alloc` program finds, in the `struct kmem_cache` it receives,
+/// what the classic event reports: `size` (`bytes_alloc`), `object_size` (`bytes_req`) and
+/// `name`. Byte offsets from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlabBtfLayout {
+    pub cache_size: u32,
+    pub cache_object_size: u32,
+    pub cache_name: u32,
+    pub _pad: u32,
 }
 
 impl Config {
@@ -497,6 +613,14 @@ impl Config {
                 cache_size: 0,
                 cache_name: 0,
                 kmalloc_max_size: 0,
+                _pad: 0,
+            },
+            slab_stack_every: 0,
+            _pad_slab: 0,
+            slab_btf: SlabBtfLayout {
+                cache_size: 0,
+                cache_object_size: 0,
+                cache_name: 0,
                 _pad: 0,
             },
         }
@@ -648,10 +772,31 @@ pub enum Counter {
     /// Slab stacks whose cache could not be read through the object's slab (the cache name is
     /// then the event's `name` field where it has one, else unknown).
     CacheNamesUnresolved,
+    /// Slab allocations attributed to the stack captured for an earlier allocation from the
+    /// same call site and cache on the same kernel stack of that CPU
+    /// (`Config::slab_stack_every`).
+    ObjStacksReused,
+    /// Slab frees whose address is not in the slab sample: settled by the address hash alone,
+    /// before any table lookup (nothing was recorded at that address).
+    ObjFreesNotSampled,
+    /// Slab records taken out of the object table by user space when the slab sampling rate
+    /// was raised (their address is not in the new, smaller sample), their bytes taken off
+    /// their stacks. Counted by user space.
+    ObjRecordsThinned,
+    /// Runs of the twin slab free programs that handled their event (the first of the two to
+    /// run for it).
+    ObjFreeClaims,
+    /// Runs of the twin slab free programs that found their event handled by the twin.
+    ObjFreeClaimsTaken,
+    /// Slab frees neither twin free program saw (each was skipped by the kernel: the event
+    /// interrupted both on their CPU), derived by user space from the programs' recursion
+    /// misses and the two counters above. Those objects stay listed until their address is
+    /// allocated again (`obj_stale_records_replaced`).
+    ObjFreesMissed,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::CacheNamesUnresolved as u32 + 1;
+    pub const COUNT: u32 = Counter::ObjFreesMissed as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -691,6 +836,12 @@ impl Counter {
         Counter::ObjGraceSkipped,
         Counter::StackIdSecondMap,
         Counter::CacheNamesUnresolved,
+        Counter::ObjStacksReused,
+        Counter::ObjFreesNotSampled,
+        Counter::ObjRecordsThinned,
+        Counter::ObjFreeClaims,
+        Counter::ObjFreeClaimsTaken,
+        Counter::ObjFreesMissed,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -733,6 +884,12 @@ impl Counter {
             Counter::ObjGraceSkipped => "obj_grace_skipped",
             Counter::StackIdSecondMap => "stack_id_second_map",
             Counter::CacheNamesUnresolved => "cache_names_unresolved",
+            Counter::ObjStacksReused => "obj_stacks_reused",
+            Counter::ObjFreesNotSampled => "obj_frees_not_sampled",
+            Counter::ObjRecordsThinned => "obj_records_thinned",
+            Counter::ObjFreeClaims => "obj_free_claims",
+            Counter::ObjFreeClaimsTaken => "obj_free_claims_taken",
+            Counter::ObjFreesMissed => "obj_frees_missed",
         }
     }
 
@@ -751,6 +908,7 @@ impl Counter {
                 | Counter::ObjStaleReplaced
                 | Counter::ObjBulkTruncated
                 | Counter::CacheNamesUnresolved
+                | Counter::ObjFreesMissed
         )
     }
 }
@@ -768,6 +926,10 @@ mod pod {
     unsafe impl aya::Pod for super::ObjKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ObjRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SlabStackCache {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FreeClaims {}
 }
 
 #[cfg(test)]
@@ -786,8 +948,12 @@ mod tests {
         assert_eq!(size_of::<Filters>(), 4 * 16 + 16 * 4 + 16 * 8 + 16);
         assert_eq!(
             size_of::<Config>(),
-            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8 + 32
+            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8 + 32 + 8 + 16
         );
+        assert_eq!(size_of::<SlabBtfLayout>(), 16);
+        assert_eq!(size_of::<SlabStackWay>(), 32);
+        assert_eq!(size_of::<SlabStackCache>(), 16 + 32 * SLAB_STACK_WAYS);
+        assert_eq!(size_of::<FreeClaims>(), 16 * FREE_CLAIM_SLOTS);
         assert_eq!(size_of::<SlabNameLayout>(), 32);
         assert_eq!(size_of::<ObjKey>(), 16);
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);

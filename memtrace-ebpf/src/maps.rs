@@ -8,7 +8,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use memtrace_common::{
-    calib, control, Config, Counter, ObjKey, ObjRecord, PageRecord, StackAgg, StackCache,
+    calib, control, slab_sampling, Config, Counter, FreeClaims, ObjKey, ObjRecord, PageRecord,
+    SlabStackCache, StackAgg, StackCache,
 };
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
@@ -78,6 +79,18 @@ pub static CALIB: Array<[u64; calib::COUNT as usize]> = Array::with_max_entries(
 /// Switches user space flips during the session (see `memtrace_common::control`).
 #[map]
 pub static CONTROL: Array<u64> = Array::with_max_entries(control::COUNT, 0);
+
+/// The adaptive slab sampling rate (see `memtrace_common::slab_sampling`).
+#[map]
+pub static SLAB_SAMPLING: Array<u64> = Array::with_max_entries(slab_sampling::COUNT, 0);
+
+/// Per CPU: the stacks last captured for slab allocations (`Config::slab_stack_every`).
+#[map]
+pub static SLAB_STACK_CACHE: PerCpuArray<SlabStackCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per CPU: the free events the twin slab free programs took (see `memtrace_common::FreeClaims`).
+#[map]
+pub static SLAB_FREE_CLAIMS: PerCpuArray<FreeClaims> = PerCpuArray::with_max_entries(1, 0);
 
 /// Words of `TRACKED_PFNS` an allocation of the highest order spans (order 12 at most).
 const MAX_WORDS: u64 = (1 << 12) / 64;

@@ -1,5 +1,8 @@
 //! Shared logic of the object kinds (slab, percpu, vmalloc): an allocation event records the
-//! object under (address, kind) with its stack; a free event takes it out again.
+//! object under (address, kind) with its stack; a free event takes it out again. The percpu
+//! and vmalloc events come through [`alloc`] and [`free`]; slab has its own front end
+//! (`slab.rs`: tp_btf programs, adaptive sampling, stack reuse) and shares the record keeping
+//! ([`record`], [`free_ptr`]) and the cache lookup ([`object_cache`]).
 
 use aya_ebpf::{
     helpers::{
@@ -10,51 +13,35 @@ use aya_ebpf::{
     EbpfContext,
 };
 use memtrace_common::{
-    calib, context, sampled, Config, Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey,
-    ObjRecord, SlabNameLayout, CACHE_NAME_UNRESOLVED, NO_FIELD,
+    calib, context, sampled, Counter, Kind, ObjAllocLayout, ObjFreeLayout, ObjKey, ObjRecord,
+    SlabNameLayout, StackAgg, NO_FIELD,
 };
 
 use super::owner;
 use crate::maps::{
-    agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST,
-    CACHE_NAMES, CALIB, EEXIST, OBJECTS, STACK_AGG,
+    agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST, CALIB,
+    EEXIST, OBJECTS, STACK_AGG,
 };
 
 /// `ZERO_SIZE_PTR`: what kmalloc(0) returns; nothing to track.
-const ZERO_SIZE_PTR: u64 = 16;
+pub const ZERO_SIZE_PTR: u64 = 16;
 
 #[inline(always)]
-fn read_u64(ctx: &TracePointContext, offset: u32) -> Result<u64, i32> {
+pub fn read_u64(ctx: &TracePointContext, offset: u32) -> Result<u64, i32> {
     // SAFETY: offsets come from the tracepoint's format file; bpf_probe_read_kernel checks the
     // address and returns an error instead of faulting.
     unsafe { ctx.read_at::<u64>(offset as usize) }
 }
 
 #[inline(always)]
-fn read_u32(ctx: &TracePointContext, offset: u32) -> Result<u32, i32> {
+pub fn read_u32(ctx: &TracePointContext, offset: u32) -> Result<u32, i32> {
     // SAFETY: as above.
     unsafe { ctx.read_at::<u32>(offset as usize) }
 }
 
-/// Whether and how an allocation event's objects get a slab cache name.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Naming {
-    /// Not a slab event (percpu, vmalloc).
-    None,
-    /// `kmalloc`: a kmalloc cache, or, when larger than the largest one, buddy pages.
-    Kmalloc,
-    /// `kmem_cache_alloc`: a dedicated cache (objects may be larger than any kmalloc cache).
-    Cache,
-}
-
-/// Records an allocation event of `kind` described by `layout`.
+/// Records a percpu or vmalloc allocation event described by `layout`.
 #[inline(always)]
-pub fn alloc(
-    ctx: &TracePointContext,
-    layout: &ObjAllocLayout,
-    kind: Kind,
-    naming: Naming,
-) -> Result<(), i32> {
+pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Result<(), i32> {
     count(Counter::ObjAllocsSeen);
     let cfg = config();
     let ptr = read_u64(ctx, layout.ptr_offset)?;
@@ -105,10 +92,43 @@ pub fn alloc(
         atomic_add(&raw mut (*agg).allocated_bytes, bytes);
         atomic_add(&raw mut (*agg).allocated_count, 1);
     }
-    if naming != Naming::None {
-        remember_cache_name(ctx, cfg, layout, naming, ptr, bytes, stack_id);
-    }
+    record(
+        kind,
+        agg,
+        ptr,
+        Fresh {
+            bytes,
+            bytes_req,
+            gfp_flags,
+            stack_id,
+            pid_tgid,
+        },
+    );
+    Ok(())
+}
 
+/// What an allocation event gives a new record.
+pub struct Fresh {
+    pub bytes: u64,
+    pub bytes_req: u64,
+    pub gfp_flags: u32,
+    pub stack_id: u32,
+    pub pid_tgid: u64,
+}
+
+/// What became of a [`record`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Yes,
+    /// `OBJECTS` was full (counted).
+    Full,
+}
+
+/// Puts the object at `ptr` in `OBJECTS` (replacing a stale record whose free was missed:
+/// counted, its bytes taken off its stack) and adds it to the outstanding side of `agg`.
+#[inline(always)]
+pub fn record(kind: Kind, agg: *mut StackAgg, ptr: u64, fresh: Fresh) -> Recorded {
+    let cfg = config();
     let key = ObjKey {
         addr: ptr,
         kind: kind as u32,
@@ -117,12 +137,12 @@ pub fn alloc(
     let record = ObjRecord {
         // SAFETY: helper without preconditions.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        bytes,
-        bytes_req,
-        stack_id,
-        tgid,
-        pid: pid_tgid as u32,
-        gfp_flags,
+        bytes: fresh.bytes,
+        bytes_req: fresh.bytes_req,
+        stack_id: fresh.stack_id,
+        tgid: (fresh.pid_tgid >> 32) as u32,
+        pid: fresh.pid_tgid as u32,
+        gfp_flags: fresh.gfp_flags,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         // SAFETY: helper without memory arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -142,73 +162,25 @@ pub fn alloc(
             count(Counter::ObjStaleReplaced);
             if OBJECTS.insert(key, record, BPF_ANY).is_err() {
                 count(Counter::ObjectsFull);
-                return Ok(());
+                return Recorded::Full;
             }
         }
         Err(_) => {
             count(Counter::ObjectsFull);
-            return Ok(());
+            return Recorded::Full;
         }
     }
     count(Counter::ObjAllocsTracked);
     // SAFETY: valid pointer into the STACK_AGG value.
     unsafe {
-        atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
+        atomic_add(&raw mut (*agg).outstanding_bytes, fresh.bytes);
         atomic_add(&raw mut (*agg).outstanding_count, 1);
     }
-    Ok(())
+    Recorded::Yes
 }
 
-/// Names the slab cache of a stack once: the first time an object is recorded from it, its
-/// cache's `name` is copied into `CACHE_NAMES[stack_id]`. The cache is read through the
-/// object's slab where user space calibrated that (any kernel with BTF), else taken from the
-/// event's `__data_loc char[] name` field (`kmem_cache_alloc` on 6.18+). Large kmalloc (more
-/// than the largest kmalloc cache: buddy pages, no cache) is left unnamed.
-#[inline(always)]
-fn remember_cache_name(
-    ctx: &TracePointContext,
-    cfg: &Config,
-    layout: &ObjAllocLayout,
-    naming: Naming,
-    ptr: u64,
-    bytes: u64,
-    stack_id: u32,
-) {
-    let Some(slot) = CACHE_NAMES.get_ptr_mut(stack_id) else {
-        return;
-    };
-    // SAFETY: valid pointer to the map value (a [u8; 32]).
-    let slot = unsafe { &mut *slot };
-    if slot[0] != 0 {
-        return;
-    }
-    let names = &cfg.slab_names;
-    if naming == Naming::Kmalloc && bytes > names.kmalloc_max_size as u64 {
-        return;
-    }
-    match object_cache(names, ptr, bytes) {
-        CacheLookup::Found(cache) => {
-            let field = cache.wrapping_add(names.cache_name as u64) as *const u64;
-            // SAFETY: bpf_probe_read_kernel checks the address.
-            if let Ok(name) = unsafe { bpf_probe_read_kernel(field) } {
-                // SAFETY: bpf_probe_read_kernel_str checks the source address and bounds the
-                // copy by the destination's length.
-                if unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) }.is_ok() {
-                    return;
-                }
-            }
-            unresolved(ctx, layout, slot);
-        }
-        CacheLookup::Mismatch => unresolved(ctx, layout, slot),
-        CacheLookup::Uncalibrated => {
-            if layout.name_offset != NO_FIELD {
-                copy_name_field(ctx, layout.name_offset, slot);
-            }
-        }
-    }
-}
-
-enum CacheLookup {
+/// How the cache of a slab object was looked up.
+pub enum CacheLookup {
     /// The object's `struct kmem_cache *`.
     Found(u64),
     /// Calibrated, but the object's slab does not lead to a cache of its size.
@@ -220,7 +192,7 @@ enum CacheLookup {
 /// The cache of the slab object at `ptr` whose cache reports `bytes` per object: `struct page`
 /// of `ptr`, its head page, the slab's `slab_cache`, checked by the cache's `size`.
 #[inline(always)]
-fn object_cache(names: &SlabNameLayout, ptr: u64, bytes: u64) -> CacheLookup {
+pub fn object_cache(names: &SlabNameLayout, ptr: u64, bytes: u64) -> CacheLookup {
     if names.page_struct_size == 0 {
         return CacheLookup::Uncalibrated;
     }
@@ -258,19 +230,23 @@ fn object_cache(names: &SlabNameLayout, ptr: u64, bytes: u64) -> CacheLookup {
     }
 }
 
-/// Marks a stack whose cache could not be read (counted once: the slot is not empty any more),
-/// falling back to the event's name field where it has one.
+/// Copies the `name` of the `struct kmem_cache` at `cache` (its `name` pointer at byte
+/// `name_offset`) into `slot`; whether it did.
 #[inline(always)]
-fn unresolved(ctx: &TracePointContext, layout: &ObjAllocLayout, slot: &mut [u8; 32]) {
-    count(Counter::CacheNamesUnresolved);
-    if layout.name_offset == NO_FIELD || !copy_name_field(ctx, layout.name_offset, slot) {
-        slot[0] = CACHE_NAME_UNRESOLVED;
-    }
+pub fn copy_cache_name(cache: u64, name_offset: u32, slot: &mut [u8; 32]) -> bool {
+    let field = cache.wrapping_add(name_offset as u64) as *const u64;
+    // SAFETY: bpf_probe_read_kernel checks the address.
+    let Ok(name) = (unsafe { bpf_probe_read_kernel(field) }) else {
+        return false;
+    };
+    // SAFETY: bpf_probe_read_kernel_str checks the source address and bounds the copy by the
+    // destination's length.
+    unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, slot) }.is_ok_and(|s| !s.is_empty())
 }
 
 /// Copies the event's `__data_loc char[] name` into `slot`; whether it did.
 #[inline(always)]
-fn copy_name_field(ctx: &TracePointContext, name_offset: u32, slot: &mut [u8; 32]) -> bool {
+pub fn copy_name_field(ctx: &TracePointContext, name_offset: u32, slot: &mut [u8; 32]) -> bool {
     let Ok(loc) = read_u32(ctx, name_offset) else {
         return false;
     };
@@ -316,7 +292,8 @@ pub fn free_ptr(ptr: u64, kind: Kind) {
         agg_release(agg_index(cfg, kind as u32, rec.stack_id), rec.bytes, true);
         count(Counter::ObjFreesMatched);
     } else {
-        // Removed concurrently by another free of the same object (should not happen).
+        // Removed concurrently by another free of the same object, or by user space thinning
+        // the slab sample: whoever removed it took its bytes off its stack.
         count(Counter::ObjUnmatchedFrees);
     }
 }

@@ -8,12 +8,7 @@ use crate::maps::config;
 tracepoint_program!(
     percpu_alloc_percpu,
     "tracepoint/percpu/percpu_alloc_percpu",
-    |ctx| objects::alloc(
-        ctx,
-        &config().percpu_alloc,
-        Kind::Percpu,
-        objects::Naming::None
-    )
+    |ctx| objects::alloc(ctx, &config().percpu_alloc, Kind::Percpu)
 );
 
 tracepoint_program!(

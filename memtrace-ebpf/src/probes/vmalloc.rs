@@ -9,12 +9,7 @@ use crate::maps::config;
 tracepoint_program!(
     alloc_vmap_area,
     "tracepoint/vmalloc/alloc_vmap_area",
-    |ctx| objects::alloc(
-        ctx,
-        &config().vmalloc_alloc,
-        Kind::Vmalloc,
-        objects::Naming::None
-    )
+    |ctx| objects::alloc(ctx, &config().vmalloc_alloc, Kind::Vmalloc)
 );
 
 tracepoint_program!(

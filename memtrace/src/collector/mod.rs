@@ -1,6 +1,7 @@
 //! Reads what the programs left in the kernel maps, once they are detached.
 
 mod rotate;
+pub mod slab_rate;
 mod syscalls;
 
 pub use rotate::StackRotation;
@@ -12,12 +13,13 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
-use memtrace_common::{maps, Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
+use memtrace_common::{maps, programs, Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
 
 use crate::{
     loader::Tracer,
     model::{LiveStats, ProgramStats, RawSession},
 };
+use slab_rate::RateState;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
@@ -30,8 +32,13 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Reads [`LiveStats`] while the programs run; bytes scaled by `sample_every` (`--sample`).
-pub fn live_stats(tracer: &Tracer, sample_every: u32) -> anyhow::Result<LiveStats> {
+/// Reads [`LiveStats`] while the programs run; bytes scaled by the sampling rates
+/// (`--sample` for pages, percpu and vmalloc; the slab sample's rate now for slab).
+pub fn live_stats(
+    tracer: &Tracer,
+    sample_every: u32,
+    slab: &RateState,
+) -> anyhow::Result<LiveStats> {
     let ebpf = &tracer.ebpf;
     let counters_map: PerCpuArray<&MapData, u64> =
         PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("COUNTERS map")?;
@@ -54,22 +61,108 @@ pub fn live_stats(tracer: &Tracer, sample_every: u32) -> anyhow::Result<LiveStat
             stats.failures = stats.failures.saturating_add(v);
         }
     }
-    for (_, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
-        // Racing updates may leave a slot transiently "negative": clamp like the report.
-        if (agg.outstanding_bytes as i64) > 0 {
-            stats.outstanding_bytes = stats
-                .outstanding_bytes
-                .saturating_add(agg.outstanding_bytes);
-        }
+    let stride = tracer.config.agg_stride.max(1);
+    for (index, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
+        let (bytes, _) = outstanding(&agg, index, slab);
+        let every = if index / stride == Kind::Slab as u32 {
+            slab.every
+        } else {
+            sample_every
+        };
+        stats.outstanding_bytes = stats
+            .outstanding_bytes
+            .saturating_add(bytes.saturating_mul(u64::from(every.max(1))));
     }
-    stats.outstanding_bytes = stats
-        .outstanding_bytes
-        .saturating_mul(u64::from(sample_every.max(1)));
     Ok(stats)
 }
 
-/// Reads counters, aggregates, records, stacks and program statistics.
-pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
+/// The outstanding (bytes, count) of a `STACK_AGG` slot, less what the slab sample thinned out
+/// of it; 0 for a slot transiently "negative" while programs race.
+fn outstanding(agg: &StackAgg, index: u32, slab: &RateState) -> (u64, u64) {
+    let (bytes, count) = slab.thinned.get(&index).copied().unwrap_or((0, 0));
+    let clamp = |v: u64| if (v as i64) > 0 { v } else { 0 };
+    (
+        clamp(agg.outstanding_bytes.wrapping_sub(bytes)),
+        clamp(agg.outstanding_count.wrapping_sub(count)),
+    )
+}
+
+/// What the twin slab free programs did so far (see `memtrace_common::FreeClaims`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwinCounts {
+    /// Runs the kernel skipped, over the four programs.
+    pub misses: u64,
+    /// Runs that handled their event.
+    pub claims: u64,
+    /// Runs that found their event handled by the twin.
+    pub taken: u64,
+}
+
+impl TwinCounts {
+    /// Slab frees neither twin saw between `self` (earlier) and `later`. Each event runs both
+    /// programs: one handles it and the other finds it handled, or the kernel skipped one
+    /// (the other handled it: a claim without a taken) or both (lost). So misses = one-sided
+    /// events + 2 × lost, and one-sided events = claims - taken.
+    pub fn missed_until(&self, later: &TwinCounts) -> u64 {
+        let misses = later.misses.saturating_sub(self.misses);
+        let one_sided = later
+            .claims
+            .saturating_sub(self.claims)
+            .saturating_sub(later.taken.saturating_sub(self.taken));
+        misses.saturating_sub(one_sided) / 2
+    }
+}
+
+/// The twin free programs' counts now; `None` when they are not loaded (slab through classic
+/// tracepoints, or not traced).
+pub fn twin_counts(tracer: &Tracer) -> anyhow::Result<Option<TwinCounts>> {
+    let twins = [
+        programs::KFREE_BTF,
+        programs::KFREE_BTF_TWIN,
+        programs::KMEM_CACHE_FREE_BTF,
+        programs::KMEM_CACHE_FREE_BTF_TWIN,
+    ];
+    if !twins.iter().all(|t| tracer.programs.iter().any(|p| p == t)) {
+        return Ok(None);
+    }
+    let mut counts = TwinCounts::default();
+    for name in twins {
+        let prog = tracer
+            .ebpf
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?;
+        let fd = prog.fd().with_context(|| format!("fd of program {name}"))?;
+        let info = syscalls::prog_info(fd.as_fd().as_raw_fd())
+            .with_context(|| format!("bpf_prog_info of {name}"))?;
+        counts.misses += info.recursion_misses;
+    }
+    let counters: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(map(&tracer.ebpf, maps::COUNTERS)?).context("COUNTERS map")?;
+    let sum = |c: Counter| -> anyhow::Result<u64> {
+        Ok(counters
+            .get(&(c as u32), 0)
+            .with_context(|| format!("reading counter {}", c.name()))?
+            .iter()
+            .sum())
+    };
+    counts.claims = sum(Counter::ObjFreeClaims)?;
+    counts.taken = sum(Counter::ObjFreeClaimsTaken)?;
+    Ok(Some(counts))
+}
+
+/// What the session knows beyond the maps when they are read.
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    /// The slab sample: its rate and what was thinned out.
+    pub slab: RateState,
+    /// Slab frees neither twin free program saw (see [`TwinCounts::missed_until`]).
+    pub frees_missed: u64,
+}
+
+/// Reads counters, aggregates, records, stacks and program statistics. Slab records outside
+/// the sample of the final rate (made by programs that still read an older rate) are thinned
+/// here, like the sampling thread would.
+pub fn collect(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawSession> {
     let ebpf = &tracer.ebpf;
     let now_ns = monotonic_ns();
 
@@ -84,14 +177,16 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
     }
 
     let stride = tracer.config.agg_stride.max(1);
-    let mut aggs = Vec::new();
-    for (index, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
+    let mut aggs: Vec<(u32, StackAgg)> = Vec::new();
+    for (index, mut agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
         if agg.allocated_count == 0 && agg.outstanding_count == 0 && agg.outstanding_bytes == 0 {
             continue;
         }
-        let kind = Kind::from_u32(index / stride)
-            .with_context(|| format!("STACK_AGG slot {index} beyond the last kind"))?;
-        aggs.push((kind, index % stride, agg));
+        if let Some((bytes, count)) = extras.slab.thinned.get(&index) {
+            agg.outstanding_bytes = agg.outstanding_bytes.wrapping_sub(*bytes);
+            agg.outstanding_count = agg.outstanding_count.wrapping_sub(*count);
+        }
+        aggs.push((index, agg));
     }
 
     let records = if tracer.traces(Kind::Page) {
@@ -99,7 +194,7 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
     } else {
         Vec::new()
     };
-    let objects = if [Kind::Slab, Kind::Percpu, Kind::Vmalloc]
+    let mut objects = if [Kind::Slab, Kind::Percpu, Kind::Vmalloc]
         .iter()
         .any(|k| tracer.traces(*k))
     {
@@ -107,6 +202,26 @@ pub fn collect(tracer: &Tracer) -> anyhow::Result<RawSession> {
     } else {
         Vec::new()
     };
+    let position: HashMap<u32, usize> = aggs
+        .iter()
+        .enumerate()
+        .map(|(i, (index, _))| (*index, i))
+        .collect();
+    let late = slab_rate::thin_records(&mut objects, extras.slab.every.max(1), stride, |i, b| {
+        if let Some(agg) = position.get(&i).and_then(|&p| aggs.get_mut(p)) {
+            agg.1.outstanding_bytes = agg.1.outstanding_bytes.wrapping_sub(b);
+            agg.1.outstanding_count = agg.1.outstanding_count.wrapping_sub(1);
+        }
+    });
+    counters[Counter::ObjRecordsThinned as usize] = extras.slab.thinned_records + late;
+    counters[Counter::ObjFreesMissed as usize] = extras.frees_missed;
+    let mut kind_aggs = Vec::with_capacity(aggs.len());
+    for (index, agg) in aggs {
+        let kind = Kind::from_u32(index / stride)
+            .with_context(|| format!("STACK_AGG slot {index} beyond the last kind"))?;
+        kind_aggs.push((kind, index % stride, agg));
+    }
+    let aggs = kind_aggs;
 
     let stack_map: StackTraceMap<&MapData> =
         StackTraceMap::try_from(map(ebpf, maps::STACKS)?).context("STACKS map")?;

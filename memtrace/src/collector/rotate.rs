@@ -22,8 +22,8 @@
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
-use aya::maps::{Array, StackTraceMap};
-use memtrace_common::{maps, Config, Kind, StackAgg};
+use aya::maps::{Array, PerCpuArray, PerCpuValues, StackTraceMap};
+use memtrace_common::{maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg};
 
 use super::{locate_slot, map, read_array, StackSlot};
 use crate::{
@@ -227,6 +227,10 @@ impl StackRotation {
                     .set(*slot, [0u8; 32], 0)
                     .with_context(|| format!("clearing CACHE_NAMES[{slot}]"))?;
             }
+            // The per-call-site stack cache of each CPU (--slab-stack-every) reuses a stack id
+            // without capturing it again: a way naming a retired slot would put later
+            // allocations under a deleted stack, or under the next stack of its bucket.
+            forget_cached_stacks(tracer, &retire)?;
         }
         for (name, alt) in [(maps::STACKS, false), (maps::STACKS_ALT, true)] {
             let m = tracer
@@ -368,6 +372,36 @@ impl StackRotation {
             }
         }
     }
+}
+
+/// Empties the ways of every CPU's slab stack cache (`SLAB_STACK_CACHE`) that hold a retired
+/// slot, so that the next allocation from their call site captures its stack again. A way a
+/// program changes between the read and the write is put back as it was read: a stack id
+/// still live (or cleared here), never a retired one.
+fn forget_cached_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::Result<()> {
+    let Some(m) = tracer.ebpf.map_mut(maps::SLAB_STACK_CACHE) else {
+        return Ok(());
+    };
+    let mut cache: PerCpuArray<_, SlabStackCache> =
+        PerCpuArray::try_from(m).context("SLAB_STACK_CACHE map")?;
+    let values = cache.get(&0, 0).context("reading SLAB_STACK_CACHE")?;
+    let mut changed = false;
+    let mut per_cpu: Vec<SlabStackCache> = values.iter().copied().collect();
+    for cpu in &mut per_cpu {
+        for way in &mut cpu.ways {
+            if way.call_site != 0 && retire.contains(&way.stack_id) {
+                *way = SlabStackWay::default();
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        let values = PerCpuValues::try_from(per_cpu).context("SLAB_STACK_CACHE values")?;
+        cache
+            .set(0, values, 0)
+            .context("writing SLAB_STACK_CACHE")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

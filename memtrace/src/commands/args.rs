@@ -166,6 +166,26 @@ pub struct TracingArgs {
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
     pub sample: u32,
 
+    /// Slab objects: record one in N at the start, chosen by a hash of the object's address (so
+    /// its free is matched too); every slab figure is scaled by N and marked as an estimate.
+    /// Whenever the object table nears full the rate doubles (records outside the smaller
+    /// sample are dropped and their bytes taken off their stacks), so a growing workload turns
+    /// into a coarser estimate instead of missing memory [default: --sample when given, else
+    /// 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
+    pub slab_sample: Option<u32>,
+
+    /// Record every slab object (same as --slab-sample 1): exact figures while the object
+    /// table holds them all, at a higher cost per allocation (see the README).
+    #[arg(long, conflicts_with = "slab_sample")]
+    pub slab_exact: bool,
+
+    /// Slab allocations: capture a fresh kernel stack once per N allocations from the same call
+    /// site and cache on the same kernel stack (a task's own, or an interrupt stack) of a CPU,
+    /// and attribute the others to it. 1 = always capture.
+    #[arg(long, default_value_t = DEFAULT_SLAB_STACK_EVERY, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
+    pub slab_stack_every: u32,
+
     /// Movable pages (user-anon, page-cache, shmem; traced only when selected by --class):
     /// capture a fresh kernel stack once per N allocations by the same task with the same gfp
     /// flags on a CPU, and attribute the others to it. Their stacks are a handful of fault and
@@ -222,6 +242,11 @@ pub struct TracingArgs {
 pub const DEFAULT_MAX_ALLOCATIONS: u32 = 1 << 19;
 pub const DEFAULT_MAX_OBJECTS: u32 = 1 << 18;
 
+/// Default slab sampling rate at the start of a session (one object in this many).
+pub const DEFAULT_SLAB_SAMPLE: u32 = 16;
+/// Default `--slab-stack-every`.
+pub const DEFAULT_SLAB_STACK_EVERY: u32 = 32;
+
 impl TracingArgs {
     /// The classes the session traces and reports (`--class`, or `kernel`).
     pub fn classes(&self) -> Vec<Class> {
@@ -233,6 +258,20 @@ impl TracingArgs {
     /// Whether movable pages can be left out in the kernel: no selected class is made of them.
     pub fn skip_movable(&self) -> bool {
         !self.classes().iter().any(|c| c.is_movable())
+    }
+
+    /// The slab sampling rate the session starts with (`--slab-exact`, `--slab-sample`,
+    /// `--sample`, or the default).
+    pub fn slab_sample(&self) -> u32 {
+        if self.slab_exact {
+            1
+        } else if let Some(n) = self.slab_sample {
+            n
+        } else if self.sample > 1 {
+            self.sample
+        } else {
+            DEFAULT_SLAB_SAMPLE
+        }
     }
 
     /// The kernel side of the session.
@@ -247,6 +286,8 @@ impl TracingArgs {
             movable_stack_every: self.movable_stack_every,
             classic_tracepoints: self.classic_tracepoints,
             filters: memtrace_common::Filters::none(),
+            slab_sample_every: self.slab_sample(),
+            slab_stack_every: self.slab_stack_every,
         }
     }
 

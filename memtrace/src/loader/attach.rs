@@ -114,6 +114,64 @@ pub(super) fn attach_page_btf(
     }
 }
 
+/// Loads and attaches tp_btf programs, each `(program, tracepoint)` in order (frees first).
+/// On failure, whatever was attached here is detached again.
+pub(super) fn attach_btf(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    programs: &[(&'static str, &str)],
+    attached: &mut Vec<Attached>,
+    loaded: &mut Vec<&'static str>,
+) -> Result<(), String> {
+    let mut mine = Vec::new();
+    let mut attach = |ebpf: &mut Ebpf, program: &'static str, event: &str| {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| format!("the eBPF object has no program {program}"))?
+            .try_into()
+            .map_err(|e| format!("program {program}: {e}"))?;
+        prog.load(event, btf)
+            .map_err(|e| format!("{program}: {}", verifier_summary(&e)))?;
+        if !loaded.contains(&program) {
+            loaded.push(program);
+        }
+        let link = prog
+            .attach()
+            .map_err(|e| format!("{program}: {}", short_error(&e)))?;
+        mine.push(Attached {
+            program,
+            link: Link::BtfTracePoint(link),
+        });
+        Ok::<(), String>(())
+    };
+    let result = programs
+        .iter()
+        .try_for_each(|(program, event)| attach(ebpf, program, event));
+    match result {
+        Ok(()) => {
+            attached.extend(mine);
+            Ok(())
+        }
+        Err(e) => {
+            if let Err(d) = detach_all(ebpf, mine) {
+                return Err(format!("{e}; then detaching failed: {d:#}"));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The tp_btf slab programs, frees first (each free with its twin, see
+/// `memtrace_common::FreeClaims`).
+pub(super) const SLAB_BTF: [(&str, &str); 6] = [
+    (programs::KFREE_BTF, "kfree"),
+    (programs::KFREE_BTF_TWIN, "kfree"),
+    (programs::KMEM_CACHE_FREE_BTF, "kmem_cache_free"),
+    (programs::KMEM_CACHE_FREE_BTF_TWIN, "kmem_cache_free"),
+    (programs::KMALLOC_BTF, "kmalloc"),
+    (programs::KMEM_CACHE_ALLOC_BTF, "kmem_cache_alloc"),
+];
+
 /// Loads and attaches an fentry program on `function`.
 pub(super) fn attach_fentry(
     ebpf: &mut Ebpf,

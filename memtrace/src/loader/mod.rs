@@ -9,11 +9,14 @@ pub mod plan;
 
 use anyhow::Context as _;
 use aya::{programs::TracePoint, Ebpf, EbpfLoader};
-use memtrace_common::{control, maps, programs, Config, Filters, Kind, CONFIG_GLOBAL};
+use memtrace_common::{
+    control, maps, programs, slab_sampling, Config, Filters, Kind, CONFIG_GLOBAL,
+};
 
 use crate::{kernel::tracefs, model::KindStatus};
 use attach::{
-    attach_fentry, attach_page_btf, detach_all, short_error, verifier_summary, Attached, Link,
+    attach_btf, attach_fentry, attach_page_btf, detach_all, short_error, verifier_summary,
+    Attached, Link, SLAB_BTF,
 };
 pub use error::{check_privileges, SetupError};
 use kernel::KernelBtfs;
@@ -44,6 +47,11 @@ pub struct LoadOptions {
     pub classic_tracepoints: bool,
     /// Owner filters applied in the kernel (`--pid`, `--comm`, `--cgroup`, `--pod`).
     pub filters: Filters,
+    /// Slab: one object in this many recorded at the start (by address hash; 1 = every
+    /// object); doubled while the session runs whenever the object table nears full.
+    pub slab_sample_every: u32,
+    /// Slab: a stack captured per this many allocations from a call site (see the CLI).
+    pub slab_stack_every: u32,
 }
 
 /// Loaded and attached programs plus their maps.
@@ -61,6 +69,10 @@ pub struct Tracer {
     pub programs: Vec<String>,
     /// Kernel memory the maps take (sum of `memlock` over memtrace's BPF map fds).
     pub map_memory_bytes: u64,
+    /// Entries of the object table (slab, percpu, vmalloc).
+    pub object_capacity: u32,
+    /// The slab sampling rate the programs started with.
+    pub slab_sample_start: u32,
 }
 
 impl Tracer {
@@ -113,6 +125,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         mut kinds,
         page_btf,
         slab_names,
+        slab_btf,
     } = plan;
     let mut ebpf = EbpfLoader::new()
         .btf(btf.aya())
@@ -129,6 +142,19 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
             what: "creating maps".into(),
             reason: short_error(&e),
         })?;
+    // The slab sampling rate the programs start with (they read it from a map: user space
+    // raises it while the session runs).
+    let slab_every = u64::from(opts.slab_sample_every.max(1));
+    {
+        let map = ebpf
+            .map_mut(maps::SLAB_SAMPLING)
+            .with_context(|| format!("the eBPF object has no map {}", maps::SLAB_SAMPLING))?;
+        let mut sampling: aya::maps::Array<_, u64> =
+            aya::maps::Array::try_from(map).context("SLAB_SAMPLING is not an array of u64")?;
+        sampling
+            .set(slab_sampling::EVERY, slab_every, 0)
+            .context("writing the slab sampling rate (SLAB_SAMPLING)")?;
+    }
 
     // Calibration, before any tracing program runs: the tp_btf page programs' pfns and the
     // slab programs' object → slab lookup.
@@ -218,6 +244,51 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         page.note = (!notes.is_empty()).then(|| notes.join("; "));
     }
 
+    // Slab through tp_btf where the prototypes match; else the classic hooks stay.
+    if let Some(slab) = planned.iter_mut().find(|p| p.kind == Kind::Slab) {
+        let how = slab_btf.and_then(|_| {
+            let btf = btf.aya().ok_or("no kernel BTF")?;
+            attach_btf(&mut ebpf, btf, &SLAB_BTF, &mut attached, &mut loaded)
+        });
+        let mut notes: Vec<String> = Vec::new();
+        match how {
+            Ok(()) => {
+                // The twin free programs share their event with the first (one hook each).
+                slab.hooks = SLAB_BTF
+                    .iter()
+                    .filter(|(program, _)| !program.ends_with("_twin"))
+                    .map(|(program, event)| hook(program, "tp_btf", event, event.contains("free")))
+                    .collect();
+                notes.push(
+                    "each free tracepoint runs twin programs: a free that interrupts one on its \
+                     CPU is seen by the other (obj_frees_missed: those neither saw)"
+                        .into(),
+                );
+            }
+            Err(e) => notes.push(format!("classic tracepoints (tp_btf not used: {e})")),
+        }
+        notes.extend(slab.note.take());
+        notes.push(if slab_every > 1 {
+            format!(
+                "one object in {slab_every} recorded (by address hash), figures scaled: \
+                 estimates; the rate doubles whenever the object table nears full"
+            )
+        } else {
+            "every object recorded; the rate doubles (figures become estimates) only if the \
+             object table nears full"
+                .to_string()
+        });
+        if config.slab_stack_every > 1 {
+            notes.push(format!(
+                "one kernel stack captured per {} allocations from the same call site and \
+                 cache on the same kernel stack of a CPU, the others attributed to it \
+                 (obj_stacks_reused)",
+                config.slab_stack_every
+            ));
+        }
+        slab.note = Some(notes.join("; "));
+    }
+
     // Load every other program of the planned kinds, then attach frees before allocations.
     let mut hooks: Vec<Hook> = planned
         .iter()
@@ -303,6 +374,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         });
     }
     kinds.sort_by_key(|k| Kind::ALL.iter().position(|x| x.name() == k.kind));
+    let slab_traced = planned.iter().any(|p| p.kind == Kind::Slab);
     let hooks = planned
         .iter()
         .flat_map(|p| p.hooks.iter())
@@ -321,6 +393,12 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         kinds,
         programs: loaded.iter().map(|s| s.to_string()).collect(),
         map_memory_bytes: map_memory_bytes(),
+        object_capacity: map_sizes.objects,
+        slab_sample_start: if slab_traced {
+            u32::try_from(slab_every).unwrap_or(u32::MAX)
+        } else {
+            1
+        },
     })
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use memtrace_common::{programs, Config, Kind, SlabNameLayout};
+use memtrace_common::{programs, Config, Kind, SlabBtfLayout, SlabNameLayout};
 
 use super::{pages, LoadOptions, SetupError};
 use crate::kernel::{btf::KernelBtf, mm, tracefs};
@@ -72,6 +72,8 @@ pub struct Plan {
     pub page_btf: Result<u32, String>,
     /// How the slab programs read cache names, or why they cannot.
     pub slab_names: Result<SlabNameLayout, String>,
+    /// The `struct kmem_cache` offsets where the slab programs can run as tp_btf, or why not.
+    pub slab_btf: Result<SlabBtfLayout, String>,
 }
 
 /// Plans the session `opts` asks for on a machine with `facts`. A kind whose events this
@@ -97,6 +99,7 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
         movable_stack_every: opts.movable_stack_every,
         tracked_words,
         filters: opts.filters,
+        slab_stack_every: opts.slab_stack_every,
         ..Config::zeroed()
     };
     // tp_btf for pages where the kernel's BTF has the prototypes memtrace expects.
@@ -124,6 +127,17 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
     };
     if let Ok(names) = slab_names {
         config.slab_names = names;
+    }
+    // tp_btf for slab where the kernel's BTF has the 6.1+ prototypes.
+    let slab_btf = if !opts.kinds.contains(&Kind::Slab) {
+        Err("slab not traced".into())
+    } else if opts.classic_tracepoints {
+        Err("disabled (--classic-tracepoints)".into())
+    } else {
+        facts.btf.clone().and_then(slab_btf_support)
+    };
+    if let Ok(layout) = slab_btf {
+        config.slab_btf = layout;
     }
     let mut planned: Vec<PlannedKind> = Vec::new();
     let mut kinds = Vec::new();
@@ -168,6 +182,7 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
         kinds,
         page_btf,
         slab_names,
+        slab_btf,
     })
 }
 
@@ -423,6 +438,66 @@ fn page_btf_support(btf: &KernelBtf) -> Result<u32, String> {
     Ok(size)
 }
 
+/// The argument types of the slab tracepoints as the tp_btf programs read them (6.1+, when
+/// `kmalloc_node` / `kmem_cache_alloc_node` were folded in and `kmem_cache_alloc` /
+/// `kmem_cache_free` started passing the cache), in the spelling of [`KernelBtf::type_name`].
+pub const SLAB_TP_BTF_ARGS: [(&str, &[&str]); 4] = [
+    (
+        "kmalloc",
+        &[
+            "long unsigned int",
+            "void*",
+            "size_t",
+            "size_t",
+            "gfp_t",
+            "int",
+        ],
+    ),
+    (
+        "kmem_cache_alloc",
+        &[
+            "long unsigned int",
+            "void*",
+            "struct kmem_cache *",
+            "gfp_t",
+            "int",
+        ],
+    ),
+    ("kfree", &["long unsigned int", "void*"]),
+    (
+        "kmem_cache_free",
+        &["long unsigned int", "void*", "struct kmem_cache *"],
+    ),
+];
+
+/// Where the tp_btf slab programs read a `struct kmem_cache`, when the kernel's BTF describes
+/// the slab tracepoints the way they read them (older kernels pass sizes instead of the cache
+/// and have separate `*_node` events: classic tracepoints there).
+fn slab_btf_support(btf: &KernelBtf) -> Result<SlabBtfLayout, String> {
+    for (event, expected) in SLAB_TP_BTF_ARGS {
+        let args = btf
+            .tracepoint_args(event)
+            .ok_or_else(|| format!("no btf_trace_{event} in the kernel BTF"))?;
+        if args != expected {
+            return Err(format!(
+                "{event} has arguments ({}), expected ({}) as on 6.1+",
+                args.join(", "),
+                expected.join(", ")
+            ));
+        }
+    }
+    let member = |m: &str| {
+        btf.member_offset("kmem_cache", m)
+            .ok_or_else(|| format!("no struct kmem_cache.{m} in the kernel BTF"))
+    };
+    Ok(SlabBtfLayout {
+        cache_size: member("size")?,
+        cache_object_size: member("object_size")?,
+        cache_name: member("name")?,
+        _pad: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -430,6 +505,7 @@ mod tests {
     use memtrace_common::{Filters, NO_FIELD};
 
     use super::*;
+    use crate::kernel::btf::KernelBtf;
 
     /// A tracefs tree of the recorded format files of `kernel` (`tests/fixtures/tracefs/`).
     fn tree(kernel: &str) -> tempfile::TempDir {
@@ -481,6 +557,8 @@ mod tests {
             movable_stack_every: 64,
             classic_tracepoints: false,
             filters: Filters::none(),
+            slab_sample_every: 1,
+            slab_stack_every: 16,
         }
     }
 
@@ -613,6 +691,26 @@ mod tests {
             p.page_btf
         );
         assert_eq!(p.config.page_struct_size, 0);
+    }
+
+    #[test]
+    fn slab_tracepoints_of_this_kernel_take_tp_btf_from_6_1() {
+        // Not a root-only test: /sys/kernel/btf/vmlinux is world-readable where it exists.
+        let Ok(btf) = KernelBtf::from_sys_fs() else {
+            return;
+        };
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        let mut parts = release.trim().split(['.', '-']);
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let support = slab_btf_support(&btf);
+        if (major, minor) >= (6, 1) {
+            let layout = support.expect("6.1+ slab prototypes");
+            assert!(layout.cache_name > 0 && layout.cache_size > 0);
+            assert_ne!(layout.cache_size, layout.cache_object_size);
+        } else {
+            assert!(support.is_err(), "{release}: {support:?}");
+        }
     }
 
     #[test]

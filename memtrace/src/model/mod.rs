@@ -111,6 +111,38 @@ pub struct SessionInfo {
     pub stack_rotation: StackRotationStats,
     /// Removed cgroups forgotten by the cgroup index (nothing of theirs outstanding).
     pub cgroups_expired: u64,
+    /// Slab objects: one in this many was recorded (by address hash) when the maps were read,
+    /// and every outstanding slab figure is scaled by it (an estimate when > 1); the allocated
+    /// slab figures were scaled in the kernel by the rate in force at each allocation.
+    pub slab_sample_every: u32,
+    /// The slab rate the session started with (`--slab-sample`).
+    pub slab_sample_start: u32,
+    /// When the slab rate doubled because the object table neared full.
+    pub slab_rate_changes: Vec<RateChange>,
+}
+
+/// The slab sampling rate doubled.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RateChange {
+    /// Seconds since the start of the session.
+    pub at_secs: f64,
+    /// The new rate: one object in this many recorded.
+    pub every: u32,
+}
+
+impl SessionInfo {
+    /// Whether any figure of the report is an estimate (pages or slab sampled).
+    pub fn estimated(&self) -> bool {
+        self.sample_every > 1 || self.slab_sample_every > 1
+    }
+
+    /// How stacks of `kind` were sampled: one allocation in this many.
+    pub fn sample_every_of(&self, kind: Kind) -> u32 {
+        match kind {
+            Kind::Slab => self.slab_sample_every.max(1),
+            _ => self.sample_every.max(1),
+        }
+    }
 }
 
 /// Stack table rotation in a long session: idle stacks deleted from the kernel's stack maps so

@@ -44,7 +44,7 @@ const TABLES: usize = 3;
 /// (stacks retired, rotation races and failures, retired stacks kept and folded, cgroups
 /// expired).
 #[cfg(test)]
-const SINGLE_SERIES: usize = 13;
+const SINGLE_SERIES: usize = 15;
 
 /// What the metrics renderer needs beyond the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -258,6 +258,18 @@ fn families(report: &Report, opts: &MetricsOptions) -> Vec<Family> {
              by N (estimates when N > 1).",
         )
         .with(vec![], int(sample_every)),
+        Family::gauge(
+            "memtrace_slab_sample_every",
+            "Slab objects: one in N is recorded (by address hash) and the slab figures are \
+             already multiplied by N. Starts at --slab-sample and doubles whenever the object \
+             table nears full.",
+        )
+        .with(vec![], int(u64::from(s.slab_sample_every.max(1)))),
+        Family::counter(
+            "memtrace_slab_rate_changes",
+            "Times the slab sampling rate doubled because the object table neared full.",
+        )
+        .with(vec![], int(s.slab_rate_changes.len() as u64)),
         Family::gauge(
             "memtrace_bpf_map_memory_bytes",
             "Kernel memory taken by memtrace's own BPF maps (their memlock).",

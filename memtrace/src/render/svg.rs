@@ -197,6 +197,11 @@ fn subtitle(report: &Report, by: FlameBy, total: u64) -> String {
     };
     if s.sample_every > 1 {
         amount.push_str(&format!(" (estimated, 1 in {} sampled)", s.sample_every));
+    } else if s.estimated() {
+        amount.push_str(&format!(
+            " (slab estimated, 1 in {} sampled)",
+            s.slab_sample_every
+        ));
     }
     parts.push(amount);
     if by == FlameBy::Outstanding && s.min_age_secs > 0.0 {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use memtrace_common::{Counter, Kind};
+use memtrace_common::{programs, Counter, Kind};
 
 use super::RenderOptions;
 use crate::model::growth::Snapshot;
@@ -401,12 +401,41 @@ fn header(out: &mut String, r: &Report) {
     if let Some(note) = &s.cgroups_note {
         line!(out, "  cgroups:    {note}");
     }
+    let slab_traced = s.kinds.iter().any(|k| k.traced && k.kind == "slab");
+    let slab_own_rate = slab_traced && s.slab_sample_every.max(1) != s.sample_every.max(1);
     if s.sample_every > 1 {
+        let what = if slab_own_rate {
+            "page, percpu and vmalloc allocations: 1 in"
+        } else {
+            "1 allocation in"
+        };
         line!(
             out,
-            "  sampling:   1 allocation in {n} recorded (by pfn / address hash); every byte and \
-             count below is an ESTIMATE (recorded x {n})",
+            "  sampling:   {what} {n} recorded (by pfn / address hash); every byte and count \
+             below is an ESTIMATE (recorded x {n})",
             n = s.sample_every
+        );
+    }
+    if slab_own_rate && s.slab_sample_every > 1 {
+        let changes = if s.slab_rate_changes.is_empty() {
+            String::new()
+        } else {
+            let at: Vec<String> = s
+                .slab_rate_changes
+                .iter()
+                .map(|c| format!("1 in {} at {}", c.every, format_duration(c.at_secs)))
+                .collect();
+            format!(
+                "; started at 1 in {}, raised as the object table filled ({})",
+                s.slab_sample_start.max(1),
+                at.join(", ")
+            )
+        };
+        line!(
+            out,
+            "  slab:       1 object in {n} recorded (by address hash){changes}; slab bytes and \
+             counts are ESTIMATES (recorded x {n})",
+            n = s.slab_sample_every
         );
     }
 }
@@ -608,6 +637,11 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
             "{n} objects freed in bulk batches too large for one eBPF run were not matched; they \
              stay listed until their addresses are allocated again."
         ),
+        Counter::ObjFreesMissed => format!(
+            "{n} slab frees were seen by neither of the twin free programs (each was skipped by \
+             the kernel: the free interrupted both on their CPU); those objects stay listed \
+             until their address is allocated again (obj_stale_records_replaced)."
+        ),
         Counter::CacheNamesUnresolved => format!(
             "the slab cache of {n} stacks could not be read through their objects' slabs; those \
              stacks show no cache name (or the event's own name field where it has one)."
@@ -641,6 +675,15 @@ fn programs(out: &mut String, programs: &[ProgramStats]) {
             continue;
         }
         let n = p.recursion_misses;
+        if is_twin_free_program(&p.name) {
+            line!(
+                out,
+                "note: program {} missed {n} runs (frees that interrupted it on its CPU), seen by \
+                 its twin instead; frees neither twin saw: obj_frees_missed",
+                p.name
+            );
+            continue;
+        }
         let what = if p.name.contains("free") {
             let what = if p.name.contains("page") {
                 "pages stay listed as outstanding until they are allocated again"
@@ -661,6 +704,17 @@ fn programs(out: &mut String, programs: &[ProgramStats]) {
         };
         line!(out, "WARNING: program {} missed {n} runs: {what}", p.name);
     }
+}
+
+/// The tp_btf slab free programs, which run in pairs (a miss of one is seen by the other).
+fn is_twin_free_program(name: &str) -> bool {
+    [
+        programs::KFREE_BTF,
+        programs::KFREE_BTF_TWIN,
+        programs::KMEM_CACHE_FREE_BTF,
+        programs::KMEM_CACHE_FREE_BTF_TWIN,
+    ]
+    .contains(&name)
 }
 
 /// A right-aligned table with a left-aligned last column.

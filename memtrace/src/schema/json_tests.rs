@@ -83,6 +83,10 @@ fn schema_round_trip() {
             "page_size",
             "requested_duration_secs",
             "sample_every",
+            "slab_estimated",
+            "slab_rate_changes",
+            "slab_sample_every",
+            "slab_sample_start",
             "sort",
             "started_at_unix",
         ]
@@ -324,6 +328,12 @@ fn full_report() -> Report {
     let mut r = mixed_report(Some(vec![Class::Network, Class::PageCache]));
     let s = &mut r.session;
     s.sample_every = 4;
+    s.slab_sample_start = 16;
+    s.slab_sample_every = 32;
+    s.slab_rate_changes = vec![crate::model::RateChange {
+        at_secs: 3.5,
+        every: 32,
+    }];
     s.grace_secs = 6.0;
     s.grace_note = Some("grace period of 6s not reached: the session ended early".into());
     s.interval_secs = 10.0;

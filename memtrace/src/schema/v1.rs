@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     growth::{Growth, Snapshot, SnapshotStack},
     CallerSummary, CgroupOwner, Class, ClassSummary, ExecContext, Frame, KindStatus, Owner,
-    OwnerSummary, PodOwner, ProcessOwner, ProgramStats, Report, SessionInfo, Socket, SocketOwner,
-    StackReport, StackRotationStats, Totals,
+    OwnerSummary, PodOwner, ProcessOwner, ProgramStats, RateChange, Report, SessionInfo, Socket,
+    SocketOwner, StackReport, StackRotationStats, Totals,
 };
 
 pub const VERSION: u64 = 1;
@@ -72,6 +72,17 @@ pub struct SessionV1 {
     /// Removed cgroups the index forgot during the session (absent when none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cgroups_expired: u64,
+    // Added within schema 1: absent in files of earlier builds (slab then shared
+    // `sample_every`).
+    #[serde(default)]
+    pub slab_sample_every: Option<u32>,
+    #[serde(default)]
+    pub slab_sample_start: Option<u32>,
+    #[serde(default)]
+    pub slab_rate_changes: Vec<RateChangeV1>,
+    /// Derived: `slab_sample_every > 1` (written, ignored when read).
+    #[serde(default)]
+    pub slab_estimated: bool,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -94,6 +105,12 @@ pub struct StackRotationV1 {
     /// Rotations that failed.
     pub failures: u64,
     pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RateChangeV1 {
+    pub at_secs: f64,
+    pub every: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -448,6 +465,9 @@ impl From<&SessionInfo> for SessionV1 {
             kinds,
             stack_rotation,
             cgroups_expired,
+            slab_sample_every,
+            slab_sample_start,
+            slab_rate_changes,
         } = s;
         SessionV1 {
             hostname: hostname.clone(),
@@ -463,7 +483,7 @@ impl From<&SessionInfo> for SessionV1 {
             map_memory_bytes: *map_memory_bytes,
             max_stacks: *max_stacks,
             sample_every: *sample_every,
-            estimated: *sample_every > 1,
+            estimated: s.estimated(),
             grace_secs: *grace_secs,
             grace_note: grace_note.clone(),
             interval_secs: *interval_secs,
@@ -493,6 +513,16 @@ impl From<&SessionInfo> for SessionV1 {
                 }
             }),
             cgroups_expired: *cgroups_expired,
+            slab_sample_every: Some(*slab_sample_every),
+            slab_sample_start: Some(*slab_sample_start),
+            slab_rate_changes: slab_rate_changes
+                .iter()
+                .map(|c| RateChangeV1 {
+                    at_secs: c.at_secs,
+                    every: c.every,
+                })
+                .collect(),
+            slab_estimated: *slab_sample_every > 1,
         }
     }
 }
@@ -992,7 +1022,12 @@ impl From<SessionV1> for SessionInfo {
             kinds,
             stack_rotation,
             cgroups_expired,
+            slab_sample_every,
+            slab_sample_start,
+            slab_rate_changes,
+            slab_estimated: _,
         } = s;
+        let slab_sample_every = slab_sample_every.unwrap_or(sample_every);
         SessionInfo {
             hostname,
             kernel,
@@ -1038,6 +1073,15 @@ impl From<SessionV1> for SessionInfo {
                 })
                 .unwrap_or_default(),
             cgroups_expired,
+            slab_sample_every,
+            slab_sample_start: slab_sample_start.unwrap_or(slab_sample_every),
+            slab_rate_changes: slab_rate_changes
+                .into_iter()
+                .map(|c| RateChange {
+                    at_secs: c.at_secs,
+                    every: c.every,
+                })
+                .collect(),
         }
     }
 }

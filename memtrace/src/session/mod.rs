@@ -21,7 +21,11 @@ pub use signals::StopSignals;
 
 use crate::{
     attribution::{annotate, annotate::Resolver, filters},
-    collector::{self, StackRotation},
+    collector::{
+        self,
+        slab_rate::{RateState, SlabRate},
+        Extras, StackRotation, TwinCounts,
+    },
     loader::{self, LoadOptions, Tracer},
     model::{
         build::build_report,
@@ -123,6 +127,10 @@ pub struct Session {
     snapshots: Vec<Snapshot>,
     symbolizer: Option<KernelSymbolizer>,
     rotation: StackRotation,
+    /// The adaptive slab sample (when slab is traced).
+    slab_rate: Option<SlabRate>,
+    /// The twin slab free programs' counts once everything was attached.
+    twins_at_start: Option<TwinCounts>,
 }
 
 impl Session {
@@ -160,6 +168,13 @@ impl Session {
         opts.load.filters = resolved.filters;
         let tracer = loader::load(opts.load.clone())?;
         let started = Instant::now();
+        let twins_at_start =
+            collector::twin_counts(&tracer).context("reading the slab free programs' counts")?;
+        let slab_rate = if tracer.traces(memtrace_common::Kind::Slab) {
+            Some(SlabRate::start(&tracer, started)?)
+        } else {
+            None
+        };
         let started_unix = sysinfo::unix_now();
         let progress = Progress::new(
             opts.quiet || opts.duration.is_none(),
@@ -197,6 +212,8 @@ impl Session {
             sort: if opts.sort_growth { "growth" } else { "bytes" }.to_string(),
             hooks: tracer.hooks.clone(),
             kinds: tracer.kinds.clone(),
+            slab_sample_every: tracer.slab_sample_start,
+            slab_sample_start: tracer.slab_sample_start,
             ..Default::default()
         };
         let build_opts = BuildOptions {
@@ -231,7 +248,17 @@ impl Session {
             snapshots: Vec::new(),
             symbolizer: None,
             rotation,
+            slab_rate,
+            twins_at_start,
         })
+    }
+
+    /// The slab sample now (a fixed rate when slab is not traced).
+    fn slab_state(&self) -> RateState {
+        match &self.slab_rate {
+            Some(r) => r.state(),
+            None => RateState::fixed(self.tracer.slab_sample_start),
+        }
     }
 
     /// Runs until the duration is over or SIGINT/SIGTERM arrives, starting the grace period,
@@ -270,8 +297,9 @@ impl Session {
                     Due::Progress(at) => {
                         // A display problem must not end the session: show what could be read.
                         let read_started = Instant::now();
+                        let slab = self.slab_state();
                         if let Ok(stats) =
-                            collector::live_stats(&self.tracer, self.opts.load.sample_every)
+                            collector::live_stats(&self.tracer, self.opts.load.sample_every, &slab)
                         {
                             self.progress.update(stats, now);
                         }
@@ -300,13 +328,21 @@ impl Session {
         at_secs: f64,
         on_snapshot: Option<&mut F>,
     ) -> anyhow::Result<()> {
-        let mut raw =
-            collector::collect(&self.tracer).context("reading the kernel maps (snapshot)")?;
+        let slab = self.slab_state();
+        let frees_missed = match (self.twins_at_start, collector::twin_counts(&self.tracer)?) {
+            (Some(start), Some(now)) => start.missed_until(&now),
+            _ => 0,
+        };
+        let (slab_every, slab_changes) = (slab.every, slab.changes.clone());
+        let mut raw = collector::collect(&self.tracer, &Extras { slab, frees_missed })
+            .context("reading the kernel maps (snapshot)")?;
         self.rotation.process(&mut raw, Some(&mut self.tracer));
         let info = SessionInfo {
             duration_secs: at_secs,
             ended_by: "running".into(),
             stack_rotation: self.rotation.stats(),
+            slab_sample_every: slab_every,
+            slab_rate_changes: slab_changes,
             ..self.base_info.clone()
         };
         let sym = self.symbolizer.get_or_insert_with(KernelSymbolizer::new);
@@ -367,6 +403,8 @@ impl Session {
             snapshots,
             symbolizer,
             mut rotation,
+            slab_rate,
+            twins_at_start,
         } = self;
         let elapsed = schedule.started().elapsed();
         progress.finish();
@@ -377,9 +415,26 @@ impl Session {
             ));
         }
         let timing = Timing::from_env();
+        // The free programs' counts just before they are detached: detaching them one by one
+        // would leave one twin alone for a moment.
+        let twins_at_end =
+            collector::twin_counts(&tracer).context("reading the slab free programs' counts")?;
         tracer.detach().context("detaching the programs")?;
         timing.mark("detach");
-        let mut raw = collector::collect(&tracer).context("reading the kernel maps")?;
+        let slab = match slab_rate {
+            Some(r) => r.stop(),
+            None => RateState::fixed(tracer.slab_sample_start),
+        };
+        if let Some(problem) = &slab.problem {
+            progress.warn(&format!("slab sampling: {problem}"));
+        }
+        let frees_missed = match (twins_at_start, twins_at_end) {
+            (Some(start), Some(end)) => start.missed_until(&end),
+            _ => 0,
+        };
+        let slab_info = (slab.every, slab.changes.clone());
+        let mut raw = collector::collect(&tracer, &Extras { slab, frees_missed })
+            .context("reading the kernel maps")?;
         rotation.process(&mut raw, None);
         timing.mark("collect");
         // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
@@ -418,6 +473,8 @@ impl Session {
             cgroups_note: Some(resolver.note()),
             stack_rotation: rotation.stats(),
             cgroups_expired: resolver.expired,
+            slab_sample_every: slab_info.0,
+            slab_rate_changes: slab_info.1,
             ..base_info
         };
         let symbolizer = symbolizer.unwrap_or_default();
@@ -500,6 +557,12 @@ fn start_line(
     let mut extras = Vec::new();
     if opts.load.sample_every > 1 {
         extras.push(format!("sampling 1 in {}", opts.load.sample_every));
+    }
+    if tracer.traces(memtrace_common::Kind::Slab) {
+        extras.push(match tracer.slab_sample_start {
+            1 => "every slab object".to_string(),
+            n => format!("slab objects sampled 1 in {n}"),
+        });
     }
     if !opts.grace.is_zero() {
         extras.push(format!(

@@ -18,7 +18,7 @@ use aya::sys::SyscallError;
 use crate::process::spawned_pids;
 
 /// The names of memtrace's programs (one per tracepoint it attaches to).
-pub const PROGRAM_NAMES: [&str; 15] = [
+pub const PROGRAM_NAMES: [&str; 21] = [
     "calib_page_alloc",
     "calib_kmalloc",
     "mm_page_alloc",
@@ -30,6 +30,12 @@ pub const PROGRAM_NAMES: [&str; 15] = [
     "kmem_cache_alloc",
     "kfree",
     "kmem_cache_free",
+    "kmalloc_btf",
+    "cache_alloc_btf",
+    "kfree_btf",
+    "kfree_btf_twin",
+    "cache_free_btf",
+    "cache_free_twin",
     "percpu_alloc_percpu",
     "percpu_free_percpu",
     "alloc_vmap_area",

@@ -7,6 +7,7 @@
 //! of the machine hits every configuration alike; each tracer session is a fresh process that
 //! is started and attached before the workload starts and stopped (SIGINT) after it ended.
 
+mod cost;
 mod report;
 mod tracer;
 mod workload;
@@ -24,6 +25,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 
 use crate::{build, cmd, is_root, mount_tracefs, Ctx};
+use cost::{CostSample, StatsEnabled};
 use tracer::{Footprint, Spec, Stopped, Tracer};
 use workload::{Hold, Workload};
 
@@ -42,6 +44,19 @@ const BPFTRACE_SCRIPT: &str = "\
 // `memtrace trace --kind page` (written by `cargo xtask bench`).
 tracepoint:kmem:mm_page_alloc { @[args->pfn] = kstack; }
 tracepoint:kmem:mm_page_free { delete(@[args->pfn]); }
+";
+/// The bpftrace peer of memtrace's default session: kernel pages (movable ones skipped, as
+/// memtrace's default does) and kmalloc / kmem_cache objects keyed by address, each with its
+/// kernel stack.
+const BPFTRACE_SLAB_SCRIPT: &str = "\
+// Outstanding kernel pages and slab objects with their kernel stacks: the bpftrace peer of
+// the default `memtrace trace` (written by `cargo xtask bench`).
+tracepoint:kmem:mm_page_alloc /args->migratetype != 1/ { @pages[args->pfn] = kstack; }
+tracepoint:kmem:mm_page_free { delete(@pages[args->pfn]); }
+tracepoint:kmem:kmalloc { @objects[args->ptr] = kstack; }
+tracepoint:kmem:kmem_cache_alloc { @objects[args->ptr] = kstack; }
+tracepoint:kmem:kfree { delete(@objects[args->ptr]); }
+tracepoint:kmem:kmem_cache_free { delete(@objects[args->ptr]); }
 ";
 /// bpftrace prints this on stderr once every probe is attached (its test-suite hook), when
 /// the variable of the same name is set.
@@ -65,6 +80,9 @@ pub struct BenchOpts {
     /// Leave out the bpftrace comparison even when bpftrace is installed.
     #[arg(long)]
     no_bpftrace: bool,
+    /// Leave out the per-program cost runs (`kernel.bpf_stats_enabled=1`).
+    #[arg(long)]
+    no_cost: bool,
 }
 
 /// A way to run a workload: bare, or under one tracer.
@@ -76,15 +94,17 @@ pub enum Config {
         args: &'static [&'static str],
     },
     Bpftrace {
+        name: &'static str,
         bin: PathBuf,
         script: PathBuf,
     },
 }
 
 /// The memtrace configurations: the default session (kernel memory; movable pages skipped in
-/// the kernel), the same sampled, every page tracked (tp_btf and classic tracepoints), every
-/// kind and class.
-const MEMTRACE_CONFIGS: [Config; 5] = [
+/// the kernel; slab objects sampled), the same sampled, every page tracked (tp_btf and classic
+/// tracepoints), every kind and class, and the default session with every slab object
+/// recorded.
+const MEMTRACE_CONFIGS: [Config; 6] = [
     Config::Memtrace {
         name: "default",
         args: &[],
@@ -105,6 +125,10 @@ const MEMTRACE_CONFIGS: [Config; 5] = [
         name: "all",
         args: &["--kind", "all", "--class", "all"],
     },
+    Config::Memtrace {
+        name: "slab-exact",
+        args: &["--slab-exact"],
+    },
 ];
 
 impl Config {
@@ -112,7 +136,7 @@ impl Config {
         match self {
             Config::Bare => "bare",
             Config::Memtrace { name, .. } => name,
-            Config::Bpftrace { .. } => "bpftrace",
+            Config::Bpftrace { name, .. } => name,
         }
     }
 
@@ -142,8 +166,8 @@ impl Config {
                     ready_prefix: MEMTRACE_READY,
                 })
             }
-            Config::Bpftrace { bin, script } => Some(Spec {
-                label: "bpftrace".into(),
+            Config::Bpftrace { name, bin, script } => Some(Spec {
+                label: (*name).into(),
                 program: bin.clone(),
                 args: vec![script.into()],
                 env: vec![
@@ -233,6 +257,8 @@ pub struct Results {
     pub configs: Vec<Config>,
     pub samples: Vec<RunSample>,
     pub holds: Vec<HoldSample>,
+    /// Per-program costs (`kernel.bpf_stats_enabled=1` runs).
+    pub costs: Vec<CostSample>,
     pub notes: Vec<String>,
     pub wall: Duration,
 }
@@ -272,9 +298,10 @@ fn find_bpftrace(notes: &mut Vec<String>) -> Option<PathBuf> {
     }
 }
 
-/// Sets up the bpftrace configuration: writes the script and checks that bpftrace attaches
-/// and stops cleanly on this kernel. `None` (with a note) when it does not.
-fn bpftrace_config(dir: &Path, notes: &mut Vec<String>) -> Option<(Config, String)> {
+/// Sets up the bpftrace configurations (pages only, and pages + slab objects, the peer of the
+/// default session): writes the scripts and checks that bpftrace attaches and stops cleanly on
+/// this kernel. Those that do not are left out with a note.
+fn bpftrace_configs(dir: &Path, notes: &mut Vec<String>) -> Option<(Vec<Config>, String)> {
     let bin = find_bpftrace(notes)?;
     let version = Command::new(&bin)
         .arg("--version")
@@ -282,27 +309,43 @@ fn bpftrace_config(dir: &Path, notes: &mut Vec<String>) -> Option<(Config, Strin
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "bpftrace (version unknown)".into());
-    let script = dir.join("outstanding-pages.bt");
-    if let Err(e) = fs::create_dir_all(dir).and_then(|()| fs::write(&script, BPFTRACE_SCRIPT)) {
-        notes.push(format!(
-            "cannot write {}: {e}; no bpftrace comparison",
-            script.display()
-        ));
-        return None;
-    }
-    let config = Config::Bpftrace { bin, script };
-    let spec = config.spec(Path::new(""), None)?;
-    eprintln!("[bench] checking that {version} attaches on this kernel");
-    match Tracer::start(&spec).and_then(Tracer::stop) {
-        Ok(_) => Some((config, version)),
-        Err(e) => {
-            eprintln!("[bench] warning: bpftrace does not work here: {e:#}");
+    let mut configs = Vec::new();
+    for (name, file, text) in [
+        ("bpftrace", "outstanding-pages.bt", BPFTRACE_SCRIPT),
+        (
+            "bpftrace-slab",
+            "outstanding-pages-slab.bt",
+            BPFTRACE_SLAB_SCRIPT,
+        ),
+    ] {
+        let script = dir.join(file);
+        if let Err(e) = fs::create_dir_all(dir).and_then(|()| fs::write(&script, text)) {
             notes.push(format!(
-                "{version} failed its check run ({e:#}); no bpftrace comparison"
+                "cannot write {}: {e}; no {name} comparison",
+                script.display()
             ));
-            None
+            continue;
+        }
+        let config = Config::Bpftrace {
+            name,
+            bin: bin.clone(),
+            script,
+        };
+        let Some(spec) = config.spec(Path::new(""), None) else {
+            continue;
+        };
+        eprintln!("[bench] checking that {version} attaches {name} on this kernel");
+        match Tracer::start(&spec).and_then(Tracer::stop) {
+            Ok(_) => configs.push(config),
+            Err(e) => {
+                eprintln!("[bench] warning: {name} does not work here: {e:#}");
+                notes.push(format!(
+                    "{version} failed its {name} check run ({e:#}); no {name} comparison"
+                ));
+            }
         }
     }
+    (!configs.is_empty()).then_some((configs, version))
 }
 
 /// Starts the configuration's tracer (if any), attached before this returns.
@@ -343,6 +386,43 @@ fn run_once(
         elapsed: measured.elapsed,
         throughput: measured.throughput(),
         tracer,
+    })
+}
+
+/// One cost run: the workload under the tracer with `kernel.bpf_stats_enabled=1`, and the
+/// statistics of every program the tracer holds, read just before it is stopped.
+fn cost_once(
+    workload: Workload,
+    config: &Config,
+    duration: Duration,
+    memtrace: &Path,
+) -> Result<CostSample> {
+    std::thread::sleep(SETTLE);
+    let tracer =
+        start_tracer(config, memtrace, None)?.context("a cost run needs a tracer configuration")?;
+    let before = cost::programs_of(tracer.pid())?;
+    let measured = workload.run(duration)?;
+    let after = cost::programs_of(tracer.pid())?;
+    stop_tracer(tracer)?;
+    // What the programs did during the workload (not while the tracer started).
+    let programs = after
+        .into_iter()
+        .map(|mut p| {
+            if let Some(b) = before.iter().find(|b| b.id == p.id) {
+                p.run_cnt = p.run_cnt.saturating_sub(b.run_cnt);
+                p.run_time_ns = p.run_time_ns.saturating_sub(b.run_time_ns);
+                p.recursion_misses = p.recursion_misses.saturating_sub(b.recursion_misses);
+            }
+            p
+        })
+        .filter(|p| p.run_cnt > 0)
+        .collect();
+    Ok(CostSample {
+        workload,
+        config: config.name(),
+        elapsed: measured.elapsed,
+        work: measured.work,
+        programs,
     })
 }
 
@@ -434,8 +514,8 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     let mut bpftrace = None;
     if opts.no_bpftrace {
         notes.push("bpftrace comparison left out (--no-bpftrace)".into());
-    } else if let Some((config, version)) = bpftrace_config(&bench_dir, &mut notes) {
-        configs.push(config);
+    } else if let Some((found, version)) = bpftrace_configs(&bench_dir, &mut notes) {
+        configs.extend(found);
         bpftrace = Some(version);
     }
     if runs < 5 {
@@ -446,8 +526,18 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
 
     let wall = Instant::now();
     let memtrace_configs: Vec<&Config> = configs.iter().filter(|c| c.is_memtrace()).collect();
+    let tracer_configs: Vec<&Config> = configs
+        .iter()
+        .filter(|c| c.spec(Path::new(""), None).is_some())
+        .collect();
+    let cost_runs = if opts.no_cost {
+        0
+    } else {
+        Workload::ALL.len() * tracer_configs.len()
+    };
     let total = Workload::ALL.len() * (runs as usize) * configs.len()
-        + (runs as usize) * memtrace_configs.len();
+        + (runs as usize) * memtrace_configs.len()
+        + cost_runs;
     let mut done = 0;
     let mut samples = Vec::new();
     for workload in Workload::ALL {
@@ -467,6 +557,24 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
                 done += 1;
                 progress(done, total, &report::describe_run(&sample));
                 samples.push(sample);
+            }
+        }
+    }
+    let mut costs = Vec::new();
+    if opts.no_cost {
+        notes.push("per-program cost runs left out (--no-cost)".into());
+    } else {
+        // bpf_stats cost time themselves: only for these runs, never for the ratios.
+        let _stats = StatsEnabled::on().context("switching on kernel.bpf_stats_enabled")?;
+        for workload in Workload::ALL {
+            for config in &tracer_configs {
+                let sample =
+                    cost_once(workload, config, duration, &memtrace).with_context(|| {
+                        format!("{} under {} (cost run)", workload.name(), config.name())
+                    })?;
+                done += 1;
+                progress(done, total, &report::describe_cost(&sample));
+                costs.push(sample);
             }
         }
     }
@@ -499,6 +607,7 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         configs,
         samples,
         holds,
+        costs,
         notes,
         wall: wall.elapsed(),
     };

@@ -5,7 +5,8 @@ use std::{fmt::Write as _, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
-    workload::Workload, HoldSample, Results, RunSample, BPFTRACE_SCRIPT, HOLD_BYTES, HOLD_FRAME,
+    cost::CostSample, workload::Workload, HoldSample, Results, RunSample, BPFTRACE_SCRIPT,
+    BPFTRACE_SLAB_SCRIPT, HOLD_BYTES, HOLD_FRAME,
 };
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -131,6 +132,33 @@ pub fn describe_run(s: &RunSample) -> String {
     line
 }
 
+pub fn describe_cost(c: &CostSample) -> String {
+    format!(
+        "{} cost run {:<13} {} programs, {:.1} % of a CPU, {:.0} ns of BPF per {}",
+        c.workload.name(),
+        c.config,
+        c.programs.len(),
+        c.total_cpu_percent(),
+        c.total_ns_per_work(),
+        work_unit(c.workload)
+    )
+}
+
+/// The unit of work of a workload, for per-unit costs.
+fn work_unit(w: Workload) -> &'static str {
+    match w {
+        Workload::Churn => "page",
+        Workload::TcpStream => "byte",
+        Workload::Slab => "op",
+    }
+}
+
+fn cost_of<'a>(r: &'a Results, w: Workload, config: &str) -> Option<&'a CostSample> {
+    r.costs
+        .iter()
+        .find(|c| c.workload == w && c.config == config)
+}
+
 pub fn describe_hold(h: &HoldSample) -> String {
     format!(
         "tcp-hold run {} {:<8} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
@@ -241,7 +269,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(o, "configurations:");
     for c in &r.configs {
-        let _ = writeln!(o, "  {:<9} {}", c.name(), c.command_line());
+        let _ = writeln!(o, "  {:<13} {}", c.name(), c.command_line());
     }
     if let Some(version) = &r.bpftrace {
         let _ = writeln!(o, "  (bpftrace: {version})");
@@ -254,8 +282,21 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<17} {:<9} {:>20} {:>7} {:>7} {:>5}",
-        "WORKLOAD", "CONFIG", "MEDIAN THROUGHPUT", "RATIO", "RANGE", "RUNS"
+        "  BPF %CPU = the tracer's programs' run time in its cost run (kernel.bpf_stats_enabled=1, \
+         a separate run), as a share of one CPU;\n  BPF NS/UNIT = that time per page (churn), \
+         per byte (tcp-stream) or per op (slab loop)"
+    );
+    let _ = writeln!(
+        o,
+        "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
+        "WORKLOAD",
+        "CONFIG",
+        "MEDIAN THROUGHPUT",
+        "RATIO",
+        "RANGE",
+        "RUNS",
+        "BPF %CPU",
+        "BPF NS/UNIT"
     );
     for w in Workload::ALL {
         for c in &r.configs {
@@ -268,16 +309,53 @@ pub fn text(r: &Results) -> String {
             } else {
                 "-".into()
             };
+            let cost = cost_of(r, w, c.name());
             let _ = writeln!(
                 o,
-                "{:<17} {:<9} {:>20} {:>7} {:>7} {:>5}",
+                "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
                 w.name(),
                 c.name(),
                 rate(w, s.median),
                 ratio,
                 range,
-                s.n
+                s.n,
+                cost.map_or("-".into(), |c| format!("{:.1}%", c.total_cpu_percent())),
+                cost.map_or("-".into(), |c| format!("{:.1}", c.total_ns_per_work())),
             );
+        }
+    }
+
+    if !r.costs.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nPer-event cost of each program (cost runs, kernel.bpf_stats_enabled=1, which adds \
+             a few tens of ns per run itself):\n  RUNS/S = runs per second of the workload; \
+             NS/RUN = run_time_ns / run_cnt; MISSES = runs the kernel skipped (recursion)"
+        );
+        let _ = writeln!(
+            o,
+            "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>7}",
+            "WORKLOAD", "CONFIG", "PROGRAM", "RUNS/S", "NS/RUN", "MISSES", "%CPU"
+        );
+        for c in &r.costs {
+            for p in &c.programs {
+                let per_sec = p.run_cnt as f64 / c.elapsed.as_secs_f64().max(1e-9);
+                let _ = writeln!(
+                    o,
+                    "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>6.2}%",
+                    c.workload.name(),
+                    c.config,
+                    p.name,
+                    if per_sec >= 1e6 {
+                        format!("{:.2} M", per_sec / 1e6)
+                    } else {
+                        format!("{:.1} k", per_sec / 1e3)
+                    },
+                    p.ns_per_run().map_or("-".into(), |n| format!("{n:.1}")),
+                    p.recursion_misses,
+                    c.cpu_percent(p)
+                );
+            }
         }
     }
 
@@ -291,14 +369,14 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<9} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
+        "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
         "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT"
     );
     for c in &tracers {
         let t = tracer_stats(r, c.name());
         let _ = writeln!(
             o,
-            "{:<9} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
+            "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
             c.name(),
             t.sessions,
             mib_pair(t.hwm),
@@ -312,7 +390,7 @@ pub fn text(r: &Results) -> String {
     let _ = writeln!(o, "\nTime to report by workload (median, seconds):");
     let _ = writeln!(
         o,
-        "{:<9} {:>17} {:>17} {:>17} {:>17}",
+        "{:<13} {:>17} {:>17} {:>17} {:>17}",
         "CONFIG", WORKLOAD_KEYS[0], WORKLOAD_KEYS[1], WORKLOAD_KEYS[2], WORKLOAD_KEYS[3]
     );
     for c in &tracers {
@@ -324,7 +402,7 @@ pub fn text(r: &Results) -> String {
             .collect();
         let _ = writeln!(
             o,
-            "{:<9} {:>17} {:>17} {:>17} {:>17}",
+            "{:<13} {:>17} {:>17} {:>17} {:>17}",
             c.name(),
             cells[0],
             cells[1],
@@ -343,7 +421,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<9} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+        "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
         "CONFIG", "RUNS", "SIOCINQ", "TRACED", "ERROR MEDIAN", "ERROR WORST", "TOP"
     );
     for c in &tracers {
@@ -362,7 +440,7 @@ pub fn text(r: &Results) -> String {
         let top = holds.iter().filter(|h| h.top_stack_matches).count();
         let _ = writeln!(
             o,
-            "{:<9} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+            "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
             c.name(),
             holds.len(),
             queued.map_or("-".into(), |s| mib(s.median)),
@@ -505,6 +583,29 @@ pub fn json(r: &Results) -> Value {
             })
         })
         .collect();
+    let costs: Vec<Value> = r
+        .costs
+        .iter()
+        .map(|c| {
+            json!({
+                "workload": c.workload.name(),
+                "config": c.config,
+                "elapsed_secs": c.elapsed.as_secs_f64(),
+                "work": c.work,
+                "unit": work_unit(c.workload),
+                "bpf_cpu_percent": c.total_cpu_percent(),
+                "bpf_ns_per_unit": c.total_ns_per_work(),
+                "programs": c.programs.iter().map(|p| json!({
+                    "name": p.name,
+                    "run_cnt": p.run_cnt,
+                    "run_time_ns": p.run_time_ns,
+                    "ns_per_run": p.ns_per_run(),
+                    "recursion_misses": p.recursion_misses,
+                    "cpu_percent": c.cpu_percent(p),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
     let sessions: Vec<Value> = r
         .samples
         .iter()
@@ -531,6 +632,8 @@ pub fn json(r: &Results) -> Value {
         "memtrace_bin": r.memtrace_bin.display().to_string(),
         "bpftrace": r.bpftrace,
         "bpftrace_script": r.bpftrace.as_ref().map(|_| BPFTRACE_SCRIPT),
+        "bpftrace_slab_script": r.bpftrace.as_ref().map(|_| BPFTRACE_SLAB_SCRIPT),
+        "costs": costs,
         "configs": configs,
         "workloads": workloads,
         "throughput": throughput,

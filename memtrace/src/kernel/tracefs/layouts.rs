@@ -163,6 +163,7 @@ fn slab_alloc_layout(f: &EventFormat, with_name: bool) -> Result<ObjAllocLayout,
     let bytes_alloc = required_sized(f, "bytes_alloc", &[8], SIZE_T_EXPECTED)?;
     let bytes_req = required_sized(f, "bytes_req", &[8], SIZE_T_EXPECTED)?;
     let gfp = required_sized(f, "gfp_flags", &[4, 8], GFP_EXPECTED)?;
+    let call_site = optional_sized(f, "call_site", &[8], SIZE_T_EXPECTED)?;
     let name = if with_name {
         optional_data_loc_string(f, "name")?
     } else {
@@ -176,7 +177,7 @@ fn slab_alloc_layout(f: &EventFormat, with_name: bool) -> Result<ObjAllocLayout,
         name_offset: offset_or_absent(name),
         failed_offset: NO_FIELD,
         gfp_offset: gfp.offset,
-        _pad: 0,
+        call_site_offset: offset_or_absent(call_site),
     })
 }
 
@@ -226,7 +227,7 @@ pub fn percpu_alloc_layout(
         name_offset: NO_FIELD,
         failed_offset: NO_FIELD,
         gfp_offset: offset_or_absent(gfp),
-        _pad: 0,
+        call_site_offset: NO_FIELD,
     })
 }
 
@@ -249,7 +250,7 @@ pub fn vmalloc_alloc_layout(f: &EventFormat) -> Result<ObjAllocLayout, TracefsEr
         name_offset: NO_FIELD,
         failed_offset: failed.offset,
         gfp_offset: NO_FIELD,
-        _pad: 0,
+        call_site_offset: NO_FIELD,
     })
 }
 

@@ -379,7 +379,15 @@ fn alloc(
         name_offset: name,
         failed_offset: failed,
         gfp_offset: gfp,
-        _pad: 0,
+        call_site_offset: NO_FIELD,
+    }
+}
+
+/// [`alloc`] of a slab event, whose `call_site` is at offset 8 on every kernel.
+fn slab(ptr: u32, bytes: u32, bytes_req: u32, name: u32, gfp: u32) -> ObjAllocLayout {
+    ObjAllocLayout {
+        call_site_offset: 8,
+        ..alloc(ptr, bytes, 1, bytes_req, name, NO_FIELD, gfp)
     }
 }
 
@@ -398,10 +406,7 @@ fn slab_layouts_6_18() {
     assert_eq!(kmalloc.id, Some(658));
     let gfp = kmalloc.field("gfp_flags").unwrap();
     assert_eq!((gfp.type_name.as_str(), gfp.size), ("unsigned long", 8));
-    assert_eq!(
-        kmalloc_layout(&kmalloc).unwrap(),
-        alloc(16, 32, 1, 24, N, N, 40)
-    );
+    assert_eq!(kmalloc_layout(&kmalloc).unwrap(), slab(16, 32, 24, N, 40));
 
     let cache_alloc = obj_fixture("6.18", "kmem_cache_alloc");
     let name = cache_alloc.field("name").unwrap();
@@ -413,7 +418,7 @@ fn slab_layouts_6_18() {
     // The name pushes bytes_req and the rest 8 bytes further than kmalloc's.
     assert_eq!(
         kmem_cache_alloc_layout(&cache_alloc).unwrap(),
-        alloc(16, 40, 1, 32, 24, N, 48)
+        slab(16, 40, 32, 24, 48)
     );
     // kmalloc_layout never reports a name.
     assert_eq!(kmalloc_layout(&cache_alloc).unwrap().name_offset, N);
@@ -471,7 +476,7 @@ fn slab_layouts_4_19_with_node_events() {
         (gfp.type_name.as_str(), gfp.offset, gfp.size),
         ("gfp_t", 40, 4)
     );
-    let expected = alloc(16, 32, 1, 24, N, N, 40);
+    let expected = slab(16, 32, 24, N, 40);
     assert_eq!(kmalloc_layout(&kmalloc).unwrap(), expected);
 
     let kmalloc_node = obj_fixture("4.19", "kmalloc_node");
@@ -519,17 +524,14 @@ fn layouts_6_1_merged_node_events() {
     let kmalloc = obj_fixture("6.1", "kmalloc");
     assert_eq!(kmalloc.field("node").unwrap().offset, 48);
     assert!(kmalloc.field("accounted").is_none());
-    assert_eq!(
-        kmalloc_layout(&kmalloc).unwrap(),
-        alloc(16, 32, 1, 24, N, N, 40)
-    );
+    assert_eq!(kmalloc_layout(&kmalloc).unwrap(), slab(16, 32, 24, N, 40));
     // kmem_cache_alloc: `accounted` but no `name` yet (that came in 6.18).
     let cache_alloc = obj_fixture("6.1", "kmem_cache_alloc");
     assert_eq!(cache_alloc.field("accounted").unwrap().offset, 52);
     assert!(cache_alloc.field("name").is_none());
     assert_eq!(
         kmem_cache_alloc_layout(&cache_alloc).unwrap(),
-        alloc(16, 32, 1, 24, N, N, 40)
+        slab(16, 32, 24, N, 40)
     );
     // kmem_cache_free has had `name` since 5.12.
     let cache_free = obj_fixture("6.1", "kmem_cache_free");

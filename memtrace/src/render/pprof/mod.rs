@@ -186,6 +186,13 @@ fn comments(report: &Report) -> Vec<String> {
             n = s.sample_every
         ));
     }
+    if s.slab_sample_every > 1 && s.slab_sample_every != s.sample_every {
+        out.push(format!(
+            "slab sampled: one object in {n} was recorded; every slab value is an estimate, \
+             already multiplied by {n}",
+            n = s.slab_sample_every
+        ));
+    }
     out
 }
 
