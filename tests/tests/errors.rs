@@ -73,6 +73,8 @@ fn bad_duration_is_a_usage_error() {
 fn sigterm_still_writes_the_complete_report() {
     run_scenario(|| {
         let mut tracer = Tracer::start("sigterm", &["--duration", "10m"])?;
+        // Long enough for the kernel to allocate something, so the report has stacks.
+        std::thread::sleep(std::time::Duration::from_millis(500));
         let status = tracer.stop_with(libc::SIGTERM)?;
         ensure!(
             status.code() == Some(0),

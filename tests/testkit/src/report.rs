@@ -558,8 +558,9 @@ impl Report {
                 })
                 .collect()
         } else {
+            // A report without stacks has nothing to classify (a session ended at once).
             ensure!(
-                selected.is_none(),
+                selected.is_none() || self.stacks.is_empty(),
                 "a --class filtered report must carry classes (stacks[].class, classes[])"
             );
             self.stacks.iter().collect()
