@@ -219,6 +219,11 @@ impl Tracer {
         self.stderr.text()
     }
 
+    /// How the tracer ended, once [`Tracer::running`] found it exited.
+    pub fn exit_description(&self) -> Option<String> {
+        self.exit_status.map(describe)
+    }
+
     /// Whether the tracer is still running (not exited). An exited tracer is reaped here and
     /// its wait status kept for [`Tracer::stop_with`].
     pub fn running(&mut self) -> Result<bool> {

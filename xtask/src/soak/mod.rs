@@ -467,8 +467,9 @@ fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
         }
         if !tracer.running()? {
             bail!(
-                "memtrace serve (pid {pid}) exited during the soak, after {:.0} s; its \
+                "memtrace serve (pid {pid}) ended during the soak ({}), after {:.0} s; its \
                  stderr:\n{}",
+                tracer.exit_description().unwrap_or_default(),
                 start.elapsed().as_secs_f64(),
                 tracer.stderr_text()
             );
