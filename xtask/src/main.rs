@@ -1,4 +1,4 @@
-//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench|man|guest|matrix>`.
+//! Build tasks for memtrace: `cargo xtask <bootstrap|build-ebpf|build|run|test|bench|soak|man|guest|matrix>`.
 //!
 //! The eBPF crate (`memtrace-ebpf/`, outside the workspace) is built with nightly for
 //! `bpfel-unknown-none` into `<target>/bpf/`; user space embeds the object through
@@ -11,6 +11,7 @@ mod cmd;
 mod kernels;
 mod prometheus;
 mod python;
+mod soak;
 
 use std::{
     env,
@@ -71,8 +72,9 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Build, then check formatting, run clippy (user space and eBPF) and all tests: the host's,
-    /// then the guest scenario tests in stock Debian kernels under QEMU (`--kernels`).
-    Test(kernels::MatrixOpts),
+    /// a short soak of `memtrace serve` (`--soak-minutes`), then the guest scenario tests in
+    /// stock Debian kernels under QEMU (`--kernels`).
+    Test(TestOpts),
     /// Build, then run only the guest scenario tests (the kernel matrix of `test`).
     Matrix(kernels::MatrixOpts),
     /// Boot a stock Debian kernel under QEMU (TCG) with the host's / as its read-only root and
@@ -90,6 +92,11 @@ enum Task {
     /// time to report and hold accuracy, next to bpftrace; prints a table and writes JSON.
     /// Needs root. Nothing is asserted.
     Bench(bench::BenchOpts),
+    /// Build, then run `memtrace serve` for `--minutes` under a rotating load (the bench's
+    /// workloads, process and cgroup churn), sampling its memory, map memory, fds, threads,
+    /// series and /metrics latency; prints a table, writes JSON and fails when something grew
+    /// after the warm-up (the rule: docs/reliability.md). Needs root.
+    Soak(soak::SoakOpts),
     /// Generate the man pages (`man/memtrace*.1`) and shell completions (`completions/`) from
     /// the command-line definitions. Needs no eBPF toolchain.
     Man {
@@ -97,6 +104,15 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Args)]
+struct TestOpts {
+    #[command(flatten)]
+    matrix: kernels::MatrixOpts,
+    /// Minutes of the soak of `memtrace serve` after the host tests (0: skip it).
+    #[arg(long, value_name = "N", default_value_t = soak::CI_MINUTES)]
+    soak_minutes: u32,
 }
 
 #[derive(Args, Clone, Copy)]
@@ -293,7 +309,8 @@ fn mount_tracefs() {
     }
 }
 
-fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
+fn test(ctx: &Ctx, opts: &TestOpts) -> Result<()> {
+    let matrix = &opts.matrix;
     let object = build(ctx, false)?;
     let bin = ctx.memtrace_bin();
 
@@ -378,7 +395,10 @@ fn test(ctx: &Ctx, matrix: &kernels::MatrixOpts) -> Result<()> {
                 .env(prometheus::PROMTOOL_ENV, &prom.promtool),
             "fix the failing scenario tests above (tests/)",
         )
-    });
+    })
+    // memtrace serve for a few minutes under load: its memory, fds, threads and series must
+    // not grow (the built binary; the guest matrix runs after it).
+    .and_then(|()| soak::ci(ctx, opts.soak_minutes));
     if let Err(e) = &host {
         eprintln!("[xtask] host tests failed: {e:#}; the guest matrix runs all the same");
     }
@@ -469,6 +489,7 @@ fn main() -> ExitCode {
         Task::Guest(opts) => kernels::guest(&ctx, opts).map(|status| code = ExitCode::from(status)),
         Task::GuestRun { .. } => Ok(()),
         Task::Bench(opts) => bench::bench(&ctx, opts),
+        Task::Soak(opts) => soak::soak(&ctx, &opts),
         Task::Man { out_dir } => man(&ctx, out_dir),
     });
     match result {

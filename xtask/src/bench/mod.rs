@@ -8,9 +8,9 @@
 //! is started and attached before the workload starts and stopped (SIGINT) after it ended.
 
 mod cost;
-mod report;
-mod tracer;
-mod workload;
+pub(crate) mod report;
+pub(crate) mod tracer;
+pub(crate) mod workload;
 
 use std::{
     env,
@@ -263,7 +263,7 @@ pub struct Results {
     pub wall: Duration,
 }
 
-fn read_trimmed(path: &str) -> String {
+pub(crate) fn read_trimmed(path: &str) -> String {
     fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())

@@ -87,7 +87,8 @@ pub struct Stopped {
 struct LinesState {
     lines: Vec<String>,
     dropped: usize,
-    ready: bool,
+    /// The first line that started with the ready prefix (kept however many lines follow).
+    ready: Option<String>,
     eof: bool,
 }
 
@@ -120,7 +121,7 @@ impl Lines {
     fn wait_ready(&self, deadline: Instant) -> bool {
         let mut state = lock(&self.state);
         loop {
-            if state.ready {
+            if state.ready.is_some() {
                 return true;
             }
             let now = Instant::now();
@@ -142,6 +143,8 @@ pub struct Tracer {
     pid: libc::pid_t,
     /// Set once `wait4` returned the child: from then on the PID is not ours any more.
     reaped: bool,
+    /// The wait status of a child found exited by [`Tracer::running`].
+    exit_status: Option<libc::c_int>,
     stderr: Arc<Lines>,
     stdout_bytes: Arc<Mutex<u64>>,
     readers: Vec<JoinHandle<()>>,
@@ -169,6 +172,7 @@ impl Tracer {
             label: spec.label.clone(),
             pid,
             reaped: false,
+            exit_status: None,
             stderr: Arc::new(Lines::default()),
             stdout_bytes: Arc::new(Mutex::new(0)),
             readers: Vec::new(),
@@ -205,17 +209,52 @@ impl Tracer {
         self.pid
     }
 
+    /// The stderr line that said the tracer is ready (e.g. memtrace serve's address).
+    pub fn ready_line(&self) -> Option<String> {
+        lock(&self.stderr.state).ready.clone()
+    }
+
+    /// The last stderr lines (at most 200), for error messages.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.text()
+    }
+
+    /// How the tracer ended, once [`Tracer::running`] found it exited.
+    pub fn exit_description(&self) -> Option<String> {
+        self.exit_status.map(describe)
+    }
+
+    /// Whether the tracer is still running (not exited). An exited tracer is reaped here and
+    /// its wait status kept for [`Tracer::stop_with`].
+    pub fn running(&mut self) -> Result<bool> {
+        if self.exit_status.is_none() && !self.reaped {
+            self.exit_status = self.try_reap()?;
+        }
+        Ok(self.exit_status.is_none())
+    }
+
     /// Peak RSS so far and the kernel memory of its BPF maps.
     pub fn footprint(&self) -> Result<Footprint> {
         footprint(self.pid).with_context(|| format!("reading the footprint of {}", self.label))
     }
 
     /// SIGINT, then waits for the exit (the report written); fails unless it exited with 0.
-    pub fn stop(mut self) -> Result<Stopped> {
+    pub fn stop(self) -> Result<Stopped> {
+        self.stop_with(libc::SIGINT, STOP_TIMEOUT)
+    }
+
+    /// `signal`, then waits up to `timeout` for the exit (killed after it); fails unless it
+    /// exited with 0. A tracer that had already exited is not signalled: its own status counts.
+    pub fn stop_with(mut self, signal: libc::c_int, timeout: Duration) -> Result<Stopped> {
         let mut peak_rss_bytes = vm_hwm(self.pid).unwrap_or(0);
         let sent = Instant::now();
-        self.signal(libc::SIGINT)?;
-        let status = self.wait_exit(sent + STOP_TIMEOUT, &mut peak_rss_bytes)?;
+        let status = match self.exit_status {
+            Some(status) => status,
+            None => {
+                self.signal(signal)?;
+                self.wait_exit(sent + timeout, &mut peak_rss_bytes)?
+            }
+        };
         let time_to_report = sent.elapsed();
         for reader in self.readers.drain(..) {
             // A reader ends at EOF, which follows the exit (memtrace starts no children).
@@ -223,10 +262,11 @@ impl Tracer {
         }
         if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
             bail!(
-                "{} (pid {}) ended with {} after SIGINT; its stderr:\n{}",
+                "{} (pid {}) ended with {} after {}; its stderr:\n{}",
                 self.label,
                 self.pid,
                 describe(status),
+                signal_name(signal),
                 self.stderr.text()
             );
         }
@@ -254,6 +294,7 @@ impl Tracer {
     /// Polls `waitpid` until the child exited or `deadline` passed (then SIGKILL and fail),
     /// raising `peak_rss` to the child's `VmHWM` now and then.
     fn wait_exit(&mut self, deadline: Instant, peak_rss: &mut u64) -> Result<libc::c_int> {
+        let started = Instant::now();
         for polls in 0u32.. {
             if let Some(status) = self.try_reap()? {
                 return Ok(status);
@@ -267,10 +308,11 @@ impl Tracer {
             if Instant::now() >= deadline {
                 self.kill_and_reap();
                 bail!(
-                    "{} (pid {}) did not exit within {STOP_TIMEOUT:?} of SIGINT; killed it. Its \
+                    "{} (pid {}) did not exit within {:?} of the signal; killed it. Its \
                      stderr:\n{}",
                     self.label,
                     self.pid,
+                    deadline.saturating_duration_since(started),
                     self.stderr.text()
                 );
             }
@@ -328,7 +370,7 @@ impl Drop for Tracer {
     fn drop(&mut self) {
         if !self.reaped {
             eprintln!(
-                "[bench] stopping {} (pid {}) left running",
+                "[xtask] stopping {} (pid {}) left running",
                 self.label, self.pid
             );
             if self.signal(libc::SIGINT).is_ok() {
@@ -382,8 +424,8 @@ fn collect_lines(
                         let line = String::from_utf8_lossy(&buf);
                         let line = line.trim_end_matches(['\n', '\r']);
                         let mut state = lock(&lines.state);
-                        if line.starts_with(ready_prefix) {
-                            state.ready = true;
+                        if state.ready.is_none() && line.starts_with(ready_prefix) {
+                            state.ready = Some(line.to_string());
                         }
                         if state.lines.len() >= STDERR_KEEP {
                             state.lines.remove(0);
@@ -401,6 +443,15 @@ fn collect_lines(
         .context("spawning an output reader thread")
 }
 
+fn signal_name(signal: libc::c_int) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        other => format!("signal {other}"),
+    }
+}
+
 fn describe(status: libc::c_int) -> String {
     if libc::WIFEXITED(status) {
         format!("exit code {}", libc::WEXITSTATUS(status))
@@ -412,7 +463,7 @@ fn describe(status: libc::c_int) -> String {
 }
 
 /// A `VmXXX:   1234 kB` line of /proc/<pid>/status, in bytes.
-fn status_kib(status: &str, key: &str) -> Option<u64> {
+pub(crate) fn status_kib(status: &str, key: &str) -> Option<u64> {
     let rest = status.lines().find_map(|l| l.strip_prefix(key))?;
     let kib = rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
     Some(kib * 1024)
