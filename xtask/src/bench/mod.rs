@@ -62,6 +62,8 @@ tracepoint:kmem:kmem_cache_free { delete(@objects[args->ptr]); }
 /// the variable of the same name is set.
 const BPFTRACE_READY: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 const MEMTRACE_READY: &str = "memtrace: tracing";
+/// `memtrace serve` prints this (then its address) once it serves.
+const SERVE_READY: &str = "memtrace: serving http://";
 
 #[derive(Args)]
 pub struct BenchOpts {
@@ -102,9 +104,10 @@ pub enum Config {
 
 /// The memtrace configurations: the default session (kernel memory; movable pages skipped in
 /// the kernel; slab objects sampled), the same sampled, every page tracked (tp_btf and classic
-/// tracepoints), every kind and class, and the default session with every slab object
-/// recorded.
-const MEMTRACE_CONFIGS: [Config; 6] = [
+/// tracepoints), every kind and class, the default session with every slab object recorded,
+/// and `memtrace serve` at its defaults (the always-on fleet mode; its snapshot every 60 s
+/// falls outside a run of a few seconds: what it adds is the tracing alone).
+const MEMTRACE_CONFIGS: [Config; 7] = [
     Config::Memtrace {
         name: "default",
         args: &[],
@@ -129,6 +132,10 @@ const MEMTRACE_CONFIGS: [Config; 6] = [
         name: "slab-exact",
         args: &["--slab-exact"],
     },
+    Config::Memtrace {
+        name: "serve",
+        args: &["serve", "--listen", "127.0.0.1:0"],
+    },
 ];
 
 impl Config {
@@ -144,10 +151,22 @@ impl Config {
         matches!(self, Config::Memtrace { .. })
     }
 
+    /// `memtrace serve` (no report file: left out of the accuracy runs).
+    fn is_serve(&self) -> bool {
+        matches!(self, Config::Memtrace { args, .. } if args.first() == Some(&"serve"))
+    }
+
     /// The tracer to start, with an extra `--json FILE` for memtrace when given.
     fn spec(&self, memtrace: &Path, json: Option<&Path>) -> Option<Spec> {
         match self {
             Config::Bare => None,
+            Config::Memtrace { name, args } if self.is_serve() => Some(Spec {
+                label: format!("memtrace ({name})"),
+                program: memtrace.to_path_buf(),
+                args: args.iter().map(OsString::from).collect(),
+                env: Vec::new(),
+                ready_prefix: SERVE_READY,
+            }),
             Config::Memtrace { name, args } => {
                 let mut all: Vec<OsString> = ["trace", "--duration", "10m"]
                     .iter()
@@ -525,7 +544,11 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     }
 
     let wall = Instant::now();
-    let memtrace_configs: Vec<&Config> = configs.iter().filter(|c| c.is_memtrace()).collect();
+    // The accuracy runs read a report file, which memtrace serve does not write.
+    let memtrace_configs: Vec<&Config> = configs
+        .iter()
+        .filter(|c| c.is_memtrace() && !c.is_serve())
+        .collect();
     let tracer_configs: Vec<&Config> = configs
         .iter()
         .filter(|c| c.spec(Path::new(""), None).is_some())
@@ -664,5 +687,14 @@ mod tests {
             ]
         );
         assert!(Config::Bare.spec(Path::new("x"), None).is_none());
+        // memtrace serve: its own arguments and ready line, no report file.
+        let serve = MEMTRACE_CONFIGS.iter().find(|c| c.is_serve()).unwrap();
+        let spec = serve
+            .spec(Path::new("/bin/memtrace"), Some(Path::new("/tmp/r.json")))
+            .unwrap();
+        let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
+        assert_eq!(args, ["serve", "--listen", "127.0.0.1:0"]);
+        assert_eq!(spec.ready_prefix, SERVE_READY);
+        assert!(!MEMTRACE_CONFIGS[0].is_serve());
     }
 }
