@@ -39,7 +39,15 @@ pub struct KernelSymbolizer {
     kallsyms: PathBuf,
     vmlinux: Option<PathBuf>,
     warnings: Mutex<Vec<String>>,
+    /// Frames already resolved, by address: a long session (`--interval`, `memtrace serve`)
+    /// symbolizes only the addresses its snapshots have not met yet, instead of loading
+    /// kallsyms and the debug info and resolving every stack again each time.
+    resolved: Mutex<HashMap<u64, Frame>>,
 }
+
+/// Resolved frames kept by a [`KernelSymbolizer`]; past this the cache starts over (kernel text
+/// holds far fewer distinct return addresses that allocate).
+const MAX_CACHED_FRAMES: usize = 1 << 18;
 
 impl Default for KernelSymbolizer {
     fn default() -> Self {
@@ -56,6 +64,7 @@ impl KernelSymbolizer {
             kallsyms: PathBuf::from(KALLSYMS),
             vmlinux,
             warnings: Mutex::new(warnings),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,6 +75,7 @@ impl KernelSymbolizer {
             kallsyms: kallsyms.into(),
             vmlinux,
             warnings: Mutex::new(Vec::new()),
+            resolved: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,6 +118,41 @@ impl KernelSymbolizer {
 
 impl Symbolize for KernelSymbolizer {
     fn symbolize(&self, addresses: &[u64]) -> Vec<Frame> {
+        let mut cache = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut frames: Vec<Option<Frame>> =
+            addresses.iter().map(|a| cache.get(a).cloned()).collect();
+        let missing: Vec<u64> = addresses
+            .iter()
+            .zip(&frames)
+            .filter(|(_, f)| f.is_none())
+            .map(|(a, _)| *a)
+            .collect();
+        if !missing.is_empty() {
+            let fresh = self.symbolize_uncached(&missing);
+            if cache.len() + fresh.len() > MAX_CACHED_FRAMES {
+                cache.clear();
+            }
+            let mut fresh = fresh.into_iter();
+            for (slot, &address) in frames.iter_mut().filter(|f| f.is_none()).zip(&missing) {
+                let frame = fresh.next().unwrap_or_else(|| Frame::unresolved(address));
+                // Unresolved addresses are tried again next time (a module may load).
+                if frame.symbol.is_some() {
+                    cache.insert(frame.address, frame.clone());
+                }
+                *slot = Some(frame);
+            }
+        }
+        addresses
+            .iter()
+            .zip(frames)
+            .map(|(&a, f)| f.unwrap_or_else(|| Frame::unresolved(a)))
+            .collect()
+    }
+}
+
+impl KernelSymbolizer {
+    /// Resolves `addresses` (one frame each, in order) without the cache.
+    fn symbolize_uncached(&self, addresses: &[u64]) -> Vec<Frame> {
         let mut frames: Vec<Frame> = addresses.iter().map(|&a| Frame::unresolved(a)).collect();
         if addresses.is_empty() {
             return frames;
@@ -449,6 +494,26 @@ mod tests {
             .all(|f| f.file.is_none() && f.inlined.is_empty()));
         assert!(s.warnings().is_empty(), "{:?}", s.warnings());
         assert!(s.symbolize(&[]).is_empty());
+    }
+
+    #[test]
+    fn resolved_frames_are_kept_for_the_next_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("kallsyms");
+        std::fs::copy(fixture("kallsyms/sample.kallsyms"), &copy).unwrap();
+        let s = KernelSymbolizer::with_sources(&copy, None);
+        let first = s.symbolize(&[0xffffffff81000110, 0x10, 0xffffffffc0001030]);
+        assert_eq!(first[0].symbol.as_deref(), Some("alpha"));
+        assert_eq!(first[1], Frame::unresolved(0x10));
+        // kallsyms gone: what was resolved comes from the cache, in the order asked for; the
+        // rest is tried again (and stays unresolved), one frame per address all the same.
+        std::fs::remove_file(&copy).unwrap();
+        let second = s.symbolize(&[0xffffffffc0001030, 0x10, 0xffffffff81000110, 0x20]);
+        assert_eq!(second[0], first[2]);
+        assert_eq!(second[1], Frame::unresolved(0x10));
+        assert_eq!(second[2], first[0]);
+        assert_eq!(second[3], Frame::unresolved(0x20));
+        assert!(s.warnings().iter().any(|w| w.contains("cannot read")));
     }
 
     #[test]
