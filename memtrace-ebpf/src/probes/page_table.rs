@@ -22,94 +22,89 @@ fn chunk(index: u64) -> Option<*mut Chunk> {
 }
 
 /// Takes one entry `v` found at `index` off its stack: a stale entry an allocation overwrites
-/// (its free was missed), or an entry of another allocation inside a freed range. A global BPF
-/// function: the verifier checks it once, not once per loop iteration.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn memtrace_release_entry(v: u64, index: u64) -> u32 {
-    let cfg = config();
+/// (its free was missed), or an entry of another allocation inside a freed range.
+#[inline(always)]
+fn release_entry(cfg: &Config, v: u64, index: u64) {
     let first = pt::is_first_index(index, pt::entry_order(v), cfg.pfn_shift);
     agg_outstanding(
         pt::entry_stack(v, cfg.entry_stack_bits),
         cfg.page_size.wrapping_neg(),
         if first { u64::MAX } else { 0 },
     );
+}
+
+// Ranges of more than one entry are walked by loops whose bodies are calls of the two global
+// BPF functions below and additions, nothing else: every branch on an entry's value is inside
+// a function the verifier checks once. (With the branches inlined in the loops, older
+// verifiers explore every combination of them: a million instructions on 6.1.)
+
+/// Stores `entry` at `index`; returns 1 if the entry there was still set (its free was
+/// missed: it is taken off its stack first), else 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn memtrace_set_entry(index: u64, entry: u64) -> u64 {
+    let Some(c) = chunk(index) else {
+        return 0;
+    };
+    // SAFETY: `c` points to a live chunk of the array; the slot is masked below 64.
+    let slot = unsafe { &mut (*c)[index as usize & (CHUNK - 1)] };
+    let old = *slot;
+    *slot = entry;
+    if old == 0 {
+        return 0;
+    }
+    release_entry(config(), old, index);
+    1
+}
+
+/// Clears the entry at `index` of a freed range whose first entry is `e` (an allocation
+/// spanning `span_mask + 1` entries). Returns, for an entry equal to `e`, 1 plus (in the upper
+/// half) 1 if it is the allocation's first entry; another entry in use is taken off its own
+/// stack and counts 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn memtrace_clear_entry(index: u64, e: u64, span_mask: u64) -> u64 {
+    let Some(c) = chunk(index) else {
+        return 0;
+    };
+    // SAFETY: `c` points to a live chunk of the array; the slot is masked below 64.
+    let slot = unsafe { &mut (*c)[index as usize & (CHUNK - 1)] };
+    let v = *slot;
+    *slot = 0;
+    if v == e {
+        return 1 | (u64::from(index & span_mask == 0) << 32);
+    }
+    if v != 0 {
+        release_entry(config(), v, index);
+    }
     0
 }
 
-/// Visits the `n` entries from `first` in one chunk (`n` ≤ 64, `first..first + n` within
-/// that chunk) with `f(entry, index)`.
+/// Sums `f(index)` over the `n` entries from `first` (`n` a power of two up to
+/// [`MAX_RANGE`], `first` aligned to `n`): up to 64 iterations that may end early, or up to 64
+/// chunks of exactly 64.
 #[inline(always)]
-fn for_chunk(first: u64, n: u64, mut f: impl FnMut(&mut u64, u64)) {
-    let Some(c) = chunk(first) else {
-        return;
-    };
-    let base = first as usize & (CHUNK - 1);
-    for j in 0..CHUNK {
-        if j as u64 >= n {
-            break;
-        }
-        // SAFETY: `c` points to a live chunk of the array; the slot is masked below 64.
-        let slot = unsafe { &mut (*c)[(base + j) & (CHUNK - 1)] };
-        f(slot, first + j as u64);
-    }
-}
-
-/// [`set_range`] within one chunk; returns 1 if any entry was still set. A global function:
-/// the verifier checks its loop once, instead of once per chunk of a large allocation (whose
-/// branches would exceed the verifier's limit of pending states).
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn memtrace_set_chunk(first: u64, n: u64, entry: u64) -> u32 {
-    let mut stale = 0;
-    for_chunk(first, n, |slot, index| {
-        let old = *slot;
-        if old != 0 {
-            memtrace_release_entry(old, index);
-            stale = 1;
-        }
-        *slot = entry;
-    });
-    stale
-}
-
-/// [`release_range`] within one chunk, for the entries equal to `e` (whose allocation spans
-/// `span_mask + 1` indices); other entries in use are taken off their own stacks. Returns the
-/// entries equal to `e` and, in the upper half, how many of them were first entries. A global
-/// function, like [`memtrace_set_chunk`].
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn memtrace_clear_chunk(first: u64, n: u64, e: u64, span_mask: u64) -> u64 {
-    let (mut pages, mut firsts) = (0u64, 0u64);
-    for_chunk(first, n, |slot, index| {
-        let v = *slot;
-        if v == e {
-            pages += 1;
-            if index & span_mask == 0 {
-                firsts += 1;
-            }
-        } else if v != 0 {
-            memtrace_release_entry(v, index);
-        }
-        *slot = 0;
-    });
-    pages | (firsts << 32)
-}
-
-/// Calls `f(first, count)` for each chunk's part of the `n` entries from `first` (`n` a power
-/// of two up to [`MAX_RANGE`], `first` aligned to `n`).
-#[inline(always)]
-fn by_chunk(first: u64, n: u64, mut f: impl FnMut(u64, u64)) {
+fn sum_range(first: u64, n: u64, f: impl Fn(u64) -> u64) -> u64 {
+    let mut sum = 0u64;
     if n <= CHUNK as u64 {
-        f(first, n);
-        return;
+        for j in 0..CHUNK as u64 {
+            if j >= n {
+                break;
+            }
+            sum += f(first + j);
+        }
+        return sum;
     }
     for k in 0..MAX_CHUNKS {
         if k >= n >> CHUNK_SHIFT {
             break;
         }
-        f(first + (k << CHUNK_SHIFT), CHUNK as u64);
+        let start = first + (k << CHUNK_SHIFT);
+        for j in 0..CHUNK as u64 {
+            sum += f(start + j);
+        }
     }
+    sum
 }
 
 /// Stores `entry` in the `n` entries from `first`. Returns whether any of them was still set
@@ -125,16 +120,12 @@ pub fn set_range(first: u64, n: u64, entry: u64) -> bool {
         let old = *slot;
         *slot = entry;
         if old != 0 {
-            memtrace_release_entry(old, first);
+            release_entry(config(), old, first);
             return true;
         }
         return false;
     }
-    let mut stale = 0;
-    by_chunk(first, n, |f, count| {
-        stale |= memtrace_set_chunk(f, count, entry)
-    });
-    stale != 0
+    sum_range(first, n, |index| memtrace_set_entry(index, entry)) != 0
 }
 
 /// Clears the `n` entries from `first` that a free of `2^order` pages covers and takes their
@@ -158,10 +149,7 @@ pub fn release_range(cfg: &Config, first: u64, n: u64, order: u32) -> bool {
         *head = 0;
         (1, u64::from(first & span_mask == 0))
     } else {
-        let mut packed = 0u64;
-        by_chunk(first, n, |f, count| {
-            packed += memtrace_clear_chunk(f, count, e, span_mask);
-        });
+        let packed = sum_range(first, n, |index| memtrace_clear_entry(index, e, span_mask));
         (packed & 0xffff_ffff, packed >> 32)
     };
     agg_outstanding(
