@@ -15,6 +15,12 @@ pub mod maps {
     /// entry per pfn (per sampled pfn with `Config::pfn_shift` > 0) for every page of every
     /// traced page allocation still outstanding (see [`super::page_table`]).
     pub const PAGE_TABLE: &str = "PAGE_TABLE";
+    /// One bit per value (64 entries) of [`PAGE_TABLE`], `u64` words: set once an entry of that
+    /// value was set, never cleared. The free path tests it before the table: a free of a
+    /// page whose 64-pfn neighbourhood never held a traced page (most user pages in a
+    /// kernel-memory session: movable pages come from pageblocks of their own) costs one load
+    /// from a few KiB instead of one from the table.
+    pub const TABLE_SUMMARY: &str = "TABLE_SUMMARY";
     /// Owner index → [`super::OwnerRecord`] (`BPF_F_MMAPABLE` array; index 0: "other owners").
     pub const OWNERS: &str = "OWNERS";
     /// [`super::OwnerRecord`] → owner index: the owners interned so far.

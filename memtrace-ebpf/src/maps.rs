@@ -34,6 +34,11 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 #[map]
 pub static PAGE_TABLE: Array<Chunk> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
+/// One bit per value of `PAGE_TABLE` that ever held an entry (`memtrace_common::maps::
+/// TABLE_SUMMARY`); sized by the loader.
+#[map]
+pub static TABLE_SUMMARY: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Interned owners, by index (0: "other owners"); sized by the loader.
 #[map]
 pub static OWNERS: Array<OwnerRecord> = Array::with_max_entries(1, BPF_F_MMAPABLE);

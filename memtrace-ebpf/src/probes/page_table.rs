@@ -8,7 +8,9 @@ use memtrace_common::{
     Config, Counter,
 };
 
-use crate::maps::{agg_outstanding, config, count, PAGE_TABLE};
+use core::intrinsics::{atomic_or, AtomicOrdering};
+
+use crate::maps::{agg_outstanding, config, count, PAGE_TABLE, TABLE_SUMMARY};
 
 /// Most chunks one range spans: 4096 entries (order 12), the loops' constant bound.
 const MAX_CHUNKS: u64 = 64;
@@ -19,6 +21,40 @@ pub const MAX_RANGE: u64 = MAX_CHUNKS << CHUNK_SHIFT;
 #[inline(always)]
 fn chunk(index: u64) -> Option<*mut Chunk> {
     PAGE_TABLE.get_ptr_mut((index >> CHUNK_SHIFT) as u32)
+}
+
+/// Whether the chunk of `index` may hold entries (its summary bit is set).
+#[inline(always)]
+fn maybe_set(index: u64) -> bool {
+    let chunk = index >> CHUNK_SHIFT;
+    match TABLE_SUMMARY.get((chunk >> 6) as u32) {
+        Some(w) => *w & (1u64 << (chunk & 63)) != 0,
+        // Beyond the summary (never, for indices inside the table): look at the table.
+        None => true,
+    }
+}
+
+/// Sets the summary bits of the chunks the `n` entries from `first` (aligned to `n`) cover.
+#[inline(always)]
+fn mark_summary(first: u64, n: u64) {
+    let chunk = first >> CHUNK_SHIFT;
+    let chunks = n.div_ceil(CHUNK as u64);
+    // Aligned ranges of up to 4096 entries never cross a summary word.
+    let mask = if chunks >= 64 {
+        u64::MAX
+    } else {
+        ((1u64 << chunks) - 1) << (chunk & 63)
+    };
+    let Some(w) = TABLE_SUMMARY.get_ptr_mut((chunk >> 6) as u32) else {
+        return;
+    };
+    // SAFETY: valid pointer to an aligned u64 of the array; read first, so the atomic (other
+    // CPUs set other bits of the word) is only paid the first time a chunk is used.
+    unsafe {
+        if *w & mask != mask {
+            atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(w, mask);
+        }
+    }
 }
 
 /// Takes one entry `v` found at `index` off its stack: a stale entry an allocation overwrites
@@ -111,6 +147,7 @@ fn sum_range(first: u64, n: u64, f: impl Fn(u64) -> u64) -> u64 {
 /// (its free was missed): those entries were taken off their stacks first.
 #[inline(always)]
 pub fn set_range(first: u64, n: u64, entry: u64) -> bool {
+    mark_summary(first, n);
     if n == 1 {
         let Some(c) = chunk(first) else {
             return false;
@@ -134,6 +171,9 @@ pub fn set_range(first: u64, n: u64, entry: u64) -> bool {
 /// `false` when the first entry is unused (the free is unmatched).
 #[inline(always)]
 pub fn release_range(cfg: &Config, first: u64, n: u64, order: u32) -> bool {
+    if !maybe_set(first) {
+        return false;
+    }
     let Some(c) = chunk(first) else {
         return false;
     };

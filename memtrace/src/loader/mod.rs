@@ -204,6 +204,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .btf(btf.aya())
         .override_global(CONFIG_GLOBAL, &config, true)
         .map_max_entries(maps::PAGE_TABLE, map_sizes.page_table)
+        .map_max_entries(maps::TABLE_SUMMARY, map_sizes.table_summary)
         .map_max_entries(maps::OWNERS, map_sizes.owners)
         .map_max_entries(maps::OWNER_IDS, map_sizes.owner_ids)
         .map_max_entries(maps::STACK_GFP, map_sizes.stack_gfp)

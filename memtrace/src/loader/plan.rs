@@ -73,6 +73,8 @@ fn env_number(name: &str, default: u64) -> u64 {
 pub struct MapSizes {
     /// Values (64 entries each) of the page table.
     pub page_table: u32,
+    /// `u64` words of the page table's summary (one bit per value).
+    pub table_summary: u32,
     /// Owner table: index → owner (`owner_cap + 1`: index 0 is "other owners").
     pub owners: u32,
     /// Owner table: owner → index.
@@ -217,6 +219,7 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
     let one_unless = |traced: bool, n: u32| if traced { n.max(1) } else { 1 };
     let map_sizes = MapSizes {
         page_table: page_table.map_or(1, |t| t.geometry.chunks.max(1)),
+        table_summary: page_table.map_or(1, |t| t.geometry.chunks.div_ceil(64).max(1)),
         owners: page_table.map_or(1, |t| t.owner_cap + 1),
         owner_ids: page_table.map_or(1, |t| t.owner_cap),
         stack_gfp: one_unless(traces(Kind::Page), slot_count + 1),
@@ -651,6 +654,8 @@ mod tests {
         assert_eq!(p.map_sizes.stack_agg, 4 * (16_384 + 4096 + 1));
         // The page table: one entry per pfn of 25 GiB, 64 per value; the owner table.
         assert_eq!(p.map_sizes.page_table, 102_400);
+        // Its summary: one bit per value, 12.5 KiB.
+        assert_eq!(p.map_sizes.table_summary, 1600);
         assert_eq!(p.config.table_indices, 6_553_600);
         assert_eq!((p.config.pfn_shift, p.config.owner_cap), (0, 65_535));
         assert_eq!(
@@ -735,6 +740,7 @@ mod tests {
         assert_eq!(p.config.pfn_shift, 3);
         assert_eq!(p.config.table_indices, 819_200);
         assert_eq!(p.map_sizes.page_table, 12_800);
+        assert_eq!(p.map_sizes.table_summary, 200);
         assert_eq!((p.map_sizes.owners, p.config.owner_cap), (8, 7));
         // Without the highest pfn the page kind cannot be traced; the others still are.
         f.max_pfn = Err("no zoneinfo (test)".into());
