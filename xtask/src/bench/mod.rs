@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: memtrace's overhead on three workloads, its footprint, its time to
 //! report, and its accuracy on one known hold, next to bare runs and (when installed) a
-//! bpftrace script doing the same page tracking. It measures and reports ratios; it asserts
+//! bpftrace script doing the same page tracking; the per-event cost of every program (BPF run
+//! statistics); and, at scale, gigabytes of order-0 pages held in socket queues: accuracy,
+//! kernel memory, tracer memory and time to report. It measures and reports ratios; it asserts
 //! nothing about them.
 //!
 //! Runs are interleaved (bare, default, page, all, bpftrace, bare, default, …) so that drift
@@ -26,8 +28,8 @@ use clap::Args;
 
 use crate::{build, cmd, is_root, mount_tracefs, Ctx};
 use cost::{CostSample, StatsEnabled};
-use tracer::{Footprint, Spec, Stopped, Tracer};
-use workload::{Hold, Workload};
+use tracer::{EntryMatch, Footprint, Spec, Stopped, Tracer};
+use workload::{Hold, UnixHold, Workload};
 
 /// Bytes held in the unread loopback receiver of the accuracy check.
 const HOLD_BYTES: u64 = 64 << 20;
@@ -36,7 +38,10 @@ const HOLD_FRAME: &str = "skb_page_frag_refill";
 /// Pause before every measured run, so that memory the previous tracer freed (its maps are
 /// freed after it exits, partly deferred) is not reclaimed during the next run.
 const SETTLE: Duration = Duration::from_millis(300);
-/// bpftrace's map capacity: memtrace's default `--max-allocations`.
+/// bpftrace's map capacity: 1 Mi outstanding pages (what memtrace's page table held when the
+/// bench was written). bpftrace reads it from `BPFTRACE_MAX_MAP_KEYS` since 0.18 and from
+/// `BPFTRACE_MAP_KEYS_MAX` before (0.17, Debian 12's): both are set, else an older bpftrace
+/// keeps 4096 pages.
 const BPFTRACE_MAX_MAP_KEYS: &str = "1048576";
 /// The bpftrace peer: outstanding pages keyed by pfn with their kernel stacks.
 const BPFTRACE_SCRIPT: &str = "\
@@ -62,6 +67,19 @@ tracepoint:kmem:kmem_cache_free { delete(@objects[args->ptr]); }
 /// the variable of the same name is set.
 const BPFTRACE_READY: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 const MEMTRACE_READY: &str = "memtrace: tracing";
+/// The frame of the scale holds' pages (`unix_stream_sendmsg` → `sock_alloc_send_pskb` →
+/// `alloc_skb_with_frags` → the page allocator), and of the slab pages of their heads, which
+/// do not count.
+const SCALE_FRAME: &str = "alloc_skb_with_frags";
+const SCALE_EXCLUDE: &str = "allocate_slab";
+/// Sizes of the scale holds by default (GiB).
+const SCALE_GIB: [u32; 3] = [1, 4, 8];
+/// The memtrace configurations of the scale experiment (and bpftrace).
+const SCALE_CONFIGS: [&str; 2] = ["default", "every-page"];
+/// Memory a scale hold needs besides its pages: the skbs (about a quarter of the pages) and
+/// room for everything else.
+const SCALE_OVERHEAD: f64 = 0.35;
+const SCALE_SPARE: u64 = 1 << 30;
 
 #[derive(Args)]
 pub struct BenchOpts {
@@ -83,6 +101,16 @@ pub struct BenchOpts {
     /// Leave out the per-program cost runs (`kernel.bpf_stats_enabled=1`).
     #[arg(long)]
     no_cost: bool,
+    /// Sizes of the scale holds in GiB, comma-separated [default: 1,4,8; 1 with --quick].
+    #[arg(long, value_delimiter = ',', value_name = "GIB")]
+    scale_gib: Vec<u32>,
+    /// Leave out the scale experiment.
+    #[arg(long)]
+    no_scale: bool,
+    /// Use this memtrace binary instead of building one (e.g. an older build, for a before and
+    /// after comparison).
+    #[arg(long, value_name = "FILE")]
+    memtrace_bin: Option<PathBuf>,
 }
 
 /// A way to run a workload: bare, or under one tracer.
@@ -164,6 +192,7 @@ impl Config {
                     args: all,
                     env: Vec::new(),
                     ready_prefix: MEMTRACE_READY,
+                    count_entries: None,
                 })
             }
             Config::Bpftrace { name, bin, script } => Some(Spec {
@@ -172,9 +201,16 @@ impl Config {
                 args: vec![script.into()],
                 env: vec![
                     ("BPFTRACE_MAX_MAP_KEYS".into(), BPFTRACE_MAX_MAP_KEYS.into()),
+                    ("BPFTRACE_MAP_KEYS_MAX".into(), BPFTRACE_MAX_MAP_KEYS.into()),
                     (BPFTRACE_READY.into(), "1".into()),
                 ],
                 ready_prefix: BPFTRACE_READY,
+                // Its map, printed at exit: the pages of the scale holds.
+                count_entries: Some(EntryMatch {
+                    start: "@[",
+                    frame: SCALE_FRAME,
+                    exclude: SCALE_EXCLUDE,
+                }),
             }),
         }
     }
@@ -192,7 +228,8 @@ impl Config {
                 line
             }
             Config::Bpftrace { script, .. } => format!(
-                "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
+                "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} \
+                 BPFTRACE_MAP_KEYS_MAX={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
                 script.display()
             ),
         }
@@ -243,6 +280,28 @@ impl HoldSample {
     }
 }
 
+/// One scale hold under one tracer.
+#[derive(Clone, Debug)]
+pub struct ScaleSample {
+    pub config: &'static str,
+    pub gib: u32,
+    pub sent: u64,
+    /// `SIOCINQ` of the receivers: the truth.
+    pub queued: u64,
+    /// Bytes the tracer attributes to the hold's pages; `None` when it hung (no report).
+    pub traced: Option<u64>,
+    /// How long writing the hold took under the tracer.
+    pub fill: Duration,
+    pub tracer: TracerSample,
+}
+
+impl ScaleSample {
+    pub fn error_pct(&self) -> Option<f64> {
+        self.traced
+            .map(|t| (t as f64 - self.queued as f64) * 100.0 / self.queued.max(1) as f64)
+    }
+}
+
 /// Everything one bench invocation measured.
 pub struct Results {
     pub started_unix: u64,
@@ -259,6 +318,7 @@ pub struct Results {
     pub holds: Vec<HoldSample>,
     /// Per-program costs (`kernel.bpf_stats_enabled=1` runs).
     pub costs: Vec<CostSample>,
+    pub scale: Vec<ScaleSample>,
     pub notes: Vec<String>,
     pub wall: Duration,
 }
@@ -335,7 +395,18 @@ fn bpftrace_configs(dir: &Path, notes: &mut Vec<String>) -> Option<(Vec<Config>,
             continue;
         };
         eprintln!("[bench] checking that {version} attaches {name} on this kernel");
-        match Tracer::start(&spec).and_then(Tracer::stop) {
+        let check = Tracer::start(&spec).and_then(|tracer| {
+            // As in a measured run, not a SIGINT the moment the probes are attached: bpftrace
+            // installs its SIGINT handler after saying so.
+            std::thread::sleep(SETTLE);
+            tracer.stop()
+        });
+        match check.and_then(|s| {
+            if s.hung {
+                bail!("it did not exit after SIGINT")
+            }
+            Ok(s)
+        }) {
             Ok(_) => configs.push(config),
             Err(e) => {
                 eprintln!("[bench] warning: {name} does not work here: {e:#}");
@@ -449,7 +520,8 @@ fn stacks_with_frame(report: &serde_json::Value, frame: &str) -> Result<(u64, u6
     Ok((bytes, count, top))
 }
 
-fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<HoldSample> {
+/// One TCP hold check; `None` when the tracer hung at exit (no report to read).
+fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<Option<HoldSample>> {
     std::thread::sleep(SETTLE);
     let json = dir.join(format!("hold-{}-{run}.json", config.name()));
     let tracer = start_tracer(config, memtrace, Some(&json))?
@@ -458,6 +530,9 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
     let tracer = stop_tracer(tracer)?;
     let (sent, queued, unsent) = (hold.sent, hold.queued, hold.unsent);
     hold.release();
+    if tracer.stopped.hung {
+        return Ok(None);
+    }
     let text = fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
     let report: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
@@ -466,7 +541,7 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
     if queued == 0 {
         bail!("nothing was queued at the receiver (sent {sent} bytes of {HOLD_BYTES})");
     }
-    Ok(HoldSample {
+    Ok(Some(HoldSample {
         config: config.name(),
         run,
         sent,
@@ -475,6 +550,74 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
         traced,
         traced_stacks,
         top_stack_matches,
+        tracer,
+    }))
+}
+
+/// Page bytes of the stacks in memtrace's JSON report that contain `frame` and not `exclude`.
+fn page_stacks_with(report: &serde_json::Value, frame: &str, exclude: &str) -> Result<u64> {
+    let stacks = report["stacks"]
+        .as_array()
+        .context("the JSON report has no stacks[]")?;
+    let has = |stack: &serde_json::Value, name: &str| {
+        stack["frames"].as_array().is_some_and(|frames| {
+            frames
+                .iter()
+                .any(|f| f["symbol"].as_str().is_some_and(|s| s == name))
+        })
+    };
+    let mut bytes = 0;
+    for stack in stacks {
+        if stack["kind"].as_str().unwrap_or("page") == "page"
+            && has(stack, frame)
+            && !has(stack, exclude)
+        {
+            bytes += stack["bytes"].as_u64().context("a stack without bytes")?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Bytes of memory available now (`MemAvailable`).
+fn mem_available() -> Result<u64> {
+    let text = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemAvailable in /proc/meminfo")
+}
+
+fn scale_once(config: &Config, gib: u32, memtrace: &Path, dir: &Path) -> Result<ScaleSample> {
+    std::thread::sleep(SETTLE);
+    let json = dir.join(format!("scale-{}-{gib}.json", config.name()));
+    let memtrace_json = config.is_memtrace().then_some(json.as_path());
+    let tracer = start_tracer(config, memtrace, memtrace_json)?
+        .context("the scale experiment needs a tracer")?;
+    let hold = UnixHold::establish(u64::from(gib) << 30)?;
+    let tracer = stop_tracer(tracer)?;
+    let (sent, queued, fill) = (hold.sent, hold.queued, hold.fill);
+    hold.release();
+    let traced = if tracer.stopped.hung {
+        None
+    } else if config.is_memtrace() {
+        let text =
+            fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        Some(page_stacks_with(&report, SCALE_FRAME, SCALE_EXCLUDE)?)
+    } else {
+        Some(tracer.stopped.entries_matched * 4096)
+    };
+    let _ = fs::remove_file(&json);
+    Ok(ScaleSample {
+        config: config.name(),
+        gib,
+        sent,
+        queued,
+        traced,
+        fill,
         tracer,
     })
 }
@@ -493,9 +636,25 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
              check forces socket buffer sizes (run it as root)"
         );
     }
-    build(ctx, false)?;
-    let memtrace = ctx.memtrace_bin();
+    let memtrace = match &opts.memtrace_bin {
+        Some(bin) => bin
+            .canonicalize()
+            .with_context(|| format!("--memtrace-bin {}", bin.display()))?,
+        None => {
+            build(ctx, false)?;
+            ctx.memtrace_bin()
+        }
+    };
     mount_tracefs();
+    let scale_gib: Vec<u32> = if opts.no_scale {
+        Vec::new()
+    } else if !opts.scale_gib.is_empty() {
+        opts.scale_gib.clone()
+    } else if opts.quick {
+        vec![1]
+    } else {
+        SCALE_GIB.to_vec()
+    };
 
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -530,6 +689,10 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         .iter()
         .filter(|c| c.spec(Path::new(""), None).is_some())
         .collect();
+    let scale_configs: Vec<&Config> = configs
+        .iter()
+        .filter(|c| SCALE_CONFIGS.contains(&c.name()) || !(c.is_memtrace() || c.name() == "bare"))
+        .collect();
     let cost_runs = if opts.no_cost {
         0
     } else {
@@ -537,7 +700,8 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     };
     let total = Workload::ALL.len() * (runs as usize) * configs.len()
         + (runs as usize) * memtrace_configs.len()
-        + cost_runs;
+        + cost_runs
+        + scale_gib.len() * scale_configs.len();
     let mut done = 0;
     let mut samples = Vec::new();
     for workload in Workload::ALL {
@@ -588,8 +752,44 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
                 )
             })?;
             done += 1;
-            progress(done, total, &report::describe_hold(&sample));
-            holds.push(sample);
+            match sample {
+                Some(sample) => {
+                    progress(done, total, &report::describe_hold(&sample));
+                    holds.push(sample);
+                }
+                None => {
+                    let note = format!(
+                        "TCP hold run {run} under {}: the tracer did not exit within {:?} of \
+                         SIGINT (killed; no report)",
+                        config.name(),
+                        tracer::STOP_TIMEOUT
+                    );
+                    progress(done, total, &note);
+                    notes.push(note);
+                }
+            }
+        }
+    }
+    // Scale: gigabytes of order-0 pages held in socket queues.
+    let mut scale = Vec::new();
+    for &gib in &scale_gib {
+        let need = ((f64::from(gib) * (1.0 + SCALE_OVERHEAD)) as u64) << 30;
+        let available = mem_available()?;
+        if available < need + SCALE_SPARE {
+            notes.push(format!(
+                "scale hold of {gib} GiB left out: {:.1} GiB available, it needs about {:.1}",
+                available as f64 / f64::from(1u32 << 30),
+                (need + SCALE_SPARE) as f64 / f64::from(1u32 << 30)
+            ));
+            done += scale_configs.len();
+            continue;
+        }
+        for config in &scale_configs {
+            let sample = scale_once(config, gib, &memtrace, &work_dir)
+                .with_context(|| format!("{gib} GiB scale hold under {}", config.name()))?;
+            done += 1;
+            progress(done, total, &report::describe_scale(&sample));
+            scale.push(sample);
         }
     }
     let _ = fs::remove_dir_all(&work_dir);
@@ -608,6 +808,7 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         samples,
         holds,
         costs,
+        scale,
         notes,
         wall: wall.elapsed(),
     };
@@ -640,6 +841,24 @@ mod tests {
         assert_eq!(
             stacks_with_frame(&report, HOLD_FRAME).unwrap(),
             (105, 2, true)
+        );
+    }
+
+    #[test]
+    fn scale_pages_are_the_page_stacks_of_the_frame_without_slab_pages() {
+        let report = serde_json::json!({
+            "stacks": [
+                {"kind": "page", "bytes": 4096, "frames": [{"symbol": "alloc_pages_noprof"},
+                    {"symbol": "alloc_skb_with_frags"}, {"symbol": "unix_stream_sendmsg"}]},
+                {"kind": "page", "bytes": 32768, "frames": [{"symbol": "allocate_slab"},
+                    {"symbol": "kmalloc_reserve"}, {"symbol": "alloc_skb_with_frags"}]},
+                {"kind": "slab", "bytes": 512, "frames": [{"symbol": "alloc_skb_with_frags"}]},
+                {"bytes": 8192, "frames": [{"symbol": "alloc_skb_with_frags"}]}
+            ]
+        });
+        assert_eq!(
+            page_stacks_with(&report, SCALE_FRAME, SCALE_EXCLUDE).unwrap(),
+            4096 + 8192
         );
     }
 

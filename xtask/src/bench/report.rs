@@ -5,8 +5,8 @@ use std::{fmt::Write as _, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
-    cost::CostSample, workload::Workload, HoldSample, Results, RunSample, BPFTRACE_SCRIPT,
-    BPFTRACE_SLAB_SCRIPT, HOLD_BYTES, HOLD_FRAME,
+    cost::CostSample, workload::Workload, HoldSample, Results, RunSample, ScaleSample,
+    BPFTRACE_SCRIPT, BPFTRACE_SLAB_SCRIPT, HOLD_BYTES, HOLD_FRAME, SCALE_EXCLUDE, SCALE_FRAME,
 };
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -86,6 +86,21 @@ fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
+/// Time to report, or that the tracer hung (killed after the stop timeout).
+fn ttr(t: &super::TracerSample) -> String {
+    if t.stopped.hung {
+        format!("> {} (hung, killed)", secs(t.stopped.time_to_report))
+    } else {
+        secs(t.stopped.time_to_report)
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn gib(bytes: f64) -> String {
+    format!("{:.3} GiB", bytes / GIB)
+}
+
 /// Days since 1970-01-01 to (year, month, day) (proleptic Gregorian, H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -126,7 +141,7 @@ pub fn describe_run(s: &RunSample) -> String {
             " (rss {}, maps {}, time to report {})",
             mib(t.footprint.vm_hwm_bytes as f64),
             mib(t.footprint.map_memlock_bytes as f64),
-            secs(t.stopped.time_to_report)
+            ttr(t)
         );
     }
     line
@@ -159,6 +174,22 @@ fn cost_of<'a>(r: &'a Results, w: Workload, config: &str) -> Option<&'a CostSamp
         .find(|c| c.workload == w && c.config == config)
 }
 
+pub fn describe_scale(s: &ScaleSample) -> String {
+    format!(
+        "scale {} GiB {:<8} SIOCINQ {} traced {} ({}), filled in {}, rss {}, maps {}, time to \
+         report {}",
+        s.gib,
+        s.config,
+        gib(s.queued as f64),
+        s.traced.map_or("-".into(), |t| gib(t as f64)),
+        s.error_pct().map_or("-".into(), |e| format!("{e:+.2} %")),
+        secs(s.fill),
+        mib(s.tracer.footprint.vm_hwm_bytes as f64),
+        mib(s.tracer.footprint.map_memlock_bytes as f64),
+        ttr(&s.tracer)
+    )
+}
+
 pub fn describe_hold(h: &HoldSample) -> String {
     format!(
         "tcp-hold run {} {:<8} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
@@ -167,7 +198,7 @@ pub fn describe_hold(h: &HoldSample) -> String {
         mib(h.queued as f64),
         mib(h.traced as f64),
         h.error_pct(),
-        secs(h.tracer.stopped.time_to_report)
+        ttr(&h.tracer)
     )
 }
 
@@ -206,6 +237,8 @@ fn tracer_sessions<'a>(
 
 struct TracerStats {
     sessions: usize,
+    /// Sessions in which the tracer did not exit after SIGINT (killed; not in `ttr`).
+    hung: usize,
     hwm: Option<Stats>,
     peak_rss: Option<Stats>,
     memlock: Option<Stats>,
@@ -217,11 +250,16 @@ fn tracer_stats(r: &Results, config: &str) -> TracerStats {
     let all: Vec<_> = tracer_sessions(r, config).map(|(_, t)| t).collect();
     TracerStats {
         sessions: all.len(),
+        hung: all.iter().filter(|t| t.stopped.hung).count(),
         hwm: stats(all.iter().map(|t| t.footprint.vm_hwm_bytes as f64)),
         peak_rss: stats(all.iter().map(|t| t.stopped.peak_rss_bytes as f64)),
         memlock: stats(all.iter().map(|t| t.footprint.map_memlock_bytes as f64)),
         maps: stats(all.iter().map(|t| f64::from(t.footprint.maps))),
-        ttr: stats(all.iter().map(|t| t.stopped.time_to_report.as_secs_f64())),
+        ttr: stats(
+            all.iter()
+                .filter(|t| !t.stopped.hung)
+                .map(|t| t.stopped.time_to_report.as_secs_f64()),
+        ),
     }
 }
 
@@ -235,7 +273,7 @@ const WORKLOAD_KEYS: [&str; 4] = [
 fn ttr_by_workload(r: &Results, config: &str, workload: &str) -> Option<Stats> {
     stats(
         tracer_sessions(r, config)
-            .filter(|(w, _)| *w == workload)
+            .filter(|(w, t)| *w == workload && !t.stopped.hung)
             .map(|(_, t)| t.stopped.time_to_report.as_secs_f64()),
     )
 }
@@ -369,14 +407,14 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
-        "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT"
+        "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
+        "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT", "HUNG"
     );
     for c in &tracers {
         let t = tracer_stats(r, c.name());
         let _ = writeln!(
             o,
-            "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
+            "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
             c.name(),
             t.sessions,
             mib_pair(t.hwm),
@@ -385,6 +423,7 @@ pub fn text(r: &Results) -> String {
             t.maps.map_or("-".into(), |s| format!("{:.0}", s.median)),
             t.ttr
                 .map_or("-".into(), |s| format!("{:.3} / {:.3} s", s.median, s.max)),
+            t.hung,
         );
     }
     let _ = writeln!(o, "\nTime to report by workload (median, seconds):");
@@ -450,6 +489,48 @@ pub fn text(r: &Results) -> String {
             format!("{top}/{}", holds.len())
         );
     }
+    if !r.scale.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nScale: order-0 kernel pages held in AF_UNIX stream socket queues nobody reads (4 \
+             KiB writes, one page each);\n  truth = SIOCINQ of the receivers; traced = \
+             outstanding bytes of the page stacks containing {SCALE_FRAME} (not {SCALE_EXCLUDE});\n  \
+             RSS = VmHWM before SIGINT, PEAK = VmHWM including the report; FILL = time to write \
+             the hold under the tracer"
+        );
+        let _ = writeln!(
+            o,
+            "{:<10} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+            "CONFIG",
+            "GIB",
+            "SIOCINQ",
+            "TRACED",
+            "ERROR",
+            "MAP MEMORY",
+            "RSS",
+            "PEAK",
+            "FILL",
+            "TIME TO REPORT"
+        );
+        for sample in &r.scale {
+            let _ = writeln!(
+                o,
+                "{:<10} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+                sample.config,
+                sample.gib,
+                gib(sample.queued as f64),
+                sample.traced.map_or("-".into(), |t| gib(t as f64)),
+                sample
+                    .error_pct()
+                    .map_or("-".into(), |e| format!("{e:+.3}%")),
+                mib(sample.tracer.footprint.map_memlock_bytes as f64),
+                mib(sample.tracer.footprint.vm_hwm_bytes as f64),
+                mib(sample.tracer.stopped.peak_rss_bytes as f64),
+                format!("{:.1} s", sample.fill.as_secs_f64()),
+                ttr(&sample.tracer),
+            );
+        }
+    }
     if !r.notes.is_empty() {
         let _ = writeln!(o, "\nNotes:");
         for note in &r.notes {
@@ -473,7 +554,14 @@ fn tracer_json(t: &super::TracerSample) -> Value {
         "map_memlock_bytes": t.footprint.map_memlock_bytes,
         "maps": t.footprint.maps,
         "time_to_report_secs": t.stopped.time_to_report.as_secs_f64(),
+        "hung": t.stopped.hung,
         "report_stdout_bytes": t.stopped.stdout_bytes,
+        "programs": t.footprint.programs.iter().map(|p| json!({
+            "name": p.name,
+            "run_cnt": p.run_cnt,
+            "run_time_ns": p.run_time_ns,
+            "recursion_misses": p.recursion_misses,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -538,6 +626,7 @@ pub fn json(r: &Results) -> Value {
             json!({
                 "config": c.name(),
                 "sessions": t.sessions,
+                "hung": t.hung,
                 "maps_of_first_session": maps,
                 "vm_hwm_bytes": stats_json_int(t.hwm),
                 "peak_rss_bytes": stats_json_int(t.peak_rss),
@@ -622,6 +711,22 @@ pub fn json(r: &Results) -> Value {
             })
         })
         .collect();
+    let scale: Vec<Value> = r
+        .scale
+        .iter()
+        .map(|s| {
+            json!({
+                "config": s.config,
+                "gib": s.gib,
+                "sent_bytes": s.sent,
+                "queued_bytes": s.queued,
+                "traced_bytes": s.traced,
+                "error_pct": s.error_pct(),
+                "fill_secs": s.fill.as_secs_f64(),
+                "tracer": tracer_json(&s.tracer),
+            })
+        })
+        .collect();
     json!({
         "schema": 1,
         "started_at_unix": r.started_unix,
@@ -645,6 +750,7 @@ pub fn json(r: &Results) -> Value {
             "samples": hold_samples,
         },
         "sessions": sessions,
+        "scale": {"frame": SCALE_FRAME, "excluded": SCALE_EXCLUDE, "samples": scale},
         "notes": r.notes,
         "asserted": false,
     })
