@@ -107,10 +107,13 @@ pub struct BenchOpts {
     /// Leave out the scale experiment.
     #[arg(long)]
     no_scale: bool,
-    /// Use this memtrace binary instead of building one (e.g. an older build, for a before and
-    /// after comparison).
+    /// Use this memtrace binary instead of building one.
     #[arg(long, value_name = "FILE")]
     memtrace_bin: Option<PathBuf>,
+    /// Another memtrace build (e.g. before a change) to run as `default-before` and
+    /// `every-page-before`, interleaved with the others in every experiment.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
 }
 
 /// A way to run a workload: bare, or under one tracer.
@@ -126,7 +129,21 @@ pub enum Config {
         bin: PathBuf,
         script: PathBuf,
     },
+    /// A memtrace configuration run with another build (`--baseline`): before and after in
+    /// the same interleaved runs.
+    Baseline {
+        name: &'static str,
+        args: &'static [&'static str],
+        bin: PathBuf,
+    },
 }
+
+/// The configurations `--baseline` runs with the other build: (name, the current build's
+/// configuration of the same arguments).
+const BASELINE_CONFIGS: [(&str, &str); 2] = [
+    ("default-before", "default"),
+    ("every-page-before", "every-page"),
+];
 
 /// The memtrace configurations: the default session (kernel memory; movable pages skipped in
 /// the kernel; slab objects sampled), the same sampled, every page tracked (tp_btf and classic
@@ -163,20 +180,37 @@ impl Config {
     pub fn name(&self) -> &'static str {
         match self {
             Config::Bare => "bare",
-            Config::Memtrace { name, .. } => name,
+            Config::Memtrace { name, .. } | Config::Baseline { name, .. } => name,
             Config::Bpftrace { name, .. } => name,
         }
     }
 
     fn is_memtrace(&self) -> bool {
-        matches!(self, Config::Memtrace { .. })
+        matches!(self, Config::Memtrace { .. } | Config::Baseline { .. })
+    }
+
+    /// The `--baseline` twin of a current configuration.
+    fn baseline(name: &str, bin: &Path) -> Option<Config> {
+        let (before, current) = BASELINE_CONFIGS.iter().find(|(_, c)| *c == name)?;
+        match MEMTRACE_CONFIGS.iter().find(|c| c.name() == *current)? {
+            Config::Memtrace { args, .. } => Some(Config::Baseline {
+                name: before,
+                args,
+                bin: bin.to_path_buf(),
+            }),
+            _ => None,
+        }
     }
 
     /// The tracer to start, with an extra `--json FILE` for memtrace when given.
     fn spec(&self, memtrace: &Path, json: Option<&Path>) -> Option<Spec> {
         match self {
             Config::Bare => None,
-            Config::Memtrace { name, args } => {
+            Config::Memtrace { name, args } | Config::Baseline { name, args, .. } => {
+                let program = match self {
+                    Config::Baseline { bin, .. } => bin.clone(),
+                    _ => memtrace.to_path_buf(),
+                };
                 let mut all: Vec<OsString> = ["trace", "--duration", "10m"]
                     .iter()
                     .chain(args.iter())
@@ -188,7 +222,7 @@ impl Config {
                 }
                 Some(Spec {
                     label: format!("memtrace ({name})"),
-                    program: memtrace.to_path_buf(),
+                    program,
                     args: all,
                     env: Vec::new(),
                     ready_prefix: MEMTRACE_READY,
@@ -219,8 +253,13 @@ impl Config {
     fn command_line(&self) -> String {
         match self {
             Config::Bare => "(no tracer)".into(),
-            Config::Memtrace { args, .. } => {
-                let mut line = "memtrace trace --duration 10m".to_string();
+            Config::Memtrace { args, .. } | Config::Baseline { args, .. } => {
+                let mut line = match self {
+                    Config::Baseline { bin, .. } => {
+                        format!("{} trace --duration 10m", bin.display())
+                    }
+                    _ => "memtrace trace --duration 10m".to_string(),
+                };
                 for arg in *args {
                     line.push(' ');
                     line.push_str(arg);
@@ -670,6 +709,16 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     let mut notes = Vec::new();
     let mut configs = vec![Config::Bare];
     configs.extend(MEMTRACE_CONFIGS.iter().cloned());
+    if let Some(bin) = &opts.baseline {
+        let bin = bin
+            .canonicalize()
+            .with_context(|| format!("--baseline {}", bin.display()))?;
+        configs.extend(
+            BASELINE_CONFIGS
+                .iter()
+                .filter_map(|(_, current)| Config::baseline(current, &bin)),
+        );
+    }
     let mut bpftrace = None;
     if opts.no_bpftrace {
         notes.push("bpftrace comparison left out (--no-bpftrace)".into());
@@ -691,7 +740,11 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         .collect();
     let scale_configs: Vec<&Config> = configs
         .iter()
-        .filter(|c| SCALE_CONFIGS.contains(&c.name()) || !(c.is_memtrace() || c.name() == "bare"))
+        .filter(|c| {
+            SCALE_CONFIGS.contains(&c.name())
+                || c.name() == BASELINE_CONFIGS[0].0
+                || matches!(c, Config::Bpftrace { .. })
+        })
         .collect();
     let cost_runs = if opts.no_cost {
         0

@@ -129,7 +129,7 @@ pub fn utc(unix: u64) -> String {
 /// One progress line for a finished run.
 pub fn describe_run(s: &RunSample) -> String {
     let mut line = format!(
-        "{} run {} {:<8} {}",
+        "{} run {} {:<17} {}",
         s.workload.name(),
         s.run,
         s.config,
@@ -149,7 +149,7 @@ pub fn describe_run(s: &RunSample) -> String {
 
 pub fn describe_cost(c: &CostSample) -> String {
     format!(
-        "{} cost run {:<13} {} programs, {:.1} % of a CPU, {:.0} ns of BPF per {}",
+        "{} cost run {:<17} {} programs, {:.1} % of a CPU, {:.0} ns of BPF per {}",
         c.workload.name(),
         c.config,
         c.programs.len(),
@@ -176,7 +176,7 @@ fn cost_of<'a>(r: &'a Results, w: Workload, config: &str) -> Option<&'a CostSamp
 
 pub fn describe_scale(s: &ScaleSample) -> String {
     format!(
-        "scale {} GiB {:<8} SIOCINQ {} traced {} ({}), filled in {}, rss {}, maps {}, time to \
+        "scale {} GiB {:<17} SIOCINQ {} traced {} ({}), filled in {}, rss {}, maps {}, time to \
          report {}",
         s.gib,
         s.config,
@@ -192,7 +192,7 @@ pub fn describe_scale(s: &ScaleSample) -> String {
 
 pub fn describe_hold(h: &HoldSample) -> String {
     format!(
-        "tcp-hold run {} {:<8} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
+        "tcp-hold run {} {:<17} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
         h.run,
         h.config,
         mib(h.queued as f64),
@@ -307,7 +307,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(o, "configurations:");
     for c in &r.configs {
-        let _ = writeln!(o, "  {:<13} {}", c.name(), c.command_line());
+        let _ = writeln!(o, "  {:<17} {}", c.name(), c.command_line());
     }
     if let Some(version) = &r.bpftrace {
         let _ = writeln!(o, "  (bpftrace: {version})");
@@ -326,7 +326,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
+        "{:<17} {:<17} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
         "WORKLOAD",
         "CONFIG",
         "MEDIAN THROUGHPUT",
@@ -350,7 +350,7 @@ pub fn text(r: &Results) -> String {
             let cost = cost_of(r, w, c.name());
             let _ = writeln!(
                 o,
-                "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
+                "{:<17} {:<17} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
                 w.name(),
                 c.name(),
                 rate(w, s.median),
@@ -372,7 +372,7 @@ pub fn text(r: &Results) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>7}",
+            "{:<17} {:<17} {:<17} {:>10} {:>8} {:>8} {:>7}",
             "WORKLOAD", "CONFIG", "PROGRAM", "RUNS/S", "NS/RUN", "MISSES", "%CPU"
         );
         for c in &r.costs {
@@ -380,7 +380,7 @@ pub fn text(r: &Results) -> String {
                 let per_sec = p.run_cnt as f64 / c.elapsed.as_secs_f64().max(1e-9);
                 let _ = writeln!(
                     o,
-                    "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>6.2}%",
+                    "{:<17} {:<17} {:<17} {:>10} {:>8} {:>8} {:>6.2}%",
                     c.workload.name(),
                     c.config,
                     p.name,
@@ -407,14 +407,14 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
+        "{:<17} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
         "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT", "HUNG"
     );
     for c in &tracers {
         let t = tracer_stats(r, c.name());
         let _ = writeln!(
             o,
-            "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
+            "{:<17} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
             c.name(),
             t.sessions,
             mib_pair(t.hwm),
@@ -429,7 +429,7 @@ pub fn text(r: &Results) -> String {
     let _ = writeln!(o, "\nTime to report by workload (median, seconds):");
     let _ = writeln!(
         o,
-        "{:<13} {:>17} {:>17} {:>17} {:>17}",
+        "{:<17} {:>17} {:>17} {:>17} {:>17}",
         "CONFIG", WORKLOAD_KEYS[0], WORKLOAD_KEYS[1], WORKLOAD_KEYS[2], WORKLOAD_KEYS[3]
     );
     for c in &tracers {
@@ -441,7 +441,7 @@ pub fn text(r: &Results) -> String {
             .collect();
         let _ = writeln!(
             o,
-            "{:<13} {:>17} {:>17} {:>17} {:>17}",
+            "{:<17} {:>17} {:>17} {:>17} {:>17}",
             c.name(),
             cells[0],
             cells[1],
@@ -460,7 +460,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+        "{:<17} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
         "CONFIG", "RUNS", "SIOCINQ", "TRACED", "ERROR MEDIAN", "ERROR WORST", "TOP"
     );
     for c in &tracers {
@@ -479,7 +479,7 @@ pub fn text(r: &Results) -> String {
         let top = holds.iter().filter(|h| h.top_stack_matches).count();
         let _ = writeln!(
             o,
-            "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+            "{:<17} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
             c.name(),
             holds.len(),
             queued.map_or("-".into(), |s| mib(s.median)),
@@ -500,7 +500,7 @@ pub fn text(r: &Results) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<10} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+            "{:<17} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
             "CONFIG",
             "GIB",
             "SIOCINQ",
@@ -515,7 +515,7 @@ pub fn text(r: &Results) -> String {
         for sample in &r.scale {
             let _ = writeln!(
                 o,
-                "{:<10} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+                "{:<17} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
                 sample.config,
                 sample.gib,
                 gib(sample.queued as f64),
