@@ -227,6 +227,7 @@ impl Config {
                     env: Vec::new(),
                     ready_prefix: MEMTRACE_READY,
                     count_entries: None,
+                    resend_sigint: false,
                 })
             }
             Config::Bpftrace { name, bin, script } => Some(Spec {
@@ -245,6 +246,7 @@ impl Config {
                     frame: SCALE_FRAME,
                     exclude: SCALE_EXCLUDE,
                 }),
+                resend_sigint: true,
             }),
         }
     }

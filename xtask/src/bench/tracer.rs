@@ -48,7 +48,15 @@ pub struct Spec {
     pub ready_prefix: &'static str,
     /// Entries of the report on stdout to count (bpftrace's map printed at exit).
     pub count_entries: Option<EntryMatch>,
+    /// Send SIGINT again while the tracer neither exits nor prints (bpftrace sometimes loses
+    /// a SIGINT that arrives early, and a second one only asks it again to print and exit;
+    /// memtrace takes a second one while reporting as "stop now").
+    pub resend_sigint: bool,
 }
+
+/// How long a tracer that [`Spec::resend_sigint`] may neither exit nor print before SIGINT is
+/// sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 /// Which entries of a map printed on stdout to count: an entry starts with a line beginning
 /// with `start`, and counts when one of its lines contains `frame` and none contains
@@ -181,6 +189,7 @@ pub struct Tracer {
     stderr: Arc<Lines>,
     stdout: Arc<Mutex<StdoutStats>>,
     readers: Vec<JoinHandle<()>>,
+    resend_sigint: bool,
 }
 
 /// What the stdout reader saw.
@@ -227,6 +236,7 @@ impl Tracer {
             stderr: Arc::new(Lines::default()),
             stdout: Arc::new(Mutex::new(StdoutStats::default())),
             readers: Vec::new(),
+            resend_sigint: spec.resend_sigint,
         };
         let stdout = stdout.context("child stdout was not piped")?;
         let stderr = stderr.context("child stderr was not piped")?;
@@ -324,9 +334,23 @@ impl Tracer {
     /// Polls `waitpid` until the child exited (its status) or `deadline` passed (then SIGKILL,
     /// reaped, `None`), raising `peak_rss` to the child's `VmHWM` now and then.
     fn wait_exit(&mut self, deadline: Instant, peak_rss: &mut u64) -> Result<Option<libc::c_int>> {
+        let mut last_sent = Instant::now();
+        let mut printed = lock(&self.stdout).bytes;
         for polls in 0u32.. {
             if let Some(status) = self.try_reap()? {
                 return Ok(Some(status));
+            }
+            if self.resend_sigint && last_sent.elapsed() >= RESEND_AFTER {
+                let now_printed = lock(&self.stdout).bytes;
+                if now_printed == printed {
+                    eprintln!(
+                        "[bench] {} (pid {}) neither exits nor prints: SIGINT again",
+                        self.label, self.pid
+                    );
+                    self.signal(libc::SIGINT)?;
+                }
+                printed = now_printed;
+                last_sent = Instant::now();
             }
             if polls % HWM_EVERY == 0 {
                 // Gone once the exiting process released its memory: keep the last value.
