@@ -509,9 +509,7 @@ fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
         .stop_with(libc::SIGTERM, STOP_TIMEOUT)
         .context("memtrace serve must exit with 0 within 60 s of SIGTERM")?;
     if stopped.hung {
-        bail!(
-            "memtrace serve (pid {pid}) did not exit within {STOP_TIMEOUT:?} of SIGTERM: killed"
-        );
+        bail!("memtrace serve (pid {pid}) did not exit within {STOP_TIMEOUT:?} of SIGTERM: killed");
     }
     run.stop_seconds = Some(stopped.time_to_report.as_secs_f64());
     eprintln!(
