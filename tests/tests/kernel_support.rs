@@ -133,7 +133,10 @@ fn bulk_frees_are_traced_or_named() {
 }
 
 fn bulk_free_scenario() -> Result<()> {
-    let mut tracer = Tracer::start("bulk", &["--kind", "slab", "--duration", "10m"])?;
+    let mut tracer = Tracer::start(
+        "bulk",
+        &["--kind", "slab", "--slab-exact", "--duration", "10m"],
+    )?;
     let sets = sem_undo_hold(SEM_SETS)?;
     remove_sem_sets(&sets)?;
     // kvfree_rcu drains its batches after a grace period (lazy RCU: up to ~10 s).
