@@ -116,6 +116,16 @@ pub extern "C" fn memtrace_clear_entry(index: u64, e: u64, span_mask: u64) -> u6
     0
 }
 
+/// `n`, loaded again where it is used: LLVM can no longer turn a loop bounded by a constant
+/// with an early exit at `n` into a loop bounded by `n` (which it knows to be small, and the
+/// verifier of older kernels, 6.1, does not: it explores such a loop until its instruction
+/// limit and rejects the program).
+#[inline(always)]
+fn opaque(n: u64) -> u64 {
+    // SAFETY: a volatile read of a live local.
+    unsafe { core::ptr::read_volatile(&n) }
+}
+
 /// Sums `f(index)` over the `n` entries from `first` (`n` a power of two up to
 /// [`MAX_RANGE`], `first` aligned to `n`): up to 64 iterations that may end early, or up to 64
 /// chunks of exactly 64.
@@ -124,7 +134,7 @@ fn sum_range(first: u64, n: u64, f: impl Fn(u64) -> u64) -> u64 {
     let mut sum = 0u64;
     if n <= CHUNK as u64 {
         for j in 0..CHUNK as u64 {
-            if j >= n {
+            if j >= opaque(n) {
                 break;
             }
             sum += f(first + j);
@@ -132,7 +142,7 @@ fn sum_range(first: u64, n: u64, f: impl Fn(u64) -> u64) -> u64 {
         return sum;
     }
     for k in 0..MAX_CHUNKS {
-        if k >= n >> CHUNK_SHIFT {
+        if k >= opaque(n) >> CHUNK_SHIFT {
             break;
         }
         let start = first + (k << CHUNK_SHIFT);
