@@ -4,13 +4,34 @@
 //! layout byte for byte. Build with the `user` feature in user space to get `aya::Pod` impls.
 #![no_std]
 
+pub mod page_table;
+
 /// Name of the global the loader fills with a [`Config`] before the programs are loaded.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 
 /// Map names (the `#[map]` statics in memtrace-ebpf).
 pub mod maps {
-    /// `pfn` → [`super::PageRecord`]: every traced page allocation still outstanding.
-    pub const OUTSTANDING: &str = "OUTSTANDING";
+    /// The page table (`BPF_F_MMAPABLE` array of [`super::page_table::Chunk`]): one `u64`
+    /// entry per pfn (per sampled pfn with `Config::pfn_shift` > 0) for every page of every
+    /// traced page allocation still outstanding (see [`super::page_table`]).
+    pub const PAGE_TABLE: &str = "PAGE_TABLE";
+    /// One bit per value (64 entries) of [`PAGE_TABLE`], `u64` words: set once an entry of that
+    /// value was set, never cleared. The free path tests it before the table: a free of a
+    /// page whose 64-pfn neighbourhood never held a traced page (most user pages in a
+    /// kernel-memory session: movable pages come from pageblocks of their own) costs one load
+    /// from a few KiB instead of one from the table.
+    pub const TABLE_SUMMARY: &str = "TABLE_SUMMARY";
+    /// Owner index → [`super::OwnerRecord`] (`BPF_F_MMAPABLE` array; index 0: "other owners").
+    pub const OWNERS: &str = "OWNERS";
+    /// [`super::OwnerRecord`] → owner index: the owners interned so far.
+    pub const OWNER_IDS: &str = "OWNER_IDS";
+    /// One `u64`: owner indices handed out so far.
+    pub const OWNER_NEXT: &str = "OWNER_NEXT";
+    /// Per CPU: the last owner looked up ([`super::OwnerCache`]).
+    pub const OWNER_CACHE: &str = "OWNER_CACHE";
+    /// Array indexed by page stack slot: gfp flags and migrate type of the first allocation
+    /// seen from that stack ([`super::page_table::gfp_value`]; 0: none yet).
+    pub const STACK_GFP: &str = "STACK_GFP";
     /// `ObjKey` → [`super::ObjRecord`]: outstanding slab, percpu and vmalloc allocations.
     pub const OBJECTS: &str = "OBJECTS";
     /// Array indexed by stack id → slab cache name (NUL-padded), written on the first
@@ -27,13 +48,8 @@ pub mod maps {
     /// index = `kind * agg_stride + stack_id`; the last slot of a block (`stack_none_id`)
     /// collects allocations whose stack could not be captured.
     pub const STACK_AGG: &str = "STACK_AGG";
-    /// One `u64`: records currently kept under a [`super::DETACHED_KEY_BIT`] key.
-    pub const DETACHED_LIVE: &str = "DETACHED_LIVE";
     /// Per-CPU `u64` counters indexed by [`super::Counter`].
     pub const COUNTERS: &str = "COUNTERS";
-    /// Bitmap of pfns covered by a page record (one bit per pfn, `u64` words): the free path
-    /// tests it before any hash lookup, so frees of untracked pages cost one load.
-    pub const TRACKED_PFNS: &str = "TRACKED_PFNS";
     /// `u64` slots for the `struct page *` → pfn calibration of the tp_btf programs, indexed
     /// by [`super::calib`].
     pub const CALIB: &str = "CALIB";
@@ -45,6 +61,9 @@ pub mod maps {
     /// Per CPU, one [`super::SlabStackCache`]: the stacks last captured for slab allocations,
     /// by call site, cache and kernel stack (see `Config::slab_stack_every`).
     pub const SLAB_STACK_CACHE: &str = "SLAB_STACK_CACHE";
+    /// Per CPU, one [`super::StackCache`]: the stack last captured for a movable page
+    /// allocation (`Config::movable_stack_every`).
+    pub const STACK_CACHE: &str = "STACK_CACHE";
     /// Per CPU, one [`super::FreeClaims`]: which free event each twin slab free program took.
     pub const SLAB_FREE_CLAIMS: &str = "SLAB_FREE_CLAIMS";
 }
@@ -122,11 +141,19 @@ pub struct SlabStackCache {
 
 /// Slots of [`maps::CONTROL`].
 pub mod control {
-    /// Non-zero: the grace period (`--grace`) has begun. New allocations are no longer
-    /// recorded; frees are still matched, so short-lived allocations made just before the end
-    /// of the session are not reported as held.
+    /// The session's phase: [`RUNNING`], [`GRACE_PERIOD`], [`STOPPED`].
     pub const GRACE: u32 = 0;
     pub const COUNT: u32 = 1;
+
+    /// Values of the [`GRACE`] slot. Recording as usual.
+    pub const RUNNING: u64 = 0;
+    /// The grace period (`--grace`) has begun: new allocations are no longer recorded; frees
+    /// are still matched, so short-lived allocations made just before the end of the session
+    /// are not reported as held.
+    pub const GRACE_PERIOD: u64 = 1;
+    /// The session has ended: nothing is recorded and no free is matched any more, so the maps
+    /// can be read while the programs are being detached.
+    pub const STOPPED: u64 = 2;
 }
 
 /// Execution context of an allocation (`PageRecord::context`, `ObjRecord::context`).
@@ -341,12 +368,7 @@ pub const fn sampled(key: u64, every: u32) -> bool {
     if every <= 1 {
         return true;
     }
-    let mut h = key;
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
+    let h = page_table::mix64(key);
     let every = every as u64;
     if every & (every - 1) == 0 {
         // A power of two (the adaptive slab rates): the same answer without a division.
@@ -462,7 +484,8 @@ pub struct ObjRecord {
 }
 
 /// Set in a [`PageRecord`] key when the record was moved aside because its head pfn was freed
-/// and re-allocated while tail pages of the original allocation were still outstanding.
+/// and re-allocated while tail pages of the original allocation were still outstanding (the
+/// hash table of page records before the per-pfn page table; no longer produced).
 pub const DETACHED_KEY_BIT: u64 = 1 << 63;
 
 /// Where the fields of `kmem:mm_page_alloc` live in the classic tracepoint record.
@@ -513,8 +536,8 @@ pub struct Config {
     /// Record an allocation only when `hash(pfn or address) % sample_every == 0` (1: every
     /// allocation). Hashing the address keeps an allocation and its free consistent.
     pub sample_every: u32,
-    /// Words (`u64`) in `TRACKED_PFNS`; pfns beyond it are looked up without the bitmap.
-    pub tracked_words: u32,
+    /// Bits of the stack slot in a page table entry (see [`page_table`]).
+    pub entry_stack_bits: u32,
     /// `sizeof(struct page)` from BTF (tp_btf programs turn a `struct page *` into a pfn).
     pub page_struct_size: u32,
     /// log2 of `page_struct_size` when it is a power of two, else 0 (divide instead).
@@ -524,6 +547,15 @@ pub struct Config {
     /// same task with the same gfp flags on a CPU, and reuse it in between (0 or 1: always
     /// capture).
     pub movable_stack_every: u32,
+    /// Entries of the page table (its chunks hold this many, rounded up to a chunk); pfns whose
+    /// index is beyond are counted in `outstanding_map_full`.
+    pub table_indices: u64,
+    /// CLOCK_MONOTONIC ns when the session was loaded: page table times count from here.
+    pub start_ns: u64,
+    /// log2 of the pfns one page table entry stands for (0: one entry per pfn, exact).
+    pub pfn_shift: u32,
+    /// Highest owner index (`OWNERS` has `owner_cap + 1` slots; 0 is "other owners").
+    pub owner_cap: u32,
     pub filters: Filters,
     pub kmalloc: ObjAllocLayout,
     pub kmem_cache_alloc: ObjAllocLayout,
@@ -580,10 +612,14 @@ impl Config {
             _pad_stack: 0,
             skip_movable: 0,
             sample_every: 1,
-            tracked_words: 0,
+            entry_stack_bits: 1,
             page_struct_size: 0,
             page_struct_shift: 0,
             movable_stack_every: 0,
+            table_indices: 0,
+            start_ns: 0,
+            pfn_shift: 0,
+            owner_cap: 0,
             filters: Filters::none(),
             kmalloc: ObjAllocLayout::absent(),
             kmem_cache_alloc: ObjAllocLayout::absent(),
@@ -627,7 +663,8 @@ impl Config {
     }
 }
 
-/// One outstanding page allocation (value of `OUTSTANDING`, keyed by head pfn).
+/// One outstanding page allocation, as user space rebuilds it from the page table: the pages
+/// of one allocation still set (see `memtrace::collector::page_table`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PageRecord {
@@ -652,11 +689,39 @@ pub struct PageRecord {
     pub comm: [u8; 16],
     /// cgroup v2 id of the allocating task (`bpf_get_current_cgroup_id`).
     pub cgroup_id: u64,
+    /// Allocations merged into this record besides the first: identical in everything the
+    /// report shows (stack, owner, order, time, flags), their pages summed in
+    /// `remaining_pages`. 0: the record is one allocation.
+    pub more_allocations: u32,
+    pub _pad: u32,
 }
 
 pub mod record_flags {
     /// The head page itself was freed (partial free) while tail pages are still outstanding.
     pub const HEAD_FREED: u8 = 1;
+}
+
+/// An owner of page allocations, as the page programs intern it (value of `OWNERS`, key of
+/// `OWNER_IDS`): the thread, its name and its cgroup at allocation time, as page records
+/// always carried them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OwnerRecord {
+    /// cgroup v2 id (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub pid: u32,
+    pub comm: [u8; 16],
+}
+
+/// Per-CPU value of `OWNER_CACHE`: the owner of the last page allocation on this CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerCache {
+    pub owner: OwnerRecord,
+    /// Owner index + 1 (0: nothing cached).
+    pub index_plus_one: u32,
+    pub _pad: u32,
 }
 
 /// Per-CPU value of `STACK_CACHE`: the last stack captured for a movable page allocation.
@@ -691,7 +756,7 @@ pub struct StackAgg {
 pub enum Counter {
     /// `mm_page_alloc` events seen (including failed and filtered ones).
     AllocsSeen = 0,
-    /// Allocations recorded in `OUTSTANDING`.
+    /// Allocations recorded in the page table.
     AllocsTracked,
     /// `mm_page_alloc` with `pfn == -1` (the allocation failed): ignored.
     FailedAllocs,
@@ -699,19 +764,19 @@ pub enum Counter {
     SelfAllocs,
     /// `mm_page_free` events seen.
     FreesSeen,
-    /// Frees that found the allocation they release (by head pfn, or by searching the heads of
-    /// higher-order allocations that cover the freed pfn).
+    /// Frees that found the allocation they release (the freed pfn's page table entry).
     FreesMatched,
     /// Of the matched frees: those that released only part of an allocation (split pages).
     PartialFrees,
     /// Frees of pages with no record (allocated before the session, or not traced).
     UnmatchedFrees,
-    /// `OUTSTANDING` was full: the allocation was counted but not recorded.
+    /// The allocation's pfn lies beyond the page table (memory added after the session
+    /// started): counted as allocated but not recorded.
     OutstandingFull,
-    /// An allocation hit a pfn that still had a record: its free was missed; the stale record
-    /// was replaced and its bytes removed from its stack.
+    /// An allocation hit pages whose entries were still set: their free was missed; the stale
+    /// entries were replaced and their bytes removed from their stacks (one per allocation).
     StaleReplaced,
-    /// Records moved aside (see [`DETACHED_KEY_BIT`]).
+    /// Records moved aside (see [`DETACHED_KEY_BIT`]); always 0 since the per-pfn page table.
     Detached,
     /// `bpf_get_stackid` failed with -EEXIST in both stack maps (its buckets in `STACKS` and
     /// `STACKS_ALT` taken by other stacks): the stack was lost.
@@ -793,10 +858,13 @@ pub enum Counter {
     /// misses and the two counters above. Those objects stay listed until their address is
     /// allocated again (`obj_stale_records_replaced`).
     ObjFreesMissed,
+    /// Page allocations whose owner (thread, name and cgroup) did not fit in the owner table:
+    /// they are recorded under "other owners".
+    OwnersFull,
 }
 
 impl Counter {
-    pub const COUNT: u32 = Counter::ObjFreesMissed as u32 + 1;
+    pub const COUNT: u32 = Counter::OwnersFull as u32 + 1;
 
     pub const ALL: [Counter; Counter::COUNT as usize] = [
         Counter::AllocsSeen,
@@ -842,6 +910,7 @@ impl Counter {
         Counter::ObjFreeClaims,
         Counter::ObjFreeClaimsTaken,
         Counter::ObjFreesMissed,
+        Counter::OwnersFull,
     ];
 
     /// Stable snake_case name used in the text and JSON reports.
@@ -890,6 +959,7 @@ impl Counter {
             Counter::ObjFreeClaims => "obj_free_claims",
             Counter::ObjFreeClaimsTaken => "obj_free_claims_taken",
             Counter::ObjFreesMissed => "obj_frees_missed",
+            Counter::OwnersFull => "owner_table_full",
         }
     }
 
@@ -909,6 +979,7 @@ impl Counter {
                 | Counter::ObjBulkTruncated
                 | Counter::CacheNamesUnresolved
                 | Counter::ObjFreesMissed
+                | Counter::OwnersFull
         )
     }
 }
@@ -919,7 +990,7 @@ mod pod {
     // every byte pattern is a valid value and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::Config {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::PageRecord {}
+    unsafe impl aya::Pod for super::OwnerRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StackAgg {}
     // SAFETY: as above.
@@ -928,6 +999,8 @@ mod pod {
     unsafe impl aya::Pod for super::ObjRecord {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SlabStackCache {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::StackCache {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FreeClaims {}
 }
@@ -948,7 +1021,7 @@ mod tests {
         assert_eq!(size_of::<Filters>(), 4 * 16 + 16 * 4 + 16 * 8 + 16);
         assert_eq!(
             size_of::<Config>(),
-            24 + 8 + 8 + 16 + 8 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8 + 32 + 8 + 16
+            24 + 8 + 8 + 16 + 8 + 24 + 24 + size_of::<Filters>() + 4 * 32 + 4 * 8 + 32 + 8 + 16
         );
         assert_eq!(size_of::<SlabBtfLayout>(), 16);
         assert_eq!(size_of::<SlabStackWay>(), 32);
@@ -957,9 +1030,11 @@ mod tests {
         assert_eq!(size_of::<SlabNameLayout>(), 32);
         assert_eq!(size_of::<ObjKey>(), 16);
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);
-        assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16 + 8);
+        assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16 + 8 + 8);
         assert_eq!(size_of::<StackAgg>(), 32);
         assert_eq!(size_of::<StackCache>(), 16);
+        assert_eq!(size_of::<OwnerRecord>(), 32);
+        assert_eq!(size_of::<OwnerCache>(), 40);
     }
 
     #[test]

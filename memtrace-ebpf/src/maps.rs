@@ -1,6 +1,6 @@
 //! Maps, the configuration global and the small helpers every probe uses.
 
-use core::intrinsics::{atomic_and, atomic_or, atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     macros::map,
@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use memtrace_common::{
-    calib, control, slab_sampling, Config, Counter, FreeClaims, ObjKey, ObjRecord, PageRecord,
-    SlabStackCache, StackAgg, StackCache,
+    calib, control, page_table::Chunk, slab_sampling, Config, Counter, FreeClaims, ObjKey,
+    ObjRecord, OwnerCache, OwnerRecord, SlabStackCache, StackAgg, StackCache,
 };
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
@@ -26,9 +26,38 @@ pub fn config() -> &'static Config {
     unsafe { &*core::ptr::read_volatile(&(&raw const CONFIG)) }
 }
 
-/// Default sizes; the loader overrides max_entries from the command line.
+/// `BPF_F_MMAPABLE`: user space maps the array's values instead of looking them up.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// The page table (see `memtrace_common::page_table`): 64 entries per value, sized by the
+/// loader from the highest pfn.
 #[map]
-pub static OUTSTANDING: HashMap<u64, PageRecord> = HashMap::with_max_entries(1 << 20, 0);
+pub static PAGE_TABLE: Array<Chunk> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// One bit per value of `PAGE_TABLE` that ever held an entry (`memtrace_common::maps::
+/// TABLE_SUMMARY`); sized by the loader.
+#[map]
+pub static TABLE_SUMMARY: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Interned owners, by index (0: "other owners"); sized by the loader.
+#[map]
+pub static OWNERS: Array<OwnerRecord> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// Owner (thread, name, cgroup) → owner index.
+#[map]
+pub static OWNER_IDS: HashMap<OwnerRecord, u32> = HashMap::with_max_entries(1, 0);
+
+/// Owner indices handed out so far (one `u64`).
+#[map]
+pub static OWNER_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Per CPU: the owner of the last page allocation.
+#[map]
+pub static OWNER_CACHE: PerCpuArray<OwnerCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per page stack slot: gfp flags and migrate type of its first allocation.
+#[map]
+pub static STACK_GFP: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Outstanding slab objects, percpu allocations and vmap areas.
 #[map]
@@ -62,15 +91,6 @@ pub static STACK_CACHE: PerCpuArray<StackCache> = PerCpuArray::with_max_entries(
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Number of records currently kept under a detached key (gates the slow free-path search).
-#[map]
-pub static DETACHED_LIVE: Array<u64> = Array::with_max_entries(1, 0);
-
-/// One bit per pfn: set while some page record covers the pfn (sized by the loader from the
-/// highest pfn; pfns beyond it are treated as "maybe tracked").
-#[map]
-pub static TRACKED_PFNS: Array<u64> = Array::with_max_entries(1, 0);
-
 /// One value of `calib::COUNT` slots (see `memtrace_common::calib`); one value, so a program
 /// reaches every slot from one lookup.
 #[map]
@@ -91,60 +111,6 @@ pub static SLAB_STACK_CACHE: PerCpuArray<SlabStackCache> = PerCpuArray::with_max
 /// Per CPU: the free events the twin slab free programs took (see `memtrace_common::FreeClaims`).
 #[map]
 pub static SLAB_FREE_CLAIMS: PerCpuArray<FreeClaims> = PerCpuArray::with_max_entries(1, 0);
-
-/// Words of `TRACKED_PFNS` an allocation of the highest order spans (order 12 at most).
-const MAX_WORDS: u64 = (1 << 12) / 64;
-
-/// Whether the pfn may be covered by a record (always true beyond the bitmap).
-#[inline(always)]
-pub fn pfn_maybe_tracked(cfg: &Config, pfn: u64) -> bool {
-    let word = pfn >> 6;
-    if word >= cfg.tracked_words as u64 {
-        return true;
-    }
-    match TRACKED_PFNS.get(word as u32) {
-        Some(w) => *w & (1u64 << (pfn & 63)) != 0,
-        None => true,
-    }
-}
-
-/// Sets (`set`) or clears the bits of `pages` pfns from `pfn` (a buddy block: `pfn` is aligned
-/// to `pages`, a power of two).
-#[inline(always)]
-pub fn pfn_bits(cfg: &Config, pfn: u64, pages: u32, set: bool) {
-    let pages = pages as u64;
-    if pages < 64 {
-        let mask = ((1u64 << pages) - 1) << (pfn & 63);
-        pfn_word(cfg, pfn >> 6, mask, set);
-        return;
-    }
-    let first = pfn >> 6;
-    let words = pages >> 6;
-    for i in 0..MAX_WORDS {
-        if i >= words {
-            break;
-        }
-        pfn_word(cfg, first + i, u64::MAX, set);
-    }
-}
-
-#[inline(always)]
-fn pfn_word(cfg: &Config, word: u64, mask: u64, set: bool) {
-    if word >= cfg.tracked_words as u64 {
-        return;
-    }
-    if let Some(p) = TRACKED_PFNS.get_ptr_mut(word as u32) {
-        // SAFETY: valid pointer to an aligned u64 of the array value; other CPUs change other
-        // bits of the same word, hence the atomic read-modify-write (result unused).
-        unsafe {
-            if set {
-                atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(p, mask);
-            } else {
-                atomic_and::<u64, u64, { AtomicOrdering::Relaxed }>(p, !mask);
-            }
-        }
-    }
-}
 
 #[inline(always)]
 pub fn count(c: Counter) {
@@ -170,15 +136,15 @@ pub fn atomic_add(p: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, v) };
 }
 
-/// Atomically subtracts `v` and returns the previous value.
+/// Atomically adds `v` and returns the previous value.
 ///
 /// Not `Relaxed`: LLVM 22's BPF backend lowers a relaxed fetch-add whose result is used to a
 /// plain `lock xadd` that returns nothing, silently leaving the addend where the old value
 /// should be (llvm/llvm-project#210280). `AcqRel` emits `atomic_fetch_add`.
 #[inline(always)]
-pub fn atomic_sub_fetch_u32(p: *mut u32, v: u32) -> u32 {
-    // SAFETY: as for `atomic_add`, for an aligned u32 field.
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::AcqRel }>(p, v.wrapping_neg()) }
+pub fn atomic_fetch_add(p: *mut u64, v: u64) -> u64 {
+    // SAFETY: as for `atomic_add`.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::AcqRel }>(p, v) }
 }
 
 /// Index in `STACK_AGG` of a kind's stack slot.
@@ -246,21 +212,4 @@ pub fn agg_release(slot: u32, bytes: u64, completed: bool) {
         bytes.wrapping_neg(),
         if completed { u64::MAX } else { 0 },
     );
-}
-
-#[inline(always)]
-pub fn detached_live_add(v: u64) {
-    if let Some(p) = DETACHED_LIVE.get_ptr_mut(0) {
-        atomic_add(p, v);
-    }
-}
-
-#[inline(always)]
-pub fn detached_live() -> u64 {
-    match DETACHED_LIVE.get_ptr(0) {
-        // SAFETY: valid pointer into the single-slot array; a torn read is impossible for an
-        // aligned u64 and a stale value only makes the free path search once more or less.
-        Some(p) => unsafe { core::ptr::read_volatile(p) },
-        None => 0,
-    }
 }

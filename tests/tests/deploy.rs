@@ -68,8 +68,9 @@ const CAPABILITIES: [&str; 6] = [
     "SYS_RESOURCE",
 ];
 
-/// Kernel maps at the defaults (~114 MiB, charged to the container's memory cgroup on kernels
-/// >= 5.11) plus user space (~30-64 MiB): a memory limit below this makes map creation fail.
+/// Kernel maps at the defaults (~70 MiB plus the page table, RAM / 512: 32 MiB on a 16 GiB node;
+/// charged to the container's memory cgroup on kernels >= 5.11) plus user space (~30-70 MiB):
+/// a memory limit below this makes map creation fail on the smallest nodes.
 const MIN_MEMORY_LIMIT: u64 = 192 << 20;
 
 /// Time the Job needs beyond `--duration`: image pull, loading the programs, the report.
@@ -377,8 +378,8 @@ fn check_resources(container: &Yaml, problems: &mut Problems) {
     let limit = str_at(container, "resources.limits.memory").and_then(quantity_bytes);
     problems.check(limit.is_some_and(|l| l >= MIN_MEMORY_LIMIT), || {
         format!(
-            "resources.limits.memory must be at least {} MiB (kernel maps ~114 MiB, charged to \
-             the container on kernels >= 5.11, plus user space), it is {limit:?}",
+            "resources.limits.memory must be at least {} MiB (kernel maps ~70 MiB + RAM / 512, \
+             charged to the container on kernels >= 5.11, plus user space), it is {limit:?}",
             MIN_MEMORY_LIMIT >> 20
         )
     });

@@ -28,6 +28,7 @@ mod objects;
 pub mod owner;
 pub mod page_alloc;
 pub mod page_free;
+mod page_table;
 pub mod percpu;
 pub mod slab;
 pub mod vmalloc;

@@ -67,7 +67,9 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
         count(Counter::ObjFilteredOut);
         return Ok(());
     }
-    if !sampled(ptr, cfg.sample_every) {
+    // A sampled page table (very large hosts, `pfn_shift` > 0) samples objects as much, so
+    // one scale applies to every kind.
+    if !sampled(ptr, cfg.sample_every << cfg.pfn_shift) {
         count(Counter::ObjSampledOut);
         return Ok(());
     }
@@ -263,6 +265,9 @@ pub fn copy_name_field(ctx: &TracePointContext, name_offset: u32, slot: &mut [u8
 /// Takes the freed object out of `OBJECTS`.
 #[inline(always)]
 pub fn free(ctx: &TracePointContext, layout: &ObjFreeLayout, kind: Kind) -> Result<(), i32> {
+    if owner::stopped() {
+        return Ok(());
+    }
     count(Counter::ObjFreesSeen);
     let ptr = read_u64(ctx, layout.ptr_offset)?;
     free_ptr(ptr, kind);

@@ -1,20 +1,128 @@
 //! Who is allocating: the owner filters (`--pid`, `--comm`, `--cgroup`, `--pod`), the grace
-//! switch (`--grace`), shared by the page and object programs.
+//! switch (`--grace`), shared by the page and object programs; and the owner table of the page
+//! programs (an owner is a thread with its name in a cgroup, interned once).
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm};
-use memtrace_common::{control, Filters, MAX_FILTER_CGROUPS, MAX_FILTER_COMMS, MAX_FILTER_TGIDS};
+use aya_ebpf::helpers::{
+    bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+};
+use memtrace_common::{
+    control, page_table::OWNER_OTHER, Config, Filters, OwnerCache, OwnerRecord, MAX_FILTER_CGROUPS,
+    MAX_FILTER_COMMS, MAX_FILTER_TGIDS,
+};
 
-use crate::maps::CONTROL;
+use crate::maps::{
+    atomic_fetch_add, BPF_NOEXIST, CONTROL, OWNERS, OWNER_CACHE, OWNER_IDS, OWNER_NEXT,
+};
 
-/// Whether the grace period has begun (new allocations are not recorded).
+/// The owner index of the current task (thread, name, cgroup): the per-CPU cache of the last
+/// owner first (one compare in the common case), then the owner table, then a new index;
+/// [`OWNER_OTHER`] when the table is full. The name is read every time: it changes at
+/// `execve` and when a thread names itself, without the thread changing.
+#[inline(always)]
+pub fn intern(cfg: &Config, pid_tgid: u64) -> u32 {
+    let owner = OwnerRecord {
+        // SAFETY: helper without memory arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        pid: pid_tgid as u32,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let cache = OWNER_CACHE.get_ptr_mut(0);
+    if let Some(c) = cache {
+        // SAFETY: this CPU's value of a per-CPU map; only the page allocation program uses it,
+        // and a program does not run nested on one CPU.
+        let c = unsafe { &*c };
+        if c.index_plus_one != 0 && same_owner(&c.owner, &owner) {
+            return c.index_plus_one - 1;
+        }
+    }
+    let index = lookup_or_add(cfg, &owner);
+    if let Some(c) = cache {
+        // SAFETY: as above.
+        unsafe {
+            *c = OwnerCache {
+                owner,
+                index_plus_one: index + 1,
+                _pad: 0,
+            }
+        };
+    }
+    index
+}
+
+/// Compares two owners as four words (the name as two).
+#[inline(always)]
+fn same_owner(a: &OwnerRecord, b: &OwnerRecord) -> bool {
+    let words = |o: &OwnerRecord| {
+        (
+            u64::from_le_bytes([
+                o.comm[0], o.comm[1], o.comm[2], o.comm[3], o.comm[4], o.comm[5], o.comm[6],
+                o.comm[7],
+            ]),
+            u64::from_le_bytes([
+                o.comm[8], o.comm[9], o.comm[10], o.comm[11], o.comm[12], o.comm[13], o.comm[14],
+                o.comm[15],
+            ]),
+        )
+    };
+    a.cgroup_id == b.cgroup_id && a.pid == b.pid && a.tgid == b.tgid && words(a) == words(b)
+}
+
+#[inline(always)]
+fn lookup_or_add(cfg: &Config, owner: &OwnerRecord) -> u32 {
+    // SAFETY: the value is copied out at once; entries are never deleted while tracing.
+    if let Some(index) = unsafe { OWNER_IDS.get(owner) } {
+        return *index;
+    }
+    let Some(next) = OWNER_NEXT.get_ptr_mut(0) else {
+        return OWNER_OTHER;
+    };
+    // SAFETY: valid pointer to the single u64; a stale read only lets one more CPU try the
+    // fetch-add below, which checks again.
+    if unsafe { core::ptr::read_volatile(next) } >= cfg.owner_cap as u64 {
+        return OWNER_OTHER;
+    }
+    let index = atomic_fetch_add(next, 1) + 1;
+    if index > cfg.owner_cap as u64 {
+        return OWNER_OTHER;
+    }
+    let index = index as u32;
+    // The record is complete before its index is published in OWNER_IDS.
+    if let Some(rec) = OWNERS.get_ptr_mut(index) {
+        // SAFETY: valid pointer to the OWNERS value of a fresh index nobody else writes.
+        unsafe { *rec = *owner };
+    }
+    match OWNER_IDS.insert(owner, index, BPF_NOEXIST) {
+        Ok(()) => index,
+        // Another CPU interned the same owner meanwhile: its index (this one stays unused).
+        // SAFETY: as for the first lookup.
+        Err(_) => unsafe { OWNER_IDS.get(owner) }
+            .copied()
+            .unwrap_or(OWNER_OTHER),
+    }
+}
+
+/// The session's phase (`memtrace_common::control`): user space flips it once or twice, and a
+/// stale read only records or matches one event more at the boundary.
+#[inline(always)]
+fn phase() -> u64 {
+    match CONTROL.get_ptr(control::GRACE) {
+        // SAFETY: valid pointer into the CONTROL array.
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => control::RUNNING,
+    }
+}
+
+/// Whether new allocations are no longer recorded (grace period, or stopped).
 #[inline(always)]
 pub fn grace_active() -> bool {
-    match CONTROL.get_ptr(control::GRACE) {
-        // SAFETY: valid pointer into the CONTROL array; user space flips the value once, and a
-        // stale read only records one allocation more or less at the boundary.
-        Some(p) => unsafe { core::ptr::read_volatile(p) != 0 },
-        None => false,
-    }
+    phase() != control::RUNNING
+}
+
+/// Whether the session has stopped: frees are not matched any more either.
+#[inline(always)]
+pub fn stopped() -> bool {
+    phase() >= control::STOPPED
 }
 
 /// Whether an allocation by `tgid` passes the owner filters. (An interrupt that hit a

@@ -1,20 +1,18 @@
-//! `kmem:mm_page_alloc`: record the allocation with its stack.
+//! `kmem:mm_page_alloc`: record the allocation's pages in the page table with its stack.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    calib, context, record_flags, sampled, Config, Counter, PageRecord, StackCache,
-    DETACHED_KEY_BIT, MIGRATE_MOVABLE,
+    calib,
+    page_table::{self as pt, Entry, OWNER_OTHER},
+    sampled, Config, Counter, StackCache, MIGRATE_MOVABLE,
 };
 
-use super::owner;
+use super::{owner, page_table};
 use crate::maps::{
-    agg_release, atomic_add, config, count, detached_live_add, pfn_bits, stack_slot, BPF_ANY,
-    BPF_NOEXIST, CALIB, EEXIST, OUTSTANDING, STACK_AGG, STACK_CACHE,
+    atomic_add, config, count, stack_slot, CALIB, STACK_AGG, STACK_CACHE, STACK_GFP,
 };
 
 tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
@@ -146,16 +144,22 @@ fn on_alloc<C: StackIdContext>(
         return;
     }
 
+    let order = order & 31;
+    // The entries this allocation covers: every page (one sampled page per block on very
+    // large hosts, where it may cover none).
+    let (first, n) = pt::index_range(pfn, order, cfg.pfn_shift);
+    if n == 0 {
+        count(Counter::SampledOut);
+        return;
+    }
+
     // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
     let stack_id = if migratetype == MIGRATE_MOVABLE && cfg.movable_stack_every > 1 {
         movable_stack(ctx, cfg, tgid, gfp)
     } else {
         stack_slot(ctx, cfg)
     };
-
-    let order = order & 31;
-    let pages = 1u32 << order;
-    let bytes = (pages as u64) * cfg.page_size;
+    let bytes = n * cfg.page_size;
 
     // The allocated side of the aggregate counts every allocation, recorded or not.
     let Some(agg) = STACK_AGG.get_ptr_mut(stack_id) else {
@@ -167,42 +171,45 @@ fn on_alloc<C: StackIdContext>(
         atomic_add(&raw mut (*agg).allocated_bytes, bytes);
         atomic_add(&raw mut (*agg).allocated_count, 1);
     }
+    if order > pt::MAX_ORDER || n > page_table::MAX_RANGE || first + n > cfg.table_indices {
+        // Beyond the table (memory added after the start).
+        count(Counter::OutstandingFull);
+        return;
+    }
 
-    let record = PageRecord {
-        // SAFETY: helper without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        stack_id,
-        tgid,
-        pid: pid_tgid as u32,
-        gfp_flags: gfp,
-        remaining_pages: pages,
-        order: order as u8,
-        migratetype: migratetype as u8,
-        flags: 0,
-        // Interrupt or task: decided from the stack in user space.
-        context: context::UNKNOWN,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        // SAFETY: helper without memory arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-    };
-    match OUTSTANDING.insert(pfn, record, BPF_NOEXIST) {
-        Ok(()) => {}
-        Err(EEXIST) => {
-            // A record still present for this pfn: its free was not seen (BPF recursion
-            // protection skips some IRQ-time frees), or the head page of a split allocation was
-            // freed and reused while its tail pages are still out.
-            replace_existing(pfn, cfg.page_size);
-            if OUTSTANDING.insert(pfn, record, BPF_ANY).is_err() {
-                count(Counter::OutstandingFull);
-                return;
+    let owner = owner::intern(cfg, pid_tgid);
+    if owner == OWNER_OTHER {
+        count(Counter::OwnersFull);
+    }
+    let entry = pt::encode(
+        &Entry {
+            order,
+            owner,
+            stack: stack_id,
+            // SAFETY: helper without preconditions.
+            time: pt::time_units(
+                unsafe { bpf_ktime_get_ns() },
+                cfg.start_ns,
+                cfg.entry_stack_bits,
+            ),
+        },
+        cfg.entry_stack_bits,
+    );
+    if page_table::set_range(first, n, entry) {
+        // Entries still set: their frees were missed (BPF recursion protection skips some
+        // IRQ-time frees); they were taken off their stacks.
+        count(Counter::StaleReplaced);
+    }
+    // Classification hints: the first allocation of each stack.
+    if let Some(g) = STACK_GFP.get_ptr_mut(stack_id) {
+        // SAFETY: valid pointer into STACK_GFP; written once per stack (a race writes one of
+        // two equally valid first values).
+        unsafe {
+            if *g == 0 {
+                *g = pt::gfp_value(gfp, migratetype);
             }
         }
-        Err(_) => {
-            count(Counter::OutstandingFull);
-            return;
-        }
     }
-    pfn_bits(cfg, pfn, pages, true);
     count(Counter::AllocsTracked);
     // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
     unsafe {
@@ -241,28 +248,5 @@ fn movable_stack<C: StackIdContext>(ctx: &C, cfg: &Config, tgid: u32, gfp: u32) 
             uses: 1,
         };
         id
-    }
-}
-
-/// Moves a split allocation whose tail pages are still out aside (detached key), or drops a
-/// stale record and takes its bytes off its stack.
-#[inline(always)]
-fn replace_existing(pfn: u64, page_size: u64) {
-    let Some(old) = OUTSTANDING.get_ptr_mut(pfn) else {
-        return;
-    };
-    // SAFETY: valid pointer to the map value for `pfn`; copied out before it is overwritten.
-    let old = unsafe { *old };
-    let tails_out = old.flags & record_flags::HEAD_FREED != 0 && old.remaining_pages > 0;
-    if tails_out
-        && OUTSTANDING
-            .insert(pfn | DETACHED_KEY_BIT, old, BPF_ANY)
-            .is_ok()
-    {
-        count(Counter::Detached);
-        detached_live_add(1);
-    } else {
-        count(Counter::StaleReplaced);
-        agg_release(old.stack_id, old.remaining_pages as u64 * page_size, true);
     }
 }

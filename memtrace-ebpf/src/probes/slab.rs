@@ -508,6 +508,10 @@ fn slab_stack<C: StackIdContext>(
 /// Takes a freed slab object out of `OBJECTS`, unless its address is not in the sample.
 #[inline(always)]
 fn free(ptr: u64) {
+    // The session has ended: user space is reading the table.
+    if owner::stopped() {
+        return;
+    }
     count(Counter::ObjFreesSeen);
     if ptr <= ZERO_SIZE_PTR {
         // kfree(NULL) and friends: nothing was allocated.
@@ -529,6 +533,9 @@ const BULK_MAX: usize = 512;
 /// no `kmem_cache_free`/`kfree` event; without this they would stay listed as false leaks.
 #[fentry(function = "kmem_cache_free_bulk")]
 pub fn kmem_cache_free_bulk(ctx: FEntryContext) -> u32 {
+    if owner::stopped() {
+        return 0;
+    }
     let size: u64 = ctx.arg(1);
     // `void **p` through bpf_get_func_arg: a direct context read of a pointer-to-pointer
     // argument is rejected by the verifier before 6.x ("arg2 type PTR is not a struct").

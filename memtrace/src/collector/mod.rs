@@ -1,5 +1,7 @@
-//! Reads what the programs left in the kernel maps, once they are detached.
+//! Reads what the programs left in the kernel maps: while they run (progress, snapshots,
+//! stack rotation) and once they are stopped (the report; the page table through mmap).
 
+pub mod page_table;
 mod rotate;
 pub mod slab_rate;
 mod syscalls;
@@ -8,12 +10,14 @@ pub use rotate::StackRotation;
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd, AsRawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
 };
 
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
-use memtrace_common::{maps, programs, Counter, Kind, ObjKey, ObjRecord, PageRecord, StackAgg};
+use memtrace_common::{
+    maps, programs, Counter, Kind, ObjKey, ObjRecord, OwnerRecord, PageRecord, StackAgg,
+};
 
 use crate::{
     loader::Tracer,
@@ -21,16 +25,7 @@ use crate::{
 };
 use slab_rate::RateState;
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass and has no other effect.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::kernel::monotonic_ns;
 
 /// Reads [`LiveStats`] while the programs run; bytes scaled by the sampling rates
 /// (`--sample` for pages, percpu and vmalloc; the slab sample's rate now for slab).
@@ -159,10 +154,29 @@ pub struct Extras {
     pub frees_missed: u64,
 }
 
-/// Reads counters, aggregates, records, stacks and program statistics. Slab records outside
-/// the sample of the final rate (made by programs that still read an older rate) are thinned
+/// Reads counters, aggregates, records, stacks and program statistics: the final report (or
+/// a snapshot that needs the page allocations' ages, `--min-age`). Slab records outside the
+/// sample of the final rate (made by programs that still read an older rate) are thinned
 /// here, like the sampling thread would.
 pub fn collect(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawSession> {
+    collect_with(tracer, extras, true)
+}
+
+/// Like [`collect`] without walking the page table (an `--interval` snapshot): per-stack bytes
+/// and counts of pages come from the aggregates; pages have no owners, orders or ages.
+pub fn collect_snapshot(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawSession> {
+    collect_with(tracer, extras, false)
+}
+
+/// Outstanding page allocations (one record each, or several identical ones) and how many
+/// each page stack slot holds.
+type PageRecords = (Vec<(u64, PageRecord)>, Vec<u64>);
+
+fn collect_with(
+    tracer: &Tracer,
+    extras: &Extras,
+    page_records: bool,
+) -> anyhow::Result<RawSession> {
     let ebpf = &tracer.ebpf;
     let now_ns = monotonic_ns();
 
@@ -189,19 +203,65 @@ pub fn collect(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawSession> {
         aggs.push((index, agg));
     }
 
-    let records = if tracer.traces(Kind::Page) {
-        read_hash::<u64, PageRecord>(map(ebpf, maps::OUTSTANDING)?, "OUTSTANDING")?
-    } else {
-        Vec::new()
-    };
-    let mut objects = if [Kind::Slab, Kind::Percpu, Kind::Vmalloc]
-        .iter()
-        .any(|k| tracer.traces(*k))
-    {
-        read_hash::<ObjKey, ObjRecord>(map(ebpf, maps::OBJECTS)?, "OBJECTS")?
-    } else {
-        Vec::new()
-    };
+    // gfp flags and migrate type of each page stack's first allocation: what classifies page
+    // stacks (snapshots read no page records).
+    let mut page_gfp = HashMap::new();
+    let mut stack_gfp = Vec::new();
+    let mut page_source = None;
+    if let (true, Some(table)) = (tracer.traces(Kind::Page), &tracer.page_table) {
+        stack_gfp = read_array::<u64>(map(ebpf, maps::STACK_GFP)?, "STACK_GFP")?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        page_gfp = stack_gfp
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, &v)| {
+                memtrace_common::page_table::gfp_decode(v).map(|g| (slot as u32, g))
+            })
+            .collect();
+        if page_records {
+            page_source = Some(PageSource::new(tracer, table)?);
+        }
+    }
+    // The page table is read on a thread of its own while the object table is read here.
+    let (page_table, objects) = std::thread::scope(|scope| {
+        let pages = page_source.as_ref().map(|source| {
+            let stack_gfp = &stack_gfp;
+            scope.spawn(move || timed("page table", || source.read(stack_gfp, stride)))
+        });
+        let objects = timed("object table", || {
+            if [Kind::Slab, Kind::Percpu, Kind::Vmalloc]
+                .iter()
+                .any(|k| tracer.traces(*k))
+            {
+                read_hash::<ObjKey, ObjRecord>(map(ebpf, maps::OBJECTS)?, "OBJECTS")
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let pages = match pages {
+            Some(handle) => match handle.join() {
+                Ok(result) => result.map(Some),
+                Err(_) => Err(anyhow::anyhow!("the page table reader panicked")),
+            },
+            None => Ok(None),
+        };
+        (pages, objects)
+    });
+    let mut objects = objects?;
+    let mut records = Vec::new();
+    if let Some((recs, counts)) = page_table? {
+        // The programs count an allocation down when its head page goes; the table counts it
+        // while any of its pages is outstanding, as the records do.
+        for (index, agg) in aggs.iter_mut() {
+            if *index / stride == Kind::Page as u32 {
+                agg.outstanding_count =
+                    counts.get((*index % stride) as usize).copied().unwrap_or(0);
+            }
+        }
+        records = recs;
+    }
     let position: HashMap<u32, usize> = aggs
         .iter()
         .enumerate()
@@ -291,7 +351,71 @@ pub fn collect(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawSession> {
         stacks,
         stack_none_id: tracer.config.stack_none_id,
         now_ns,
+        page_gfp,
     })
+}
+
+/// `f()`, and with `MEMTRACE_TIMING` set how long it took (a step of the collection; the
+/// session prints the others).
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = f();
+    if std::env::var_os("MEMTRACE_TIMING").is_some() {
+        eprintln!(
+            "memtrace: timing:   {what} {:.3} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    result
+}
+
+/// What reading the page table needs, taken from the tracer (whose maps another thread reads
+/// meanwhile): the table's and the owner table's fds, and the owners handed out.
+struct PageSource<'a> {
+    table: BorrowedFd<'a>,
+    chunks: u32,
+    owners: BorrowedFd<'a>,
+    owner_count: usize,
+    pfn_shift: u32,
+    stack_bits: u32,
+    start_ns: u64,
+}
+
+impl<'a> PageSource<'a> {
+    fn new(tracer: &'a Tracer, table: &crate::loader::PageTable) -> anyhow::Result<Self> {
+        let ebpf = &tracer.ebpf;
+        let next: Array<&MapData, u64> =
+            Array::try_from(map(ebpf, maps::OWNER_NEXT)?).context("OWNER_NEXT map")?;
+        let handed_out = next.get(&0, 0).context("reading OWNER_NEXT")?;
+        Ok(PageSource {
+            table: page_table::map_fd(map(ebpf, maps::PAGE_TABLE)?).context("PAGE_TABLE")?,
+            chunks: table.geometry.chunks,
+            owners: page_table::map_fd(map(ebpf, maps::OWNERS)?).context("OWNERS")?,
+            owner_count: usize::try_from(handed_out.min(u64::from(table.owner_cap)))? + 1,
+            pfn_shift: tracer.config.pfn_shift,
+            stack_bits: tracer.config.entry_stack_bits,
+            start_ns: tracer.config.start_ns,
+        })
+    }
+
+    /// The outstanding page allocations, one record each (or several identical ones), and how
+    /// many each page stack slot (below `stride`) holds.
+    fn read(&self, stack_gfp: &[u64], stride: u32) -> anyhow::Result<PageRecords> {
+        let owners: Vec<OwnerRecord> = page_table::read_mapped(self.owners, self.owner_count)
+            .context("reading the owner table")?;
+        let mut grouper = page_table::Grouper::new(page_table::Decode {
+            pfn_shift: self.pfn_shift,
+            stack_bits: self.stack_bits,
+            start_ns: self.start_ns,
+            owners: &owners,
+            stack_gfp,
+        });
+        page_table::scan(self.table, self.chunks, |index, v| grouper.push(index, v))
+            .context("reading the page table")?;
+        let records = grouper.finish();
+        let counts = page_table::count_by_stack(&records, stride);
+        Ok((records, counts))
+    }
 }
 
 /// SLUB's view of merged caches: `/sys/kernel/slab/<name>` of a mergeable cache is a symlink to

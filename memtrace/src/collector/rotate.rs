@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use aya::maps::{Array, PerCpuArray, PerCpuValues, StackTraceMap};
-use memtrace_common::{maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg};
+use memtrace_common::{maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg, StackCache};
 
 use super::{locate_slot, map, read_array, StackSlot};
 use crate::{
@@ -232,6 +232,14 @@ impl StackRotation {
             // allocations under a deleted stack, or under the next stack of its bucket.
             forget_cached_stacks(tracer, &retire)?;
         }
+        // Pages: the page table stores stack slots, but a retired slot has no live entry (its
+        // outstanding bytes are 0: every entry of a slot is a page in its aggregate). What
+        // still names the slot: the gfp flags of its first allocation (the next stack in the
+        // slot must not be classified by them) and each CPU's movable stack cache.
+        if tracer.traces(Kind::Page) {
+            clear_stack_gfp(tracer, &plan.retire)?;
+            forget_cached_page_stacks(tracer, &retire)?;
+        }
         for (name, alt) in [(maps::STACKS, false), (maps::STACKS_ALT, true)] {
             let m = tracer
                 .ebpf
@@ -400,6 +408,51 @@ fn forget_cached_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::R
         cache
             .set(0, values, 0)
             .context("writing SLAB_STACK_CACHE")?;
+    }
+    Ok(())
+}
+
+/// Clears the `STACK_GFP` slots of retired stack slots: the programs store the gfp flags of a
+/// slot's first allocation only while its value is 0.
+fn clear_stack_gfp(tracer: &mut Tracer, retire: &[u32]) -> anyhow::Result<()> {
+    let Some(m) = tracer.ebpf.map_mut(maps::STACK_GFP) else {
+        return Ok(());
+    };
+    let mut gfp: Array<_, u64> = Array::try_from(m).context("STACK_GFP map")?;
+    let len = gfp.len();
+    for slot in retire.iter().filter(|s| **s < len) {
+        gfp.set(*slot, 0, 0)
+            .with_context(|| format!("clearing STACK_GFP[{slot}]"))?;
+    }
+    Ok(())
+}
+
+/// Empties every CPU's movable page stack cache (`STACK_CACHE`) that holds a retired slot, so
+/// that the next movable allocation captures its stack again (as [`forget_cached_stacks`] does
+/// for slab).
+fn forget_cached_page_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::Result<()> {
+    // An emptied cache names "stack unavailable", which the programs never reuse.
+    let none = tracer.config.stack_none_id;
+    let Some(m) = tracer.ebpf.map_mut(maps::STACK_CACHE) else {
+        return Ok(());
+    };
+    let mut cache: PerCpuArray<_, StackCache> =
+        PerCpuArray::try_from(m).context("STACK_CACHE map")?;
+    let values = cache.get(&0, 0).context("reading STACK_CACHE")?;
+    let mut changed = false;
+    let mut per_cpu: Vec<StackCache> = values.iter().copied().collect();
+    for cpu in &mut per_cpu {
+        if cpu.uses != 0 && retire.contains(&cpu.stack_id) {
+            *cpu = StackCache {
+                stack_id: none,
+                ..StackCache::default()
+            };
+            changed = true;
+        }
+    }
+    if changed {
+        let values = PerCpuValues::try_from(per_cpu).context("STACK_CACHE values")?;
+        cache.set(0, values, 0).context("writing STACK_CACHE")?;
     }
     Ok(())
 }

@@ -203,10 +203,11 @@ pub struct TracingArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_OBJECTS, value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
     pub max_objects: u32,
 
-    /// Capacity of the in-kernel table of outstanding page allocations, one entry per
-    /// allocation of any order (about 120 bytes of kernel memory each, allocated at start).
-    #[arg(long, default_value_t = DEFAULT_MAX_ALLOCATIONS, value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
-    pub max_allocations: u32,
+    /// Deprecated, ignored: pages are tracked in a table with one 8-byte entry per page of RAM
+    /// (sized from the machine, never full), so nothing needs sizing. Accepted so that
+    /// existing command lines keep working.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
+    pub max_allocations: Option<u32>,
 
     /// Capacity of the in-kernel stack table (rounded up to a power of two).
     #[arg(long, default_value_t = 1 << 14, value_parser = clap::value_parser!(u32).range(1..=(1 << 20)))]
@@ -236,10 +237,8 @@ pub struct TracingArgs {
     pub pod: Vec<String>,
 }
 
-/// Default `--max-allocations` (pages) and `--max-objects`: with the default kinds, the page
-/// and object tables, the stack table and the rest fit in 128 MiB of kernel memory (about
-/// 60 + 34 + 16 + 3 MiB on x86_64).
-pub const DEFAULT_MAX_ALLOCATIONS: u32 = 1 << 19;
+/// Default `--max-objects`: the object table takes about 34 MiB of kernel memory on x86_64
+/// (the page table takes 8 bytes per page of RAM, the stack table about 16 MiB).
 pub const DEFAULT_MAX_OBJECTS: u32 = 1 << 18;
 
 /// Default slab sampling rate at the start of a session (one object in this many).
@@ -277,7 +276,6 @@ impl TracingArgs {
     /// The kernel side of the session.
     pub fn load_options(&self) -> LoadOptions {
         LoadOptions {
-            max_allocations: self.max_allocations,
             max_objects: self.max_objects,
             max_stacks: self.max_stacks,
             kinds: self.kind.clone(),
@@ -289,6 +287,19 @@ impl TracingArgs {
             slab_sample_every: self.slab_sample(),
             slab_stack_every: self.slab_stack_every,
         }
+    }
+
+    /// What to warn about once the session has started (deprecated options).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.max_allocations.is_some() {
+            w.push(
+                "--max-allocations is deprecated and ignored: the page table has one entry per \
+                 page of RAM and is never full"
+                    .to_string(),
+            );
+        }
+        w
     }
 
     /// The owner filters asked for.

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 pub use args::{
     parse_classes, parse_duration, parse_kinds, parse_size, OutputArgs, TracingArgs,
-    DEFAULT_MAX_ALLOCATIONS, DEFAULT_MAX_OBJECTS,
+    DEFAULT_MAX_OBJECTS,
 };
 use generate::GenerateArgs;
 use overview::OverviewArgs;

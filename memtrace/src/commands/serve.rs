@@ -74,6 +74,7 @@ impl ServeArgs {
             snapshot_window: SNAPSHOT_WINDOW,
             first_snapshot_after: Some(Duration::ZERO),
             hostname: self.hostname.clone(),
+            warnings: self.tracing.warnings(),
         }
     }
 

@@ -93,7 +93,8 @@ fn defaults_and_flags() {
     assert_eq!(t.output.top, 10);
     assert!(!t.quiet && t.output_dir.is_none());
     assert_eq!(t.output.flame_by, FlameByArg::Outstanding);
-    assert_eq!(t.tracing.max_allocations, DEFAULT_MAX_ALLOCATIONS);
+    assert_eq!(t.tracing.max_allocations, None);
+    assert!(t.tracing.warnings().is_empty());
     assert_eq!(t.tracing.max_objects, DEFAULT_MAX_OBJECTS);
     assert_eq!(t.tracing.sample, 1);
     assert_eq!(t.tracing.movable_stack_every, 64);

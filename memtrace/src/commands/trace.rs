@@ -96,6 +96,7 @@ impl TraceArgs {
             snapshot_window: 0,
             first_snapshot_after: None,
             hostname: None,
+            warnings: self.tracing.warnings(),
         }
     }
 }

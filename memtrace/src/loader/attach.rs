@@ -27,6 +27,20 @@ pub(super) enum Link {
 /// grace period in the kernel, tens of milliseconds: the links are taken out of their programs
 /// and dropped on threads of their own, so the waits overlap.
 pub(super) fn detach_all(ebpf: &mut Ebpf, attached: Vec<Attached>) -> anyhow::Result<()> {
+    let owned = take_links(ebpf, attached)?;
+    std::thread::scope(|scope| {
+        for link in owned {
+            scope.spawn(move || drop(link));
+        }
+    });
+    Ok(())
+}
+
+/// Takes the links of `attached` out of their programs: dropping one detaches it.
+pub(super) fn take_links(
+    ebpf: &mut Ebpf,
+    attached: Vec<Attached>,
+) -> anyhow::Result<Vec<Box<dyn Send>>> {
     let mut owned: Vec<Box<dyn Send>> = Vec::new();
     for a in attached {
         let prog = ebpf
@@ -63,12 +77,7 @@ pub(super) fn detach_all(ebpf: &mut Ebpf, attached: Vec<Attached>) -> anyhow::Re
         };
         owned.push(link);
     }
-    std::thread::scope(|scope| {
-        for link in owned {
-            scope.spawn(move || drop(link));
-        }
-    });
-    Ok(())
+    Ok(owned)
 }
 
 /// Loads and attaches the tp_btf page programs (free first; the `struct page *` → pfn

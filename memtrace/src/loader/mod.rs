@@ -15,11 +15,12 @@ use memtrace_common::{
 
 use crate::{kernel::tracefs, model::KindStatus};
 use attach::{
-    attach_btf, attach_fentry, attach_page_btf, detach_all, short_error, verifier_summary,
-    Attached, Link, SLAB_BTF,
+    attach_btf, attach_fentry, attach_page_btf, detach_all, short_error, take_links,
+    verifier_summary, Attached, Link, SLAB_BTF,
 };
 pub use error::{check_privileges, SetupError};
 use kernel::KernelBtfs;
+pub use pages::PageTable;
 use plan::{hook, Hook};
 
 /// The eBPF object built from memtrace-ebpf (empty when built without it; see build.rs).
@@ -29,8 +30,6 @@ static EBPF_OBJECT: &[u8] =
 /// Sizes chosen on the command line.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
-    /// Entries of the outstanding page-allocation map.
-    pub max_allocations: u32,
     /// Entries of the outstanding object map (slab, percpu, vmalloc).
     pub max_objects: u32,
     /// Requested stack slots; rounded up to a power of two (the kernel does so anyway).
@@ -73,6 +72,8 @@ pub struct Tracer {
     pub object_capacity: u32,
     /// The slab sampling rate the programs started with.
     pub slab_sample_start: u32,
+    /// The page table, when pages are traced.
+    pub page_table: Option<PageTable>,
 }
 
 impl Tracer {
@@ -86,6 +87,37 @@ impl Tracer {
     /// Starts the grace period: the programs stop recording new allocations (frees are still
     /// matched).
     pub fn begin_grace(&mut self) -> anyhow::Result<()> {
+        self.set_phase(control::GRACE_PERIOD)
+            .context("starting the grace period")
+    }
+
+    /// Detaches every program; the maps stay readable until the tracer is dropped.
+    pub fn detach(&mut self) -> anyhow::Result<()> {
+        detach_all(&mut self.ebpf, self.attached.drain(..).collect())
+    }
+
+    /// Ends the session: the programs stop recording and matching (a flag they check), every
+    /// program run still in flight is waited for (an RCU grace period, `membarrier`), and the
+    /// programs are detached on background threads (each detach waits for grace periods of its
+    /// own, tens of milliseconds) while the caller reads the maps, which no longer change.
+    /// Where the flag cannot be set or the grace period not waited for, the programs are
+    /// detached first, as [`Tracer::detach`] does.
+    pub fn stop(&mut self) -> anyhow::Result<Detaching> {
+        if self.set_phase(control::STOPPED).is_ok() && rcu_grace_period().is_ok() {
+            let links = take_links(&mut self.ebpf, self.attached.drain(..).collect())?;
+            let threads = links
+                .into_iter()
+                .map(|link| std::thread::spawn(move || drop(link)))
+                .collect();
+            return Ok(Detaching { threads });
+        }
+        self.detach()?;
+        Ok(Detaching {
+            threads: Vec::new(),
+        })
+    }
+
+    fn set_phase(&mut self, phase: u64) -> anyhow::Result<()> {
         let map = self
             .ebpf
             .map_mut(maps::CONTROL)
@@ -93,15 +125,53 @@ impl Tracer {
         let mut control: aya::maps::Array<_, u64> =
             aya::maps::Array::try_from(map).context("CONTROL is not an array of u64")?;
         control
-            .set(control::GRACE, 1, 0)
-            .context("starting the grace period (writing CONTROL)")?;
+            .set(control::GRACE, phase, 0)
+            .with_context(|| format!("writing phase {phase} into CONTROL"))?;
         Ok(())
     }
+}
 
-    /// Detaches every program; the maps stay readable until the tracer is dropped.
-    pub fn detach(&mut self) -> anyhow::Result<()> {
-        detach_all(&mut self.ebpf, self.attached.drain(..).collect())
+/// Programs being detached in the background ([`Tracer::stop`]); joined on drop.
+pub struct Detaching {
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Detaching {
+    /// Waits until every program is detached.
+    pub fn join(mut self) {
+        self.join_all();
     }
+
+    fn join_all(&mut self) {
+        for t in self.threads.drain(..) {
+            // A panicking drop of a link is not ours to report; the fd is closed either way.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Detaching {
+    fn drop(&mut self) {
+        self.join_all();
+    }
+}
+
+/// Waits for an RCU grace period: every BPF tracing program run that began before has ended
+/// (they run under `rcu_read_lock`). `MEMBARRIER_CMD_GLOBAL` is `synchronize_rcu()`.
+fn rcu_grace_period() -> std::io::Result<()> {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes no pointers; it only waits.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_GLOBAL,
+            0 as libc::c_long,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Checks privileges, reads the tracepoint layouts, loads and attaches the requested kinds.
@@ -118,24 +188,30 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     let btf = KernelBtfs::load();
     let plan = plan::plan(&opts, &plan::KernelFacts::read(&root, btf.kernel()))?;
     let plan::Plan {
-        config,
+        mut config,
         stack_slots,
         map_sizes,
+        page_table,
         mut planned,
         mut kinds,
         page_btf,
         slab_names,
         slab_btf,
     } = plan;
+    // Page table times count from here.
+    config.start_ns = crate::kernel::monotonic_ns();
     let mut ebpf = EbpfLoader::new()
         .btf(btf.aya())
         .override_global(CONFIG_GLOBAL, &config, true)
-        .map_max_entries(maps::OUTSTANDING, map_sizes.outstanding)
+        .map_max_entries(maps::PAGE_TABLE, map_sizes.page_table)
+        .map_max_entries(maps::TABLE_SUMMARY, map_sizes.table_summary)
+        .map_max_entries(maps::OWNERS, map_sizes.owners)
+        .map_max_entries(maps::OWNER_IDS, map_sizes.owner_ids)
+        .map_max_entries(maps::STACK_GFP, map_sizes.stack_gfp)
         .map_max_entries(maps::OBJECTS, map_sizes.objects)
         .map_max_entries(maps::CACHE_NAMES, map_sizes.cache_names)
         .map_max_entries(maps::STACKS, map_sizes.stacks)
         .map_max_entries(maps::STACKS_ALT, map_sizes.stacks_alt)
-        .map_max_entries(maps::TRACKED_PFNS, map_sizes.tracked_pfns)
         .map_max_entries(maps::STACK_AGG, map_sizes.stack_agg)
         .load(EBPF_OBJECT)
         .map_err(|e| SetupError::BpfLoad {
@@ -238,8 +314,15 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                 config.movable_stack_every
             ));
         }
-        if config.tracked_words == 0 {
-            notes.push("no pfn bitmap (/proc/zoneinfo unreadable): every free is looked up".into());
+        if let Some(t) = page_table.filter(|t| t.geometry.pfn_shift > 0) {
+            notes.push(format!(
+                "{} pfns exceed the page table's cap: one sampled pfn per {} pages is tracked, \
+                 pages, percpu and vmalloc objects are sampled 1 in {} and their figures are \
+                 estimates (slab keeps its own sample)",
+                t.geometry.max_pfn,
+                t.pages_per_entry(),
+                u64::from(config.sample_every) << t.geometry.pfn_shift
+            ));
         }
         page.note = (!notes.is_empty()).then(|| notes.join("; "));
     }
@@ -399,6 +482,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         } else {
             1
         },
+        page_table,
     })
 }
 

@@ -1,12 +1,132 @@
 //! What the page programs need to know about this machine's memory: the highest pfn (sizes the
-//! tracked-pfn bitmap) and, for the tp_btf programs, where `struct page` of pfn 0 lives
-//! (`vmemmap`), learned by faulting in pages of our own and reading their pfns from
-//! `/proc/self/pagemap` (see [`super::calibrate`]).
+//! page table) and, for the tp_btf programs, where `struct page` of pfn 0 lives (`vmemmap`),
+//! learned by faulting in pages of our own and reading their pfns from `/proc/self/pagemap`
+//! (see [`super::calibrate`]).
 
 use std::{io::Read as _, os::unix::fs::FileExt as _};
 
 use aya::{maps::Array, Ebpf};
-use memtrace_common::{calib, maps};
+use memtrace_common::{
+    calib, maps,
+    page_table::{CHUNK, CHUNK_SHIFT},
+};
+
+/// Most entries the page table may have: 256 Mi entries, 2 GiB of kernel memory, one per pfn
+/// of 1 TiB of 4 KiB pages. A host with more pfns gets a sampled table.
+pub const PAGE_TABLE_CAP: u64 = 1 << 28;
+
+/// Test knob: a smaller cap than [`PAGE_TABLE_CAP`] (entries), to exercise pfn sampling on a
+/// small machine.
+pub const CAP_ENV: &str = "MEMTRACE_PAGE_TABLE_CAP";
+
+/// Size and sampling of the page table for a machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    /// The highest pfn plus one.
+    pub max_pfn: u64,
+    /// log2 of the pfns one entry stands for: 0 = one entry per pfn (exact).
+    pub pfn_shift: u32,
+    /// Entries (`max_pfn >> pfn_shift`, rounded up).
+    pub indices: u64,
+    /// Array values (64 entries each).
+    pub chunks: u32,
+}
+
+impl Geometry {
+    /// Kernel memory of the table's entries.
+    pub fn bytes(&self) -> u64 {
+        u64::from(self.chunks) * (CHUNK as u64) * 8
+    }
+}
+
+/// Test knob: fewer owners than the default (to exercise "other owners").
+pub const OWNER_CAP_ENV: &str = "MEMTRACE_OWNER_CAP";
+
+/// The page table of a session that traces pages (see `memtrace_common::page_table`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageTable {
+    pub geometry: Geometry,
+    /// Where the highest pfn came from.
+    pub max_pfn_source: &'static str,
+    /// Owners the owner table holds (plus "other owners").
+    pub owner_cap: u32,
+}
+
+impl PageTable {
+    /// Pages each entry stands for (1: exact).
+    pub fn pages_per_entry(&self) -> u32 {
+        1u32.checked_shl(self.geometry.pfn_shift)
+            .unwrap_or(u32::MAX)
+    }
+
+    /// One line for the start message and the page kind's note.
+    pub fn describe(&self, page_size: u64) -> String {
+        let g = &self.geometry;
+        let mib = g.bytes() as f64 / (1024.0 * 1024.0);
+        if g.pfn_shift == 0 {
+            format!(
+                "page table: one entry per pfn, {} entries ({mib:.1} MiB, {} of RAM)",
+                g.indices,
+                crate::units::format_bytes(g.max_pfn.saturating_mul(page_size))
+            )
+        } else {
+            format!(
+                "page table: one sampled pfn per {} ({} entries, {mib:.1} MiB, the cap): page \
+                 figures are estimates",
+                self.pages_per_entry(),
+                g.indices
+            )
+        }
+    }
+}
+
+/// The page table for pfns below `max_pfn` with at most `cap` entries: one entry per pfn when
+/// they fit, else one sampled pfn per block of `2^s` pfns with the smallest `s` that fits
+/// (`s = ceil(log2(max_pfn / cap))`).
+pub fn geometry(max_pfn: u64, cap: u64) -> Geometry {
+    let cap = cap.max(CHUNK as u64);
+    let max_pfn = max_pfn.max(1);
+    let mut pfn_shift = 0;
+    while max_pfn.div_ceil(1u64 << pfn_shift) > cap {
+        pfn_shift += 1;
+    }
+    let indices = max_pfn.div_ceil(1u64 << pfn_shift);
+    Geometry {
+        max_pfn,
+        pfn_shift,
+        indices,
+        chunks: u32::try_from(indices.div_ceil(1 << CHUNK_SHIFT)).unwrap_or(u32::MAX),
+    }
+}
+
+/// The end of the highest `System RAM` range of a `/proc/iomem` text, as a pfn (root sees the
+/// real addresses; others see zeros, which give `None`).
+pub fn max_pfn_from_iomem(text: &str, page_size: u64) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.trim_end().ends_with(": System RAM"))
+        .filter_map(|l| {
+            let range = l.trim_start().split(' ').next()?;
+            let (_, end) = range.split_once('-')?;
+            u64::from_str_radix(end, 16).ok()
+        })
+        .max()
+        .filter(|&end| end > 0)
+        .map(|end| (end + 1).div_ceil(page_size.max(1)))
+}
+
+/// The highest pfn plus one and where it came from: `/proc/zoneinfo`, else `/proc/iomem`.
+pub fn machine_max_pfn(page_size: u64) -> Result<(u64, &'static str), String> {
+    if let Some(n) = max_pfn() {
+        return Ok((n, "/proc/zoneinfo"));
+    }
+    std::fs::read_to_string("/proc/iomem")
+        .ok()
+        .and_then(|t| max_pfn_from_iomem(&t, page_size))
+        .map(|n| (n, "/proc/iomem"))
+        .ok_or_else(|| {
+            "cannot tell the highest pfn (neither /proc/zoneinfo nor /proc/iomem say)".to_string()
+        })
+}
 
 /// The end of the highest zone (`start_pfn + spanned`) in `/proc/zoneinfo`.
 pub fn max_pfn_from_zoneinfo(text: &str) -> Option<u64> {
@@ -35,15 +155,6 @@ pub fn max_pfn() -> Option<u64> {
         .and_then(|mut f| f.read_to_string(&mut text))
         .ok()?;
     max_pfn_from_zoneinfo(&text)
-}
-
-/// `u64` words of the tracked-pfn bitmap for pfns below `max_pfn` (0: no bitmap).
-pub fn bitmap_words(max_pfn: Option<u64>) -> u32 {
-    match max_pfn {
-        // 2^32 words = 2^38 pfns = 1 EiB of 4 KiB pages: more than any machine has.
-        Some(n) => u32::try_from(n.div_ceil(64)).unwrap_or(u32::MAX),
-        None => 0,
-    }
 }
 
 /// The pfn in a `/proc/self/pagemap` entry: bits 0-54 when bit 63 (present) is set. Without
@@ -159,9 +270,49 @@ Node 1, zone  Movable
 ";
         assert_eq!(max_pfn_from_zoneinfo(text), Some(7_000_100));
         assert_eq!(max_pfn_from_zoneinfo(""), None);
-        assert_eq!(bitmap_words(Some(6_553_600)), 102_400);
-        assert_eq!(bitmap_words(Some(65)), 2);
-        assert_eq!(bitmap_words(None), 0);
+    }
+
+    #[test]
+    fn iomem_max_pfn_is_the_end_of_the_highest_ram() {
+        let text = "\
+00000000-00000fff : Reserved
+00001000-0009fbff : System RAM
+000f0000-000fffff : Reserved
+00100000-bffdafff : System RAM
+  01000000-01ffffff : Kernel code
+100000000-63fffffff : System RAM
+fee00000-fee00fff : Local APIC
+";
+        assert_eq!(max_pfn_from_iomem(text, 4096), Some(0x640000));
+        // Without CAP_SYS_ADMIN every address reads as 0.
+        let hidden = "00000000-00000000 : System RAM\n";
+        assert_eq!(max_pfn_from_iomem(hidden, 4096), None);
+        assert_eq!(max_pfn_from_iomem("", 4096), None);
+    }
+
+    #[test]
+    fn page_table_is_exact_up_to_the_cap_then_sampled() {
+        // This machine: 24 GiB, 6 553 600 pfns: exact, 50 MiB.
+        let g = geometry(6_553_600, PAGE_TABLE_CAP);
+        assert_eq!((g.pfn_shift, g.indices, g.chunks), (0, 6_553_600, 102_400));
+        assert_eq!(g.bytes(), 6_553_600 * 8);
+        // 1 TiB of pfns: exactly the cap, still exact.
+        let g = geometry(1 << 28, PAGE_TABLE_CAP);
+        assert_eq!((g.pfn_shift, g.indices), (0, 1 << 28));
+        assert_eq!(g.bytes(), 2 << 30);
+        // One pfn more: one entry per 2 pfns.
+        let g = geometry((1 << 28) + 1, PAGE_TABLE_CAP);
+        assert_eq!((g.pfn_shift, g.indices), (1, (1 << 27) + 1));
+        // 6 TiB: 1 in 8, and never more than the cap.
+        let g = geometry(6 << 28, PAGE_TABLE_CAP);
+        assert_eq!((g.pfn_shift, g.indices), (3, 6 << 25));
+        assert!(g.indices <= PAGE_TABLE_CAP);
+        // A test cap on this machine.
+        let g = geometry(6_553_600, 1 << 20);
+        assert_eq!((g.pfn_shift, g.indices, g.chunks), (3, 819_200, 12_800));
+        // Degenerate input still gives a usable table.
+        let g = geometry(0, 0);
+        assert_eq!((g.pfn_shift, g.indices, g.chunks), (0, 1, 1));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use memtrace_common::{programs, Config, Kind, SlabBtfLayout, SlabNameLayout};
+use memtrace_common::{page_table, programs, Config, Kind, SlabBtfLayout, SlabNameLayout};
 
 use super::{pages, LoadOptions, SetupError};
 use crate::kernel::{btf::KernelBtf, mm, tracefs};
@@ -20,8 +20,15 @@ pub struct KernelFacts<'a> {
     pub btf: Result<&'a KernelBtf, String>,
     pub page_size: u64,
     pub max_order: u32,
-    /// Highest pfn plus one (`/proc/zoneinfo`), if known.
-    pub max_pfn: Option<u64>,
+    /// Highest pfn plus one and where it came from (`/proc/zoneinfo`, else `/proc/iomem`),
+    /// or why it is not known.
+    pub max_pfn: Result<(u64, &'static str), String>,
+    /// Most entries the page table may have ([`pages::PAGE_TABLE_CAP`]; smaller with the test
+    /// knob [`pages::CAP_ENV`]).
+    pub page_table_cap: u64,
+    /// Owners the owner table holds (`page_table::MAX_OWNER_INDEX`; fewer with the test knob
+    /// [`pages::OWNER_CAP_ENV`]).
+    pub owner_cap: u32,
     pub possible_cpus: u32,
     /// Largest kmalloc cache object.
     pub kmalloc_max_size: u32,
@@ -38,7 +45,14 @@ impl<'a> KernelFacts<'a> {
             btf,
             page_size,
             max_order: mm::max_order(),
-            max_pfn: pages::max_pfn(),
+            max_pfn: pages::machine_max_pfn(page_size),
+            page_table_cap: env_number(pages::CAP_ENV, pages::PAGE_TABLE_CAP),
+            owner_cap: u32::try_from(env_number(
+                pages::OWNER_CAP_ENV,
+                u64::from(page_table::MAX_OWNER_INDEX),
+            ))
+            .unwrap_or(page_table::MAX_OWNER_INDEX)
+            .clamp(1, page_table::MAX_OWNER_INDEX),
             possible_cpus: mm::possible_cpus(),
             kmalloc_max_size: kmalloc_max_size(page_size),
             self_tgid: std::process::id(),
@@ -46,15 +60,31 @@ impl<'a> KernelFacts<'a> {
     }
 }
 
+/// A number from the environment variable `name` (a test knob), else `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
 /// Entries of each map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
-    pub outstanding: u32,
+    /// Values (64 entries each) of the page table.
+    pub page_table: u32,
+    /// `u64` words of the page table's summary (one bit per value).
+    pub table_summary: u32,
+    /// Owner table: index → owner (`owner_cap + 1`: index 0 is "other owners").
+    pub owners: u32,
+    /// Owner table: owner → index.
+    pub owner_ids: u32,
+    /// gfp flags and migrate type per page stack slot.
+    pub stack_gfp: u32,
     pub objects: u32,
     pub cache_names: u32,
     pub stacks: u32,
     pub stacks_alt: u32,
-    pub tracked_pfns: u32,
     pub stack_agg: u32,
 }
 
@@ -64,6 +94,8 @@ pub struct Plan {
     /// Buckets of the stack map.
     pub stack_slots: u32,
     pub map_sizes: MapSizes,
+    /// The page table, when pages are traced.
+    pub page_table: Option<pages::PageTable>,
     /// The kinds that will be traced.
     pub(super) planned: Vec<PlannedKind>,
     /// The kinds skipped, with why.
@@ -86,7 +118,16 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
         .unwrap_or(1 << 31);
     let alt_slots = alt_stack_slots(stack_slots);
     let slot_count = stack_slots + alt_slots;
-    let tracked_words = pages::bitmap_words(facts.max_pfn);
+    // The page table: one entry per pfn up to its cap, one per sampled pfn beyond.
+    let page_table = facts
+        .max_pfn
+        .as_ref()
+        .ok()
+        .map(|&(max_pfn, source)| pages::PageTable {
+            geometry: pages::geometry(max_pfn, facts.page_table_cap),
+            max_pfn_source: source,
+            owner_cap: facts.owner_cap,
+        });
     let mut config = Config {
         page_size: facts.page_size,
         self_tgid: facts.self_tgid,
@@ -97,7 +138,8 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
         skip_movable: u32::from(opts.skip_movable),
         sample_every: opts.sample_every.max(1),
         movable_stack_every: opts.movable_stack_every,
-        tracked_words,
+        // Slots 0..=stack_none_id.
+        entry_stack_bits: page_table::stack_bits(slot_count + 1),
         filters: opts.filters,
         slab_stack_every: opts.slab_stack_every,
         ..Config::zeroed()
@@ -142,7 +184,11 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
     let mut planned: Vec<PlannedKind> = Vec::new();
     let mut kinds = Vec::new();
     for &kind in &opts.kinds {
-        match plan_kind(facts.root, kind, facts.possible_cpus, &mut config) {
+        let planned_kind = match (&facts.max_pfn, kind) {
+            (Err(why), Kind::Page) => Err(format!("the page table cannot be sized: {why}")),
+            _ => plan_kind(facts.root, kind, facts.possible_cpus, &mut config),
+        };
+        match planned_kind {
             Ok(p) => planned.push(p),
             Err(reason) => kinds.push(KindStatus {
                 kind: kind.name().into(),
@@ -162,22 +208,32 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
         });
     }
     let traces = |k: Kind| planned.iter().any(|p| p.kind == k);
+    let page_table = page_table.filter(|_| traces(Kind::Page));
+    if let Some(t) = &page_table {
+        config.table_indices = t.geometry.indices;
+        config.pfn_shift = t.geometry.pfn_shift;
+        config.owner_cap = t.owner_cap;
+    }
     let objects_traced = traces(Kind::Slab) || traces(Kind::Percpu) || traces(Kind::Vmalloc);
     // Maps of kinds not traced get one entry: their memory is not wasted.
     let one_unless = |traced: bool, n: u32| if traced { n.max(1) } else { 1 };
     let map_sizes = MapSizes {
-        outstanding: one_unless(traces(Kind::Page), opts.max_allocations),
+        page_table: page_table.map_or(1, |t| t.geometry.chunks.max(1)),
+        table_summary: page_table.map_or(1, |t| t.geometry.chunks.div_ceil(64).max(1)),
+        owners: page_table.map_or(1, |t| t.owner_cap + 1),
+        owner_ids: page_table.map_or(1, |t| t.owner_cap),
+        stack_gfp: one_unless(traces(Kind::Page), slot_count + 1),
         objects: one_unless(objects_traced, opts.max_objects),
         cache_names: one_unless(traces(Kind::Slab), slot_count),
         stacks: stack_slots,
         stacks_alt: alt_slots,
-        tracked_pfns: one_unless(traces(Kind::Page), tracked_words),
         stack_agg: Kind::COUNT * (slot_count + 1),
     };
     Ok(Plan {
         config,
         stack_slots,
         map_sizes,
+        page_table,
         planned,
         kinds,
         page_btf,
@@ -539,7 +595,9 @@ mod tests {
             btf: Err("no kernel BTF (test)".into()),
             page_size: 4096,
             max_order: 10,
-            max_pfn: Some(6_553_600),
+            max_pfn: Ok((6_553_600, "/proc/zoneinfo")),
+            page_table_cap: pages::PAGE_TABLE_CAP,
+            owner_cap: page_table::MAX_OWNER_INDEX,
             possible_cpus: 2,
             kmalloc_max_size: 8192,
             self_tgid: 4242,
@@ -548,7 +606,6 @@ mod tests {
 
     fn opts(kinds: &[Kind]) -> LoadOptions {
         LoadOptions {
-            max_allocations: 1 << 19,
             max_objects: 1 << 18,
             max_stacks: 10_000,
             kinds: kinds.to_vec(),
@@ -595,10 +652,20 @@ mod tests {
         assert_eq!(p.map_sizes.stacks_alt, 4096);
         assert_eq!(p.config.stack_none_id, 16_384 + 4096);
         assert_eq!(p.map_sizes.stack_agg, 4 * (16_384 + 4096 + 1));
-        assert_eq!(p.map_sizes.outstanding, 1 << 19);
+        // The page table: one entry per pfn of 25 GiB, 64 per value; the owner table.
+        assert_eq!(p.map_sizes.page_table, 102_400);
+        // Its summary: one bit per value, 12.5 KiB.
+        assert_eq!(p.map_sizes.table_summary, 1600);
+        assert_eq!(p.config.table_indices, 6_553_600);
+        assert_eq!((p.config.pfn_shift, p.config.owner_cap), (0, 65_535));
+        assert_eq!(
+            (p.map_sizes.owners, p.map_sizes.owner_ids),
+            (65_536, 65_535)
+        );
+        assert_eq!(p.map_sizes.stack_gfp, 16_384 + 4096 + 1);
+        // Stack slots 0..=16 384 + 4096 need 15 bits of an entry.
+        assert_eq!(p.config.entry_stack_bits, 15);
         assert_eq!(p.map_sizes.cache_names, 16_384 + 4096);
-        // The pfn bitmap: one bit per pfn of 25 GiB.
-        assert_eq!(p.map_sizes.tracked_pfns, 102_400);
         // Facts reach the config; without BTF neither tp_btf nor slab names.
         assert_eq!(
             (p.config.self_tgid, p.config.page_size, p.config.max_order),
@@ -633,7 +700,17 @@ mod tests {
             p.kinds[0].note
         );
         // Maps of kinds not traced take one entry.
-        assert_eq!((p.map_sizes.outstanding, p.map_sizes.tracked_pfns), (1, 1));
+        assert_eq!(
+            (
+                p.map_sizes.page_table,
+                p.map_sizes.owners,
+                p.map_sizes.owner_ids,
+                p.map_sizes.stack_gfp
+            ),
+            (1, 1, 1, 1)
+        );
+        assert!(p.page_table.is_none());
+        assert_eq!(p.config.table_indices, 0);
         assert_eq!(p.map_sizes.objects, 1 << 18);
         // 6.1's kmem_cache_alloc has no name field.
         assert_eq!(p.config.kmem_cache_alloc.name_offset, NO_FIELD);
@@ -648,6 +725,34 @@ mod tests {
         assert!(slab.contains(&"kmem:kmem_cache_alloc_node".to_string()));
         // 4.19's percpu event has no bytes_alloc: size times possible CPUs.
         assert_eq!(p.config.percpu_alloc.bytes_multiplier, 2);
+    }
+
+    #[test]
+    fn the_page_table_is_sized_from_the_highest_pfn() {
+        let dir = tree("6.18");
+        // A test cap of 2^20 entries on 25 GiB: one sampled pfn per 8, and the note says so.
+        let mut f = facts(dir.path());
+        f.page_table_cap = 1 << 20;
+        f.owner_cap = 7;
+        let p = plan(&opts(&[Kind::Page]), &f).expect("plan");
+        let t = p.page_table.expect("page table");
+        assert_eq!((t.geometry.pfn_shift, t.pages_per_entry()), (3, 8));
+        assert_eq!(p.config.pfn_shift, 3);
+        assert_eq!(p.config.table_indices, 819_200);
+        assert_eq!(p.map_sizes.page_table, 12_800);
+        assert_eq!(p.map_sizes.table_summary, 200);
+        assert_eq!((p.map_sizes.owners, p.config.owner_cap), (8, 7));
+        // Without the highest pfn the page kind cannot be traced; the others still are.
+        f.max_pfn = Err("no zoneinfo (test)".into());
+        let p = plan(&opts(&[Kind::Page, Kind::Slab]), &f).expect("plan");
+        assert!(p.page_table.is_none());
+        assert_eq!(p.kinds.len(), 1);
+        assert_eq!(p.kinds[0].kind, "page");
+        assert!(p.kinds[0]
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("page table cannot be sized")));
+        assert_eq!(p.map_sizes.page_table, 1);
     }
 
     #[test]

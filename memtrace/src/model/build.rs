@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use memtrace_common::{Counter, Kind, StackAgg};
+use memtrace_common::{Counter, Kind, PageRecord, StackAgg};
 
 use super::classify::{classify, Class, ClassifyInput};
 use super::frames::{frame_names, select_caller, STACK_UNAVAILABLE};
@@ -22,6 +22,11 @@ fn clamp_agg(v: u64) -> u64 {
     } else {
         v
     }
+}
+
+/// Allocations a page record stands for.
+fn allocations_of(rec: &PageRecord) -> u64 {
+    1 + u64::from(rec.more_allocations)
 }
 
 /// A (kind, stack slot) pair: one stack report.
@@ -108,7 +113,8 @@ pub fn build_report(
     }
 
     // Walk the outstanding records. The keys (head pfn, maybe DETACHED_KEY_BIT; object
-    // address) do not matter here: every record is a distinct allocation.
+    // address) do not matter here: every record is a distinct allocation (a page record may
+    // stand for several identical ones, `more_allocations`).
     let mut walk: BTreeMap<Key, WalkAcc> = BTreeMap::new();
     let mut hints: HashMap<Key, Hints> = HashMap::new();
     let young = |age_ns: u64| opts.min_age_ns > 0 && age_ns < opts.min_age_ns;
@@ -125,13 +131,14 @@ pub fn build_report(
             .or_default()
             .flags
             .entry((rec.gfp_flags, Some(rec.migratetype)))
-            .or_default() += 1;
+            .or_default() += allocations_of(rec);
         let age_ns = raw.now_ns.saturating_sub(rec.ts_ns);
         if young(age_ns) {
             continue;
         }
         walk.entry(key).or_default().add(&Alloc {
             bytes: u64::from(rec.remaining_pages).saturating_mul(raw.page_size),
+            allocations: allocations_of(rec),
             age_ns,
             tgid: rec.tgid,
             pid: rec.pid,
@@ -156,6 +163,7 @@ pub fn build_report(
         }
         walk.entry(key).or_default().add(&Alloc {
             bytes: rec.bytes,
+            allocations: 1,
             age_ns,
             tgid: rec.tgid,
             pid: rec.pid,
@@ -250,9 +258,17 @@ pub fn build_report(
             None => STACK_UNAVAILABLE.to_string(),
             Some(_) => select_caller(&s.frames),
         };
+        let slot = s.stack_id.unwrap_or(raw.stack_none_id);
         let (gfp_flags, migratetype) = hints
-            .get(&(s.kind, s.stack_id.unwrap_or(raw.stack_none_id)))
+            .get(&(s.kind, slot))
             .and_then(|h| most_common(&h.flags))
+            .or_else(|| {
+                // No record says (a snapshot reads none): the stack's first allocation.
+                (s.kind == Kind::Page)
+                    .then(|| raw.page_gfp.get(&slot))
+                    .flatten()
+                    .map(|&(gfp, mt)| (gfp, Some(mt)))
+            })
             .map_or((None, None), |(gfp, mt)| (Some(gfp), mt));
         let names = frame_names(&s.frames);
         s.class = classify(&ClassifyInput {
@@ -678,6 +694,46 @@ pub(crate) mod tests {
             .extend((10..20).map(|i| (i, rec(1, 1, i as u32, i as u32, "t", 0, 1))));
         let r = build_report(&raw, SessionInfo::default(), &sym, &opts(1, 0));
         assert_eq!(find(&r, Some(1)).owners.len(), DEFAULT_MAX_OWNERS);
+    }
+
+    #[test]
+    fn a_merged_record_counts_as_its_allocations() {
+        // Three identical allocations as three records, and as one record of three.
+        let mut raw = raw_base();
+        raw.aggs = vec![(Page, 1, agg(6 * PAGE, 3, 6 * PAGE, 3))];
+        raw.records = vec![
+            (1, rec(1, 5 * SEC, 100, 101, "nginx", 1, 2)),
+            (3, rec(1, 5 * SEC, 100, 101, "nginx", 1, 2)),
+            (5, rec(1, 5 * SEC, 100, 101, "nginx", 1, 2)),
+        ];
+        let sym = FakeSymbols::new(&[]);
+        let separate = build_report(&raw, SessionInfo::default(), &sym, &opts(SEC, 3));
+        raw.records = vec![(
+            1,
+            PageRecord {
+                more_allocations: 2,
+                ..rec(1, 5 * SEC, 100, 101, "nginx", 1, 6)
+            },
+        )];
+        let merged = build_report(&raw, SessionInfo::default(), &sym, &opts(SEC, 3));
+        assert_eq!(separate, merged);
+        let s = find(&merged, Some(1));
+        assert_eq!((s.bytes, s.allocations), (6 * PAGE, 3));
+        assert_eq!((s.owners[0].bytes, s.owners[0].allocations), (6 * PAGE, 3));
+    }
+
+    #[test]
+    fn page_stacks_without_records_are_classified_by_their_first_allocation() {
+        // A snapshot: aggregates only. The stack's first allocation was movable (user-anon).
+        let mut raw = raw_base();
+        raw.aggs = vec![(Page, 1, agg(2 * PAGE, 2, 2 * PAGE, 2))];
+        let sym = FakeSymbols::new(&[]);
+        let without = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 3));
+        raw.page_gfp
+            .insert(1, (0x0014_0cca, memtrace_common::MIGRATE_MOVABLE as u8));
+        let with = build_report(&raw, SessionInfo::default(), &sym, &opts(0, 3));
+        assert_ne!(find(&without, Some(1)).class, find(&with, Some(1)).class);
+        assert_eq!(find(&with, Some(1)).class, Class::UserAnon);
     }
 
     #[test]

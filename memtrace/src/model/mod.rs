@@ -43,7 +43,8 @@ pub struct RawSession {
     /// (kind, stack slot within the kind's block, aggregate); only slots that saw allocations.
     /// The slot equals the stack id, or `stack_none_id` for "stack unavailable".
     pub aggs: Vec<(Kind, u32, StackAgg)>,
-    /// Page kind: `OUTSTANDING` key (head pfn, possibly with `DETACHED_KEY_BIT`) → record.
+    /// Page kind: one record per outstanding allocation, keyed by its head pfn (older
+    /// sessions: possibly with `DETACHED_KEY_BIT`).
     pub records: Vec<(u64, PageRecord)>,
     /// Slab, percpu and vmalloc kinds: `OBJECTS` entries (`key.kind` says which).
     pub objects: Vec<(ObjKey, ObjRecord)>,
@@ -58,6 +59,9 @@ pub struct RawSession {
     pub stack_none_id: u32,
     /// CLOCK_MONOTONIC ns when the maps were read (ages are computed against it).
     pub now_ns: u64,
+    /// Page stack slot → (gfp flags, migrate type) of its first allocation: what classifies a
+    /// page stack when no record says (snapshots read no records).
+    pub page_gfp: HashMap<u32, (u32, u8)>,
 }
 
 impl RawSession {

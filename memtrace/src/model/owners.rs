@@ -12,15 +12,27 @@ use super::{
 /// Owners listed per stack when `BuildOptions::max_owners` is 0.
 pub const DEFAULT_MAX_OWNERS: usize = 5;
 
+/// `comm` up to its first NUL, zero-padded: a hashable owner name without an allocation per
+/// record (turned into a string once per owner, [`comm_string`]).
+fn comm_key(comm: &[u8]) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    for (k, &c) in key.iter_mut().zip(comm).take_while(|(_, c)| **c != 0) {
+        *k = c;
+    }
+    key
+}
+
 /// `comm` up to its first NUL.
 pub(crate) fn comm_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-/// One outstanding allocation, page or object, as the walk sees it.
+/// One outstanding allocation, page or object, as the walk sees it (or several identical
+/// ones: `allocations`).
 pub(crate) struct Alloc<'a> {
     pub(crate) bytes: u64,
+    pub(crate) allocations: u64,
     pub(crate) age_ns: u64,
     pub(crate) tgid: u32,
     pub(crate) pid: u32,
@@ -52,7 +64,7 @@ pub(crate) struct WalkAcc {
 impl WalkAcc {
     pub(crate) fn add(&mut self, a: &Alloc<'_>) {
         self.bytes = self.bytes.saturating_add(a.bytes);
-        self.count = self.count.saturating_add(1);
+        self.count = self.count.saturating_add(a.allocations);
         if let Some(order) = a.order {
             self.orders.insert(order);
         }
@@ -67,12 +79,12 @@ impl WalkAcc {
                 context: a.context,
                 tgid: a.tgid,
                 pid: a.pid,
-                comm: comm_string(a.comm),
+                comm: comm_key(a.comm),
                 cgroup_id: a.cgroup_id,
             })
             .or_default();
         owner.0 = owner.0.saturating_add(a.bytes);
-        owner.1 = owner.1.saturating_add(1);
+        owner.1 = owner.1.saturating_add(a.allocations);
     }
 
     /// Every owner, unsorted; contexts not known yet are `Task` (see [`settle_owners`]).
@@ -85,7 +97,7 @@ impl WalkAcc {
                     Owner {
                         tgid: k.tgid,
                         pid: k.pid,
-                        comm: k.comm.clone(),
+                        comm: comm_string(&k.comm),
                         bytes: *bytes,
                         allocations: *allocations,
                         context: k.context.unwrap_or_default(),
@@ -119,7 +131,7 @@ pub(crate) struct OwnerKey {
     context: Option<ExecContext>,
     tgid: u32,
     pid: u32,
-    comm: String,
+    comm: [u8; 16],
     cgroup_id: u64,
 }
 

@@ -86,7 +86,8 @@ impl Default for MetricsOptions {
 /// Entries in use in the in-kernel tables at a snapshot (what the collector read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TableEntries {
-    /// Page allocation records (`OUTSTANDING`), out of `--max-allocations`.
+    /// Page table entries set (outstanding traced pages), out of the page table's entries
+    /// (`session.max_allocations`).
     pub allocations: u64,
     /// Slab/percpu/vmalloc object records (`OBJECTS`), out of `--max-objects`.
     pub objects: u64,
@@ -278,8 +279,8 @@ fn families(report: &Report, opts: &MetricsOptions) -> Vec<Family> {
     ];
     let mut capacity = Family::gauge(
         "memtrace_table_capacity",
-        "Capacity of the in-kernel tables: allocations (--max-allocations), objects \
-         (--max-objects), stacks (--max-stacks as applied).",
+        "Capacity of the in-kernel tables: allocations (page table entries, one per page of \
+         RAM; never full), objects (--max-objects), stacks (--max-stacks as applied).",
     );
     for (table, v) in [
         ("allocations", u64::from(s.max_allocations)),

@@ -356,7 +356,7 @@ fn header(out: &mut String, r: &Report) {
     if s.map_memory_bytes > 0 {
         line!(
             out,
-            "  tables:     {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB",
+            "  tables:     {} page table entries, {} objects, {} stacks; kernel maps {:.1} MiB",
             s.max_allocations,
             s.max_objects,
             s.max_stacks,
@@ -589,9 +589,9 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
     };
     match counter {
         Counter::OutstandingFull => format!(
-            "{n} allocations were not recorded because the allocation table was full; they are \
-             missing from the outstanding numbers (counted only as allocated). Raise \
-             --max-allocations (currently {}).",
+            "{n} allocations were not recorded because their pages lie beyond the page table \
+             ({} entries, sized from the memory present at the start: memory added since); \
+             they are missing from the outstanding numbers (counted only as allocated).",
             s.max_allocations
         ),
         Counter::StaleReplaced => format!(
@@ -645,6 +645,10 @@ pub fn failure_explanation(name: &str, n: u64, s: &SessionInfo) -> String {
         Counter::CacheNamesUnresolved => format!(
             "the slab cache of {n} stacks could not be read through their objects' slabs; those \
              stacks show no cache name (or the event's own name field where it has one)."
+        ),
+        Counter::OwnersFull => format!(
+            "{n} page allocations were made by owners (thread, name, cgroup) beyond the owner \
+             table's capacity; their bytes are right, but they are listed under [other owners]."
         ),
         _ => format!("{n} events lost information; the report is approximate."),
     }
@@ -1062,7 +1066,7 @@ pub(crate) mod tests {
         let warnings: Vec<&str> = t.lines().filter(|l| l.starts_with("WARNING:")).collect();
         assert_eq!(warnings.len(), 3, "{warnings:#?}");
         assert!(warnings[0].starts_with("WARNING: outstanding_map_full=12: "));
-        assert!(warnings[0].contains("--max-allocations (currently 65536)"));
+        assert!(warnings[0].contains("beyond the page table (65536 entries"));
         assert!(warnings[1].starts_with("WARNING: stack_id_enomem=3: "));
         assert!(warnings[1].contains("--max-stacks (currently 16384)"));
         assert!(warnings[2].starts_with("WARNING: program mm_page_free missed 5 runs: 5 frees"));

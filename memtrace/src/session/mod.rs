@@ -26,7 +26,7 @@ use crate::{
         slab_rate::{RateState, SlabRate},
         Extras, StackRotation, TwinCounts,
     },
-    loader::{self, LoadOptions, Tracer},
+    loader::{self, Detaching, LoadOptions, Tracer},
     model::{
         build::build_report,
         growth::{self, SeriesBook, Snapshot},
@@ -100,6 +100,8 @@ pub struct SessionOptions {
     pub first_snapshot_after: Option<Duration>,
     /// The host name reports carry (`None`: the kernel's).
     pub hostname: Option<String>,
+    /// Said once the session has started (deprecated options, ...).
+    pub warnings: Vec<String>,
 }
 
 impl SessionOptions {
@@ -131,6 +133,9 @@ pub struct Session {
     slab_rate: Option<SlabRate>,
     /// The twin slab free programs' counts once everything was attached.
     twins_at_start: Option<TwinCounts>,
+    /// Pages, percpu and vmalloc: one allocation in this many is recorded (`--sample` times
+    /// the pages each page table entry stands for: a sampled table samples them all alike).
+    sample_every: u32,
 }
 
 impl Session {
@@ -168,6 +173,11 @@ impl Session {
         opts.load.filters = resolved.filters;
         let tracer = loader::load(opts.load.clone())?;
         let started = Instant::now();
+        let sample_every = opts
+            .load
+            .sample_every
+            .max(1)
+            .saturating_mul(tracer.page_table.map_or(1, |t| t.pages_per_entry()));
         let twins_at_start =
             collector::twin_counts(&tracer).context("reading the slab free programs' counts")?;
         let slab_rate = if tracer.traces(memtrace_common::Kind::Slab) {
@@ -188,8 +198,12 @@ impl Session {
                 k.note.as_deref().unwrap_or("unavailable")
             ));
         }
+        for w in &opts.warnings {
+            progress.warn(w);
+        }
         progress.info(&start_line(
             &opts,
+            sample_every,
             &tracer,
             &resolved.descriptions,
             output_dir.as_ref(),
@@ -202,11 +216,14 @@ impl Session {
             requested_duration_secs: opts.duration.map_or(0.0, round_ms),
             min_age_secs: round_ms(opts.min_age),
             page_size: tracer.config.page_size,
-            max_allocations: opts.load.max_allocations,
+            // The page table's entries (pages it can hold; it is never full).
+            max_allocations: tracer
+                .page_table
+                .map_or(0, |t| u32::try_from(t.geometry.indices).unwrap_or(u32::MAX)),
             max_objects: opts.load.max_objects,
             map_memory_bytes: tracer.map_memory_bytes,
             max_stacks: tracer.stack_slots,
-            sample_every: opts.load.sample_every,
+            sample_every,
             interval_secs: opts.interval.map_or(0.0, round_ms),
             filters: resolved.descriptions,
             sort: if opts.sort_growth { "growth" } else { "bytes" }.to_string(),
@@ -250,6 +267,7 @@ impl Session {
             rotation,
             slab_rate,
             twins_at_start,
+            sample_every,
         })
     }
 
@@ -299,7 +317,7 @@ impl Session {
                         let read_started = Instant::now();
                         let slab = self.slab_state();
                         if let Ok(stats) =
-                            collector::live_stats(&self.tracer, self.opts.load.sample_every, &slab)
+                            collector::live_stats(&self.tracer, self.sample_every, &slab)
                         {
                             self.progress.update(stats, now);
                         }
@@ -334,8 +352,18 @@ impl Session {
             _ => 0,
         };
         let (slab_every, slab_changes) = (slab.every, slab.changes.clone());
-        let mut raw = collector::collect(&self.tracer, &Extras { slab, frees_missed })
-            .context("reading the kernel maps (snapshot)")?;
+        let extras = Extras { slab, frees_missed };
+        // The page table is walked only when the snapshot needs what only it knows: ages
+        // (--min-age), or page owners, orders and counts in a whole report (snapshot files,
+        // memtrace serve's pods and cgroups). A printed snapshot reads the aggregates.
+        let walk_pages =
+            !self.opts.min_age.is_zero() || self.output_dir.is_some() || on_snapshot.is_some();
+        let mut raw = if walk_pages {
+            collector::collect(&self.tracer, &extras)
+        } else {
+            collector::collect_snapshot(&self.tracer, &extras)
+        }
+        .context("reading the kernel maps (snapshot)")?;
         self.rotation.process(&mut raw, Some(&mut self.tracer));
         let info = SessionInfo {
             duration_secs: at_secs,
@@ -405,6 +433,7 @@ impl Session {
             mut rotation,
             slab_rate,
             twins_at_start,
+            sample_every: _,
         } = self;
         let elapsed = schedule.started().elapsed();
         progress.finish();
@@ -419,8 +448,10 @@ impl Session {
         // would leave one twin alone for a moment.
         let twins_at_end =
             collector::twin_counts(&tracer).context("reading the slab free programs' counts")?;
-        tracer.detach().context("detaching the programs")?;
-        timing.mark("detach");
+        // The programs stop recording and matching; they are detached in the background while
+        // the maps are read and the report is built (joined once it is published).
+        let detaching = tracer.stop().context("stopping the programs")?;
+        timing.mark("stop");
         let slab = match slab_rate {
             Some(r) => r.stop(),
             None => RateState::fixed(tracer.slab_sample_start),
@@ -437,7 +468,7 @@ impl Session {
             .context("reading the kernel maps")?;
         rotation.process(&mut raw, None);
         timing.mark("collect");
-        // Unload before the (comparatively slow) symbolization: nothing stays in the kernel.
+        // Unload: nothing stays in the kernel once the links are gone.
         drop(tracer);
         // Only the text on stdout: a second Ctrl-C while reporting ends memtrace as usual.
         // With files to write (--output-dir, --json, ...): SIGINT/SIGTERM stay blocked until
@@ -515,6 +546,7 @@ impl Session {
             progress,
             signals,
             timing,
+            detaching: Some(detaching),
         })
     }
 }
@@ -528,6 +560,8 @@ pub struct Finished {
     /// Held (blocked) until the outputs are written.
     signals: Option<StopSignals>,
     timing: Timing,
+    /// The programs being detached (joined after publishing, or when dropped).
+    detaching: Option<Detaching>,
 }
 
 impl Finished {
@@ -543,6 +577,10 @@ impl Finished {
         if let Some(signals) = self.signals {
             signals.discard_pending();
         }
+        if let Some(detaching) = self.detaching {
+            detaching.join();
+            self.timing.mark("detached");
+        }
         result
     }
 }
@@ -550,13 +588,14 @@ impl Finished {
 /// The line that says what is being traced.
 fn start_line(
     opts: &SessionOptions,
+    sample_every: u32,
     tracer: &Tracer,
     filters: &[String],
     output_dir: Option<&OutputDir>,
 ) -> String {
     let mut extras = Vec::new();
-    if opts.load.sample_every > 1 {
-        extras.push(format!("sampling 1 in {}", opts.load.sample_every));
+    if sample_every > 1 {
+        extras.push(format!("sampling 1 in {sample_every}"));
     }
     if tracer.traces(memtrace_common::Kind::Slab) {
         extras.push(match tracer.slab_sample_start {
@@ -586,8 +625,12 @@ fn start_line(
             dir.prefix()
         ));
     }
+    let pages = tracer
+        .page_table
+        .map(|t| format!("{}; ", t.describe(tracer.config.page_size)))
+        .unwrap_or_default();
     format!(
-        "tracing {} allocations for {} ({}; up to {} page allocations, {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
+        "tracing {} allocations for {} ({}; {pages}up to {} objects, {} stacks; kernel maps {:.1} MiB{}); Ctrl-C ends early and still reports",
         tracer
             .kinds
             .iter()
@@ -600,7 +643,6 @@ fn start_line(
             |d| humantime::format_duration(d).to_string()
         ),
         tracer.hooks.join(", "),
-        opts.load.max_allocations,
         opts.load.max_objects,
         tracer.stack_slots,
         tracer.map_memory_bytes as f64 / (1024.0 * 1024.0),

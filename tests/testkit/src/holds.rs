@@ -8,6 +8,8 @@
 //! - [`file_hold`]: a file on a disk-backed filesystem written full and kept: `page-cache`
 //!   pages (dirty until written back).
 //! - [`anon_hold`]: anonymous memory faulted in and kept mapped: `user-anon` pages.
+//! - [`unix_page_hold`]: order-0 kernel pages in AF_UNIX stream queues nobody reads, one page
+//!   per 4 KiB write (gigabytes of them: the scale scenario). Truth: the receivers' `SIOCINQ`.
 
 use std::fs::File;
 use std::io::Write;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::procfs::{meminfo_field, SlabGrowth, SlabInfo};
-use crate::workload::{get_int_opt, ioctl_int, last_error, set_buffer};
+use crate::workload::{get_int_opt, ioctl_int, last_error, set_buffer, set_int_opt};
 use crate::{mib, workspace_root, MIB};
 
 const WRITE_CHUNK: usize = 1 << 20;
@@ -399,6 +401,98 @@ pub fn anon_hold(bytes: u64) -> Result<AnonHold> {
     }
     eprintln!("anon hold: faulted in {}", mib(bytes));
     Ok(hold)
+}
+
+/// Bytes per write to the AF_UNIX stream sockets of [`unix_page_hold`]: one page of data and
+/// no head, which `alloc_skb_with_frags` puts in one order-0 page.
+pub const UNIX_PAGE_WRITE: usize = 4096;
+/// Bytes queued on one socket pair of [`unix_page_hold`] (its forced send buffer, doubled by
+/// the kernel, leaves room for the skbs' overhead; the kernel caps it near 2 GiB).
+const UNIX_PAGE_PAIR: u64 = 1 << 30;
+
+/// Order-0 kernel pages queued in AF_UNIX stream sockets nobody reads; freed on drop.
+pub struct UnixPageHold {
+    pairs: Vec<(OwnedFd, OwnedFd)>,
+    /// Bytes written: one page each 4 KiB.
+    pub sent: u64,
+    /// `SIOCINQ` summed over the receivers.
+    pub queued: u64,
+}
+
+/// Writes `total` bytes (a multiple of 4 KiB) in 4 KiB writes to as many AF_UNIX stream socket
+/// pairs as needed (1 GiB each), whose receiving ends are never read. Needs `CAP_NET_ADMIN`
+/// (forced send buffers).
+pub fn unix_page_hold(total: u64) -> Result<UnixPageHold> {
+    let chunk = [0x5au8; UNIX_PAGE_WRITE];
+    let mut pairs = Vec::new();
+    let mut sent = 0u64;
+    while sent < total {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a live array of two c_ints, which socketpair fills on success.
+        let rc = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(last_error("socketpair(AF_UNIX, SOCK_STREAM)"));
+        }
+        // SAFETY: both fds were just returned by socketpair and are owned by nobody else.
+        let (tx, rx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        set_int_opt(
+            tx.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            usize::try_from(UNIX_PAGE_PAIR)?,
+        )
+        .context("setsockopt(SO_SNDBUFFORCE) on an AF_UNIX socket (needs CAP_NET_ADMIN)")?;
+        let goal = (total - sent).min(UNIX_PAGE_PAIR);
+        let mut mine = 0u64;
+        while mine < goal {
+            // SAFETY: `chunk` is live and readable for its whole length.
+            let n = unsafe {
+                libc::send(
+                    tx.as_raw_fd(),
+                    chunk.as_ptr().cast(),
+                    UNIX_PAGE_WRITE,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n == UNIX_PAGE_WRITE as isize {
+                mine += UNIX_PAGE_WRITE as u64;
+                continue;
+            }
+            ensure!(n < 0, "a 4 KiB write to an AF_UNIX socket wrote {n} bytes");
+            let err = std::io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => {}
+                // This pair is full sooner than expected: the next one takes the rest.
+                Some(libc::EAGAIN) if mine > 0 => break,
+                _ => return Err(err).context("writing to an AF_UNIX stream socket"),
+            }
+        }
+        sent += mine;
+        pairs.push((tx, rx));
+    }
+    let mut queued = 0;
+    for (_, rx) in &pairs {
+        queued += ioctl_int(rx.as_raw_fd(), libc::FIONREAD, "ioctl(SIOCINQ) on AF_UNIX")?;
+    }
+    Ok(UnixPageHold {
+        pairs,
+        sent,
+        queued,
+    })
+}
+
+impl UnixPageHold {
+    /// Closes every socket: the pages are freed.
+    pub fn release(self) {
+        drop(self.pairs);
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,8 @@ pub use bpf_maps::{
 pub use child::{child_value, child_values, ChildWorkload, CHILD_MARK};
 pub use env::{bpf_unavailable_reason, memtrace_bin, require_bpf, workspace_root};
 pub use holds::{
-    anon_hold, file_hold, shmem_hold, unix_dgram_hold, AnonHold, FileHold, ShmemHold, UnixDgramHold,
+    anon_hold, file_hold, shmem_hold, unix_dgram_hold, unix_page_hold, AnonHold, FileHold,
+    ShmemHold, UnixDgramHold, UnixPageHold, UNIX_PAGE_WRITE,
 };
 pub use process::{
     run_memtrace, run_memtrace_env, run_memtrace_unprivileged, Finished, Serve, Tracer,

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: memtrace's overhead on three workloads, its footprint, its time to
 //! report, and its accuracy on one known hold, next to bare runs and (when installed) a
-//! bpftrace script doing the same page tracking. It measures and reports ratios; it asserts
+//! bpftrace script doing the same page tracking; the per-event cost of every program (BPF run
+//! statistics); and, at scale, gigabytes of order-0 pages held in socket queues: accuracy,
+//! kernel memory, tracer memory and time to report. It measures and reports ratios; it asserts
 //! nothing about them.
 //!
 //! Runs are interleaved (bare, default, page, all, bpftrace, bare, default, …) so that drift
@@ -26,8 +28,8 @@ use clap::Args;
 
 use crate::{build, cmd, is_root, mount_tracefs, Ctx};
 use cost::{CostSample, StatsEnabled};
-use tracer::{Footprint, Spec, Stopped, Tracer};
-use workload::{Hold, Workload};
+use tracer::{EntryMatch, Footprint, Spec, Stopped, Tracer};
+use workload::{Hold, UnixHold, Workload};
 
 /// Bytes held in the unread loopback receiver of the accuracy check.
 const HOLD_BYTES: u64 = 64 << 20;
@@ -36,7 +38,10 @@ const HOLD_FRAME: &str = "skb_page_frag_refill";
 /// Pause before every measured run, so that memory the previous tracer freed (its maps are
 /// freed after it exits, partly deferred) is not reclaimed during the next run.
 const SETTLE: Duration = Duration::from_millis(300);
-/// bpftrace's map capacity: memtrace's default `--max-allocations`.
+/// bpftrace's map capacity: 1 Mi outstanding pages (what memtrace's page table held when the
+/// bench was written). bpftrace reads it from `BPFTRACE_MAX_MAP_KEYS` since 0.18 and from
+/// `BPFTRACE_MAP_KEYS_MAX` before (0.17, Debian 12's): both are set, else an older bpftrace
+/// keeps 4096 pages.
 const BPFTRACE_MAX_MAP_KEYS: &str = "1048576";
 /// The bpftrace peer: outstanding pages keyed by pfn with their kernel stacks.
 const BPFTRACE_SCRIPT: &str = "\
@@ -64,6 +69,19 @@ const BPFTRACE_READY: &str = "__BPFTRACE_NOTIFY_PROBES_ATTACHED";
 const MEMTRACE_READY: &str = "memtrace: tracing";
 /// `memtrace serve` prints this (then its address) once it serves.
 const SERVE_READY: &str = "memtrace: serving http://";
+/// The frame of the scale holds' pages (`unix_stream_sendmsg` → `sock_alloc_send_pskb` →
+/// `alloc_skb_with_frags` → the page allocator), and of the slab pages of their heads, which
+/// do not count.
+const SCALE_FRAME: &str = "alloc_skb_with_frags";
+const SCALE_EXCLUDE: &str = "allocate_slab";
+/// Sizes of the scale holds by default (GiB).
+const SCALE_GIB: [u32; 3] = [1, 4, 8];
+/// The memtrace configurations of the scale experiment (and bpftrace).
+const SCALE_CONFIGS: [&str; 2] = ["default", "every-page"];
+/// Memory a scale hold needs besides its pages: the skbs (about a quarter of the pages) and
+/// room for everything else.
+const SCALE_OVERHEAD: f64 = 0.35;
+const SCALE_SPARE: u64 = 1 << 30;
 
 #[derive(Args)]
 pub struct BenchOpts {
@@ -85,6 +103,19 @@ pub struct BenchOpts {
     /// Leave out the per-program cost runs (`kernel.bpf_stats_enabled=1`).
     #[arg(long)]
     no_cost: bool,
+    /// Sizes of the scale holds in GiB, comma-separated [default: 1,4,8; 1 with --quick].
+    #[arg(long, value_delimiter = ',', value_name = "GIB")]
+    scale_gib: Vec<u32>,
+    /// Leave out the scale experiment.
+    #[arg(long)]
+    no_scale: bool,
+    /// Use this memtrace binary instead of building one.
+    #[arg(long, value_name = "FILE")]
+    memtrace_bin: Option<PathBuf>,
+    /// Another memtrace build (e.g. before a change) to run as `default-before` and
+    /// `every-page-before`, interleaved with the others in every experiment.
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
 }
 
 /// A way to run a workload: bare, or under one tracer.
@@ -100,7 +131,21 @@ pub enum Config {
         bin: PathBuf,
         script: PathBuf,
     },
+    /// A memtrace configuration run with another build (`--baseline`): before and after in
+    /// the same interleaved runs.
+    Baseline {
+        name: &'static str,
+        args: &'static [&'static str],
+        bin: PathBuf,
+    },
 }
+
+/// The configurations `--baseline` runs with the other build: (name, the current build's
+/// configuration of the same arguments).
+const BASELINE_CONFIGS: [(&str, &str); 2] = [
+    ("default-before", "default"),
+    ("every-page-before", "every-page"),
+];
 
 /// The memtrace configurations: the default session (kernel memory; movable pages skipped in
 /// the kernel; slab objects sampled), the same sampled, every page tracked (tp_btf and classic
@@ -142,13 +187,26 @@ impl Config {
     pub fn name(&self) -> &'static str {
         match self {
             Config::Bare => "bare",
-            Config::Memtrace { name, .. } => name,
+            Config::Memtrace { name, .. } | Config::Baseline { name, .. } => name,
             Config::Bpftrace { name, .. } => name,
         }
     }
 
     fn is_memtrace(&self) -> bool {
-        matches!(self, Config::Memtrace { .. })
+        matches!(self, Config::Memtrace { .. } | Config::Baseline { .. })
+    }
+
+    /// The `--baseline` twin of a current configuration.
+    fn baseline(name: &str, bin: &Path) -> Option<Config> {
+        let (before, current) = BASELINE_CONFIGS.iter().find(|(_, c)| *c == name)?;
+        match MEMTRACE_CONFIGS.iter().find(|c| c.name() == *current)? {
+            Config::Memtrace { args, .. } => Some(Config::Baseline {
+                name: before,
+                args,
+                bin: bin.to_path_buf(),
+            }),
+            _ => None,
+        }
     }
 
     /// `memtrace serve` (no report file: left out of the accuracy runs).
@@ -166,8 +224,14 @@ impl Config {
                 args: args.iter().map(OsString::from).collect(),
                 env: Vec::new(),
                 ready_prefix: SERVE_READY,
+                count_entries: None,
+                resend_sigint: false,
             }),
-            Config::Memtrace { name, args } => {
+            Config::Memtrace { name, args } | Config::Baseline { name, args, .. } => {
+                let program = match self {
+                    Config::Baseline { bin, .. } => bin.clone(),
+                    _ => memtrace.to_path_buf(),
+                };
                 let mut all: Vec<OsString> = ["trace", "--duration", "10m"]
                     .iter()
                     .chain(args.iter())
@@ -179,10 +243,12 @@ impl Config {
                 }
                 Some(Spec {
                     label: format!("memtrace ({name})"),
-                    program: memtrace.to_path_buf(),
+                    program,
                     args: all,
                     env: Vec::new(),
                     ready_prefix: MEMTRACE_READY,
+                    count_entries: None,
+                    resend_sigint: false,
                 })
             }
             Config::Bpftrace { name, bin, script } => Some(Spec {
@@ -191,9 +257,17 @@ impl Config {
                 args: vec![script.into()],
                 env: vec![
                     ("BPFTRACE_MAX_MAP_KEYS".into(), BPFTRACE_MAX_MAP_KEYS.into()),
+                    ("BPFTRACE_MAP_KEYS_MAX".into(), BPFTRACE_MAX_MAP_KEYS.into()),
                     (BPFTRACE_READY.into(), "1".into()),
                 ],
                 ready_prefix: BPFTRACE_READY,
+                // Its map, printed at exit: the pages of the scale holds.
+                count_entries: Some(EntryMatch {
+                    start: "@[",
+                    frame: SCALE_FRAME,
+                    exclude: SCALE_EXCLUDE,
+                }),
+                resend_sigint: true,
             }),
         }
     }
@@ -202,8 +276,13 @@ impl Config {
     fn command_line(&self) -> String {
         match self {
             Config::Bare => "(no tracer)".into(),
-            Config::Memtrace { args, .. } => {
-                let mut line = "memtrace trace --duration 10m".to_string();
+            Config::Memtrace { args, .. } | Config::Baseline { args, .. } => {
+                let mut line = match self {
+                    Config::Baseline { bin, .. } => {
+                        format!("{} trace --duration 10m", bin.display())
+                    }
+                    _ => "memtrace trace --duration 10m".to_string(),
+                };
                 for arg in *args {
                     line.push(' ');
                     line.push_str(arg);
@@ -211,7 +290,8 @@ impl Config {
                 line
             }
             Config::Bpftrace { script, .. } => format!(
-                "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
+                "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} \
+                 BPFTRACE_MAP_KEYS_MAX={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
                 script.display()
             ),
         }
@@ -262,6 +342,28 @@ impl HoldSample {
     }
 }
 
+/// One scale hold under one tracer.
+#[derive(Clone, Debug)]
+pub struct ScaleSample {
+    pub config: &'static str,
+    pub gib: u32,
+    pub sent: u64,
+    /// `SIOCINQ` of the receivers: the truth.
+    pub queued: u64,
+    /// Bytes the tracer attributes to the hold's pages; `None` when it hung (no report).
+    pub traced: Option<u64>,
+    /// How long writing the hold took under the tracer.
+    pub fill: Duration,
+    pub tracer: TracerSample,
+}
+
+impl ScaleSample {
+    pub fn error_pct(&self) -> Option<f64> {
+        self.traced
+            .map(|t| (t as f64 - self.queued as f64) * 100.0 / self.queued.max(1) as f64)
+    }
+}
+
 /// Everything one bench invocation measured.
 pub struct Results {
     pub started_unix: u64,
@@ -278,6 +380,7 @@ pub struct Results {
     pub holds: Vec<HoldSample>,
     /// Per-program costs (`kernel.bpf_stats_enabled=1` runs).
     pub costs: Vec<CostSample>,
+    pub scale: Vec<ScaleSample>,
     pub notes: Vec<String>,
     pub wall: Duration,
 }
@@ -354,7 +457,18 @@ fn bpftrace_configs(dir: &Path, notes: &mut Vec<String>) -> Option<(Vec<Config>,
             continue;
         };
         eprintln!("[bench] checking that {version} attaches {name} on this kernel");
-        match Tracer::start(&spec).and_then(Tracer::stop) {
+        let check = Tracer::start(&spec).and_then(|tracer| {
+            // As in a measured run, not a SIGINT the moment the probes are attached: bpftrace
+            // installs its SIGINT handler after saying so.
+            std::thread::sleep(SETTLE);
+            tracer.stop()
+        });
+        match check.and_then(|s| {
+            if s.hung {
+                bail!("it did not exit after SIGINT")
+            }
+            Ok(s)
+        }) {
             Ok(_) => configs.push(config),
             Err(e) => {
                 eprintln!("[bench] warning: {name} does not work here: {e:#}");
@@ -468,7 +582,8 @@ fn stacks_with_frame(report: &serde_json::Value, frame: &str) -> Result<(u64, u6
     Ok((bytes, count, top))
 }
 
-fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<HoldSample> {
+/// One TCP hold check; `None` when the tracer hung at exit (no report to read).
+fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<Option<HoldSample>> {
     std::thread::sleep(SETTLE);
     let json = dir.join(format!("hold-{}-{run}.json", config.name()));
     let tracer = start_tracer(config, memtrace, Some(&json))?
@@ -477,6 +592,9 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
     let tracer = stop_tracer(tracer)?;
     let (sent, queued, unsent) = (hold.sent, hold.queued, hold.unsent);
     hold.release();
+    if tracer.stopped.hung {
+        return Ok(None);
+    }
     let text = fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
     let report: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
@@ -485,7 +603,7 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
     if queued == 0 {
         bail!("nothing was queued at the receiver (sent {sent} bytes of {HOLD_BYTES})");
     }
-    Ok(HoldSample {
+    Ok(Some(HoldSample {
         config: config.name(),
         run,
         sent,
@@ -494,6 +612,74 @@ fn hold_once(config: &Config, run: u32, memtrace: &Path, dir: &Path) -> Result<H
         traced,
         traced_stacks,
         top_stack_matches,
+        tracer,
+    }))
+}
+
+/// Page bytes of the stacks in memtrace's JSON report that contain `frame` and not `exclude`.
+fn page_stacks_with(report: &serde_json::Value, frame: &str, exclude: &str) -> Result<u64> {
+    let stacks = report["stacks"]
+        .as_array()
+        .context("the JSON report has no stacks[]")?;
+    let has = |stack: &serde_json::Value, name: &str| {
+        stack["frames"].as_array().is_some_and(|frames| {
+            frames
+                .iter()
+                .any(|f| f["symbol"].as_str().is_some_and(|s| s == name))
+        })
+    };
+    let mut bytes = 0;
+    for stack in stacks {
+        if stack["kind"].as_str().unwrap_or("page") == "page"
+            && has(stack, frame)
+            && !has(stack, exclude)
+        {
+            bytes += stack["bytes"].as_u64().context("a stack without bytes")?;
+        }
+    }
+    Ok(bytes)
+}
+
+/// Bytes of memory available now (`MemAvailable`).
+fn mem_available() -> Result<u64> {
+    let text = fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemAvailable in /proc/meminfo")
+}
+
+fn scale_once(config: &Config, gib: u32, memtrace: &Path, dir: &Path) -> Result<ScaleSample> {
+    std::thread::sleep(SETTLE);
+    let json = dir.join(format!("scale-{}-{gib}.json", config.name()));
+    let memtrace_json = config.is_memtrace().then_some(json.as_path());
+    let tracer = start_tracer(config, memtrace, memtrace_json)?
+        .context("the scale experiment needs a tracer")?;
+    let hold = UnixHold::establish(u64::from(gib) << 30)?;
+    let tracer = stop_tracer(tracer)?;
+    let (sent, queued, fill) = (hold.sent, hold.queued, hold.fill);
+    hold.release();
+    let traced = if tracer.stopped.hung {
+        None
+    } else if config.is_memtrace() {
+        let text =
+            fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
+        let report: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+        Some(page_stacks_with(&report, SCALE_FRAME, SCALE_EXCLUDE)?)
+    } else {
+        Some(tracer.stopped.entries_matched * 4096)
+    };
+    let _ = fs::remove_file(&json);
+    Ok(ScaleSample {
+        config: config.name(),
+        gib,
+        sent,
+        queued,
+        traced,
+        fill,
         tracer,
     })
 }
@@ -512,9 +698,25 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
              check forces socket buffer sizes (run it as root)"
         );
     }
-    build(ctx, false)?;
-    let memtrace = ctx.memtrace_bin();
+    let memtrace = match &opts.memtrace_bin {
+        Some(bin) => bin
+            .canonicalize()
+            .with_context(|| format!("--memtrace-bin {}", bin.display()))?,
+        None => {
+            build(ctx, false)?;
+            ctx.memtrace_bin()
+        }
+    };
     mount_tracefs();
+    let scale_gib: Vec<u32> = if opts.no_scale {
+        Vec::new()
+    } else if !opts.scale_gib.is_empty() {
+        opts.scale_gib.clone()
+    } else if opts.quick {
+        vec![1]
+    } else {
+        SCALE_GIB.to_vec()
+    };
 
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -530,6 +732,16 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     let mut notes = Vec::new();
     let mut configs = vec![Config::Bare];
     configs.extend(MEMTRACE_CONFIGS.iter().cloned());
+    if let Some(bin) = &opts.baseline {
+        let bin = bin
+            .canonicalize()
+            .with_context(|| format!("--baseline {}", bin.display()))?;
+        configs.extend(
+            BASELINE_CONFIGS
+                .iter()
+                .filter_map(|(_, current)| Config::baseline(current, &bin)),
+        );
+    }
     let mut bpftrace = None;
     if opts.no_bpftrace {
         notes.push("bpftrace comparison left out (--no-bpftrace)".into());
@@ -553,6 +765,14 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         .iter()
         .filter(|c| c.spec(Path::new(""), None).is_some())
         .collect();
+    let scale_configs: Vec<&Config> = configs
+        .iter()
+        .filter(|c| {
+            SCALE_CONFIGS.contains(&c.name())
+                || c.name() == BASELINE_CONFIGS[0].0
+                || matches!(c, Config::Bpftrace { .. })
+        })
+        .collect();
     let cost_runs = if opts.no_cost {
         0
     } else {
@@ -560,7 +780,8 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     };
     let total = Workload::ALL.len() * (runs as usize) * configs.len()
         + (runs as usize) * memtrace_configs.len()
-        + cost_runs;
+        + cost_runs
+        + scale_gib.len() * scale_configs.len();
     let mut done = 0;
     let mut samples = Vec::new();
     for workload in Workload::ALL {
@@ -611,8 +832,44 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
                 )
             })?;
             done += 1;
-            progress(done, total, &report::describe_hold(&sample));
-            holds.push(sample);
+            match sample {
+                Some(sample) => {
+                    progress(done, total, &report::describe_hold(&sample));
+                    holds.push(sample);
+                }
+                None => {
+                    let note = format!(
+                        "TCP hold run {run} under {}: the tracer did not exit within {:?} of \
+                         SIGINT (killed; no report)",
+                        config.name(),
+                        tracer::STOP_TIMEOUT
+                    );
+                    progress(done, total, &note);
+                    notes.push(note);
+                }
+            }
+        }
+    }
+    // Scale: gigabytes of order-0 pages held in socket queues.
+    let mut scale = Vec::new();
+    for &gib in &scale_gib {
+        let need = ((f64::from(gib) * (1.0 + SCALE_OVERHEAD)) as u64) << 30;
+        let available = mem_available()?;
+        if available < need + SCALE_SPARE {
+            notes.push(format!(
+                "scale hold of {gib} GiB left out: {:.1} GiB available, it needs about {:.1}",
+                available as f64 / f64::from(1u32 << 30),
+                (need + SCALE_SPARE) as f64 / f64::from(1u32 << 30)
+            ));
+            done += scale_configs.len();
+            continue;
+        }
+        for config in &scale_configs {
+            let sample = scale_once(config, gib, &memtrace, &work_dir)
+                .with_context(|| format!("{gib} GiB scale hold under {}", config.name()))?;
+            done += 1;
+            progress(done, total, &report::describe_scale(&sample));
+            scale.push(sample);
         }
     }
     let _ = fs::remove_dir_all(&work_dir);
@@ -631,6 +888,7 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         samples,
         holds,
         costs,
+        scale,
         notes,
         wall: wall.elapsed(),
     };
@@ -663,6 +921,24 @@ mod tests {
         assert_eq!(
             stacks_with_frame(&report, HOLD_FRAME).unwrap(),
             (105, 2, true)
+        );
+    }
+
+    #[test]
+    fn scale_pages_are_the_page_stacks_of_the_frame_without_slab_pages() {
+        let report = serde_json::json!({
+            "stacks": [
+                {"kind": "page", "bytes": 4096, "frames": [{"symbol": "alloc_pages_noprof"},
+                    {"symbol": "alloc_skb_with_frags"}, {"symbol": "unix_stream_sendmsg"}]},
+                {"kind": "page", "bytes": 32768, "frames": [{"symbol": "allocate_slab"},
+                    {"symbol": "kmalloc_reserve"}, {"symbol": "alloc_skb_with_frags"}]},
+                {"kind": "slab", "bytes": 512, "frames": [{"symbol": "alloc_skb_with_frags"}]},
+                {"bytes": 8192, "frames": [{"symbol": "alloc_skb_with_frags"}]}
+            ]
+        });
+        assert_eq!(
+            page_stacks_with(&report, SCALE_FRAME, SCALE_EXCLUDE).unwrap(),
+            4096 + 8192
         );
     }
 

@@ -5,8 +5,8 @@ use std::{fmt::Write as _, time::Duration};
 use serde_json::{json, Value};
 
 use super::{
-    cost::CostSample, workload::Workload, HoldSample, Results, RunSample, BPFTRACE_SCRIPT,
-    BPFTRACE_SLAB_SCRIPT, HOLD_BYTES, HOLD_FRAME,
+    cost::CostSample, workload::Workload, HoldSample, Results, RunSample, ScaleSample,
+    BPFTRACE_SCRIPT, BPFTRACE_SLAB_SCRIPT, HOLD_BYTES, HOLD_FRAME, SCALE_EXCLUDE, SCALE_FRAME,
 };
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -86,6 +86,21 @@ fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
+/// Time to report, or that the tracer hung (killed after the stop timeout).
+fn ttr(t: &super::TracerSample) -> String {
+    if t.stopped.hung {
+        format!("> {} (hung, killed)", secs(t.stopped.time_to_report))
+    } else {
+        secs(t.stopped.time_to_report)
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+fn gib(bytes: f64) -> String {
+    format!("{:.3} GiB", bytes / GIB)
+}
+
 /// Days since 1970-01-01 to (year, month, day) (proleptic Gregorian, H. Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -114,7 +129,7 @@ pub fn utc(unix: u64) -> String {
 /// One progress line for a finished run.
 pub fn describe_run(s: &RunSample) -> String {
     let mut line = format!(
-        "{} run {} {:<8} {}",
+        "{} run {} {:<17} {}",
         s.workload.name(),
         s.run,
         s.config,
@@ -126,7 +141,7 @@ pub fn describe_run(s: &RunSample) -> String {
             " (rss {}, maps {}, time to report {})",
             mib(t.footprint.vm_hwm_bytes as f64),
             mib(t.footprint.map_memlock_bytes as f64),
-            secs(t.stopped.time_to_report)
+            ttr(t)
         );
     }
     line
@@ -134,7 +149,7 @@ pub fn describe_run(s: &RunSample) -> String {
 
 pub fn describe_cost(c: &CostSample) -> String {
     format!(
-        "{} cost run {:<13} {} programs, {:.1} % of a CPU, {:.0} ns of BPF per {}",
+        "{} cost run {:<17} {} programs, {:.1} % of a CPU, {:.0} ns of BPF per {}",
         c.workload.name(),
         c.config,
         c.programs.len(),
@@ -159,15 +174,31 @@ fn cost_of<'a>(r: &'a Results, w: Workload, config: &str) -> Option<&'a CostSamp
         .find(|c| c.workload == w && c.config == config)
 }
 
+pub fn describe_scale(s: &ScaleSample) -> String {
+    format!(
+        "scale {} GiB {:<17} SIOCINQ {} traced {} ({}), filled in {}, rss {}, maps {}, time to \
+         report {}",
+        s.gib,
+        s.config,
+        gib(s.queued as f64),
+        s.traced.map_or("-".into(), |t| gib(t as f64)),
+        s.error_pct().map_or("-".into(), |e| format!("{e:+.2} %")),
+        secs(s.fill),
+        mib(s.tracer.footprint.vm_hwm_bytes as f64),
+        mib(s.tracer.footprint.map_memlock_bytes as f64),
+        ttr(&s.tracer)
+    )
+}
+
 pub fn describe_hold(h: &HoldSample) -> String {
     format!(
-        "tcp-hold run {} {:<8} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
+        "tcp-hold run {} {:<17} SIOCINQ {} traced {} ({:+.2} %), time to report {}",
         h.run,
         h.config,
         mib(h.queued as f64),
         mib(h.traced as f64),
         h.error_pct(),
-        secs(h.tracer.stopped.time_to_report)
+        ttr(&h.tracer)
     )
 }
 
@@ -206,6 +237,8 @@ fn tracer_sessions<'a>(
 
 struct TracerStats {
     sessions: usize,
+    /// Sessions in which the tracer did not exit after SIGINT (killed; not in `ttr`).
+    hung: usize,
     hwm: Option<Stats>,
     peak_rss: Option<Stats>,
     memlock: Option<Stats>,
@@ -217,11 +250,16 @@ fn tracer_stats(r: &Results, config: &str) -> TracerStats {
     let all: Vec<_> = tracer_sessions(r, config).map(|(_, t)| t).collect();
     TracerStats {
         sessions: all.len(),
+        hung: all.iter().filter(|t| t.stopped.hung).count(),
         hwm: stats(all.iter().map(|t| t.footprint.vm_hwm_bytes as f64)),
         peak_rss: stats(all.iter().map(|t| t.stopped.peak_rss_bytes as f64)),
         memlock: stats(all.iter().map(|t| t.footprint.map_memlock_bytes as f64)),
         maps: stats(all.iter().map(|t| f64::from(t.footprint.maps))),
-        ttr: stats(all.iter().map(|t| t.stopped.time_to_report.as_secs_f64())),
+        ttr: stats(
+            all.iter()
+                .filter(|t| !t.stopped.hung)
+                .map(|t| t.stopped.time_to_report.as_secs_f64()),
+        ),
     }
 }
 
@@ -235,7 +273,7 @@ const WORKLOAD_KEYS: [&str; 4] = [
 fn ttr_by_workload(r: &Results, config: &str, workload: &str) -> Option<Stats> {
     stats(
         tracer_sessions(r, config)
-            .filter(|(w, _)| *w == workload)
+            .filter(|(w, t)| *w == workload && !t.stopped.hung)
             .map(|(_, t)| t.stopped.time_to_report.as_secs_f64()),
     )
 }
@@ -269,7 +307,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(o, "configurations:");
     for c in &r.configs {
-        let _ = writeln!(o, "  {:<13} {}", c.name(), c.command_line());
+        let _ = writeln!(o, "  {:<17} {}", c.name(), c.command_line());
     }
     if let Some(version) = &r.bpftrace {
         let _ = writeln!(o, "  (bpftrace: {version})");
@@ -288,7 +326,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
+        "{:<17} {:<17} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
         "WORKLOAD",
         "CONFIG",
         "MEDIAN THROUGHPUT",
@@ -312,7 +350,7 @@ pub fn text(r: &Results) -> String {
             let cost = cost_of(r, w, c.name());
             let _ = writeln!(
                 o,
-                "{:<17} {:<13} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
+                "{:<17} {:<17} {:>20} {:>7} {:>7} {:>5} {:>9} {:>12}",
                 w.name(),
                 c.name(),
                 rate(w, s.median),
@@ -334,7 +372,7 @@ pub fn text(r: &Results) -> String {
         );
         let _ = writeln!(
             o,
-            "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>7}",
+            "{:<17} {:<17} {:<17} {:>10} {:>8} {:>8} {:>7}",
             "WORKLOAD", "CONFIG", "PROGRAM", "RUNS/S", "NS/RUN", "MISSES", "%CPU"
         );
         for c in &r.costs {
@@ -342,7 +380,7 @@ pub fn text(r: &Results) -> String {
                 let per_sec = p.run_cnt as f64 / c.elapsed.as_secs_f64().max(1e-9);
                 let _ = writeln!(
                     o,
-                    "{:<17} {:<13} {:<17} {:>10} {:>8} {:>8} {:>6.2}%",
+                    "{:<17} {:<17} {:<17} {:>10} {:>8} {:>8} {:>6.2}%",
                     c.workload.name(),
                     c.config,
                     p.name,
@@ -369,14 +407,14 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
-        "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT"
+        "{:<17} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
+        "CONFIG", "SESSIONS", "RSS", "PEAK", "MAP MEMORY", "MAPS", "TIME TO REPORT", "HUNG"
     );
     for c in &tracers {
         let t = tracer_stats(r, c.name());
         let _ = writeln!(
             o,
-            "{:<13} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17}",
+            "{:<17} {:>8} {:>19} {:>19} {:>21} {:>5} {:>17} {:>5}",
             c.name(),
             t.sessions,
             mib_pair(t.hwm),
@@ -385,12 +423,13 @@ pub fn text(r: &Results) -> String {
             t.maps.map_or("-".into(), |s| format!("{:.0}", s.median)),
             t.ttr
                 .map_or("-".into(), |s| format!("{:.3} / {:.3} s", s.median, s.max)),
+            t.hung,
         );
     }
     let _ = writeln!(o, "\nTime to report by workload (median, seconds):");
     let _ = writeln!(
         o,
-        "{:<13} {:>17} {:>17} {:>17} {:>17}",
+        "{:<17} {:>17} {:>17} {:>17} {:>17}",
         "CONFIG", WORKLOAD_KEYS[0], WORKLOAD_KEYS[1], WORKLOAD_KEYS[2], WORKLOAD_KEYS[3]
     );
     for c in &tracers {
@@ -402,7 +441,7 @@ pub fn text(r: &Results) -> String {
             .collect();
         let _ = writeln!(
             o,
-            "{:<13} {:>17} {:>17} {:>17} {:>17}",
+            "{:<17} {:>17} {:>17} {:>17} {:>17}",
             c.name(),
             cells[0],
             cells[1],
@@ -421,7 +460,7 @@ pub fn text(r: &Results) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+        "{:<17} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
         "CONFIG", "RUNS", "SIOCINQ", "TRACED", "ERROR MEDIAN", "ERROR WORST", "TOP"
     );
     for c in &tracers {
@@ -440,7 +479,7 @@ pub fn text(r: &Results) -> String {
         let top = holds.iter().filter(|h| h.top_stack_matches).count();
         let _ = writeln!(
             o,
-            "{:<13} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
+            "{:<17} {:>5} {:>12} {:>12} {:>13} {:>13} {:>5}",
             c.name(),
             holds.len(),
             queued.map_or("-".into(), |s| mib(s.median)),
@@ -449,6 +488,48 @@ pub fn text(r: &Results) -> String {
             format!("{worst:+.3}%"),
             format!("{top}/{}", holds.len())
         );
+    }
+    if !r.scale.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nScale: order-0 kernel pages held in AF_UNIX stream socket queues nobody reads (4 \
+             KiB writes, one page each);\n  truth = SIOCINQ of the receivers; traced = \
+             outstanding bytes of the page stacks containing {SCALE_FRAME} (not {SCALE_EXCLUDE});\n  \
+             RSS = VmHWM before SIGINT, PEAK = VmHWM including the report; FILL = time to write \
+             the hold under the tracer"
+        );
+        let _ = writeln!(
+            o,
+            "{:<17} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+            "CONFIG",
+            "GIB",
+            "SIOCINQ",
+            "TRACED",
+            "ERROR",
+            "MAP MEMORY",
+            "RSS",
+            "PEAK",
+            "FILL",
+            "TIME TO REPORT"
+        );
+        for sample in &r.scale {
+            let _ = writeln!(
+                o,
+                "{:<17} {:>4} {:>11} {:>11} {:>9} {:>11} {:>10} {:>10} {:>8} {:>24}",
+                sample.config,
+                sample.gib,
+                gib(sample.queued as f64),
+                sample.traced.map_or("-".into(), |t| gib(t as f64)),
+                sample
+                    .error_pct()
+                    .map_or("-".into(), |e| format!("{e:+.3}%")),
+                mib(sample.tracer.footprint.map_memlock_bytes as f64),
+                mib(sample.tracer.footprint.vm_hwm_bytes as f64),
+                mib(sample.tracer.stopped.peak_rss_bytes as f64),
+                format!("{:.1} s", sample.fill.as_secs_f64()),
+                ttr(&sample.tracer),
+            );
+        }
     }
     if !r.notes.is_empty() {
         let _ = writeln!(o, "\nNotes:");
@@ -473,7 +554,14 @@ fn tracer_json(t: &super::TracerSample) -> Value {
         "map_memlock_bytes": t.footprint.map_memlock_bytes,
         "maps": t.footprint.maps,
         "time_to_report_secs": t.stopped.time_to_report.as_secs_f64(),
+        "hung": t.stopped.hung,
         "report_stdout_bytes": t.stopped.stdout_bytes,
+        "programs": t.footprint.programs.iter().map(|p| json!({
+            "name": p.name,
+            "run_cnt": p.run_cnt,
+            "run_time_ns": p.run_time_ns,
+            "recursion_misses": p.recursion_misses,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -538,6 +626,7 @@ pub fn json(r: &Results) -> Value {
             json!({
                 "config": c.name(),
                 "sessions": t.sessions,
+                "hung": t.hung,
                 "maps_of_first_session": maps,
                 "vm_hwm_bytes": stats_json_int(t.hwm),
                 "peak_rss_bytes": stats_json_int(t.peak_rss),
@@ -622,6 +711,22 @@ pub fn json(r: &Results) -> Value {
             })
         })
         .collect();
+    let scale: Vec<Value> = r
+        .scale
+        .iter()
+        .map(|s| {
+            json!({
+                "config": s.config,
+                "gib": s.gib,
+                "sent_bytes": s.sent,
+                "queued_bytes": s.queued,
+                "traced_bytes": s.traced,
+                "error_pct": s.error_pct(),
+                "fill_secs": s.fill.as_secs_f64(),
+                "tracer": tracer_json(&s.tracer),
+            })
+        })
+        .collect();
     json!({
         "schema": 1,
         "started_at_unix": r.started_unix,
@@ -645,6 +750,7 @@ pub fn json(r: &Results) -> Value {
             "samples": hold_samples,
         },
         "sessions": sessions,
+        "scale": {"frame": SCALE_FRAME, "excluded": SCALE_EXCLUDE, "samples": scale},
         "notes": r.notes,
         "asserted": false,
     })

@@ -12,6 +12,10 @@ use std::{
     ffi::OsString,
     fs,
     io::{BufRead as _, BufReader, Read},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _},
+        unix::process::CommandExt as _,
+    },
     path::PathBuf,
     process::{Command, Stdio},
     sync::{Arc, Condvar, Mutex, MutexGuard},
@@ -25,8 +29,6 @@ use crate::cmd;
 
 /// How long attaching may take (memtrace preallocates large maps; bpftrace compiles).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long the report may take after SIGINT before the tracer is killed.
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 /// The drop guard's grace period between SIGINT and SIGKILL.
 const GUARD_GRACE: Duration = Duration::from_secs(10);
 /// Polling interval while waiting for exit: the resolution of "time to report".
@@ -44,6 +46,37 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// A stderr line starting with this means every probe is attached.
     pub ready_prefix: &'static str,
+    /// Entries of the report on stdout to count (bpftrace's map printed at exit).
+    pub count_entries: Option<EntryMatch>,
+    /// Send SIGINT again while the tracer neither exits nor prints (bpftrace sometimes loses
+    /// a SIGINT that arrives early, and a second one only asks it again to print and exit;
+    /// memtrace takes a second one while reporting as "stop now").
+    pub resend_sigint: bool,
+}
+
+/// How long a tracer that [`Spec::resend_sigint`] may neither exit nor print before SIGINT is
+/// sent again.
+const RESEND_AFTER: Duration = Duration::from_secs(5);
+
+/// Which entries of a map printed on stdout to count: an entry starts with a line beginning
+/// with `start`, and counts when one of its lines contains `frame` and none contains
+/// `exclude`.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryMatch {
+    pub start: &'static str,
+    pub frame: &'static str,
+    pub exclude: &'static str,
+}
+
+/// One BPF program of the tracer, from its fdinfo (run statistics need
+/// `kernel.bpf_stats_enabled=1`).
+#[derive(Clone, Debug, Default)]
+pub struct ProgInfo {
+    /// The program's name (`bpf_prog_info.name`), or its tag when it cannot be read.
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    pub recursion_misses: u64,
 }
 
 /// One BPF map of the tracer, from its fdinfo.
@@ -69,19 +102,30 @@ pub struct Footprint {
     pub maps: u32,
     /// Every map, largest first.
     pub map_details: Vec<MapInfo>,
+    /// Every program.
+    pub programs: Vec<ProgInfo>,
 }
 
 /// How the tracer ended.
 #[derive(Clone, Debug)]
 pub struct Stopped {
-    /// From sending SIGINT to the tracer's exit (polled every millisecond).
+    /// From sending SIGINT to the tracer's exit (polled every millisecond); when it hung, until
+    /// it was killed.
     pub time_to_report: Duration,
+    /// It did not exit within [`STOP_TIMEOUT`] of SIGINT and was killed: no report.
+    pub hung: bool,
     /// Peak RSS including the report: the last `VmHWM` read before the exit (read every
     /// 5 ms while it reports).
     pub peak_rss_bytes: u64,
     /// Bytes the tracer printed on stdout (its report).
     pub stdout_bytes: u64,
+    /// Entries of its stdout report that matched [`Spec::count_entries`].
+    pub entries_matched: u64,
 }
+
+/// How long the report may take after SIGINT before the tracer is killed (and the session
+/// recorded as hung).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Default)]
 struct LinesState {
@@ -146,8 +190,16 @@ pub struct Tracer {
     /// The wait status of a child found exited by [`Tracer::running`].
     exit_status: Option<libc::c_int>,
     stderr: Arc<Lines>,
-    stdout_bytes: Arc<Mutex<u64>>,
+    stdout: Arc<Mutex<StdoutStats>>,
     readers: Vec<JoinHandle<()>>,
+    resend_sigint: bool,
+}
+
+/// What the stdout reader saw.
+#[derive(Default)]
+struct StdoutStats {
+    bytes: u64,
+    matched: u64,
 }
 
 impl Tracer {
@@ -160,6 +212,18 @@ impl Tracer {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // A harness started in the background (no job control) ignores SIGINT, and ignored
+        // signals stay ignored across exec: the tracer gets the default disposition back, so
+        // the SIGINT that stops it is never lost (bpftrace installs its handler only after it
+        // says its probes are attached).
+        // SAFETY: runs in the forked child before exec; signal() is async-signal-safe and
+        // touches nothing but the child's own signal disposition.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("cannot start {}: {}", spec.label, cmd::display(&command)))?;
@@ -174,14 +238,16 @@ impl Tracer {
             reaped: false,
             exit_status: None,
             stderr: Arc::new(Lines::default()),
-            stdout_bytes: Arc::new(Mutex::new(0)),
+            stdout: Arc::new(Mutex::new(StdoutStats::default())),
             readers: Vec::new(),
+            resend_sigint: spec.resend_sigint,
         };
         let stdout = stdout.context("child stdout was not piped")?;
         let stderr = stderr.context("child stderr was not piped")?;
-        tracer.readers.push(count_bytes(
+        tracer.readers.push(count_stdout(
             stdout,
-            Arc::clone(&tracer.stdout_bytes),
+            Arc::clone(&tracer.stdout),
+            spec.count_entries,
             format!("{}-stdout", spec.label),
         )?);
         tracer.readers.push(collect_lines(
@@ -238,18 +304,20 @@ impl Tracer {
         footprint(self.pid).with_context(|| format!("reading the footprint of {}", self.label))
     }
 
-    /// SIGINT, then waits for the exit (the report written); fails unless it exited with 0.
+    /// SIGINT, then waits for the exit (the report written): [`Tracer::stop_with`].
     pub fn stop(self) -> Result<Stopped> {
         self.stop_with(libc::SIGINT, STOP_TIMEOUT)
     }
 
-    /// `signal`, then waits up to `timeout` for the exit (killed after it); fails unless it
-    /// exited with 0. A tracer that had already exited is not signalled: its own status counts.
+    /// `signal`, then waits up to `timeout` for the exit; fails unless it exited with 0. A
+    /// tracer that does not exit in time is killed and recorded as hung (not an error: the
+    /// bench goes on; the soak fails on it). A tracer that had already exited is not
+    /// signalled: its own status counts.
     pub fn stop_with(mut self, signal: libc::c_int, timeout: Duration) -> Result<Stopped> {
         let mut peak_rss_bytes = vm_hwm(self.pid).unwrap_or(0);
         let sent = Instant::now();
         let status = match self.exit_status {
-            Some(status) => status,
+            Some(status) => Some(status),
             None => {
                 self.signal(signal)?;
                 self.wait_exit(sent + timeout, &mut peak_rss_bytes)?
@@ -260,21 +328,36 @@ impl Tracer {
             // A reader ends at EOF, which follows the exit (memtrace starts no children).
             let _ = reader.join();
         }
-        if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
-            bail!(
-                "{} (pid {}) ended with {} after {}; its stderr:\n{}",
+        let hung = status.is_none();
+        if hung {
+            eprintln!(
+                "[xtask] {} (pid {}) did not exit within {timeout:?} of {}: killed, recorded \
+                 as hung; its stderr:\n{}",
                 self.label,
                 self.pid,
-                describe(status),
                 signal_name(signal),
                 self.stderr.text()
             );
         }
-        let stdout_bytes = *lock(&self.stdout_bytes);
+        if let Some(status) = status {
+            if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+                bail!(
+                    "{} (pid {}) ended with {} after {}; its stderr:\n{}",
+                    self.label,
+                    self.pid,
+                    describe(status),
+                    signal_name(signal),
+                    self.stderr.text()
+                );
+            }
+        }
+        let out = lock(&self.stdout);
         Ok(Stopped {
             time_to_report,
+            hung,
             peak_rss_bytes,
-            stdout_bytes,
+            stdout_bytes: out.bytes,
+            entries_matched: out.matched,
         })
     }
 
@@ -291,13 +374,26 @@ impl Tracer {
         Ok(())
     }
 
-    /// Polls `waitpid` until the child exited or `deadline` passed (then SIGKILL and fail),
-    /// raising `peak_rss` to the child's `VmHWM` now and then.
-    fn wait_exit(&mut self, deadline: Instant, peak_rss: &mut u64) -> Result<libc::c_int> {
-        let started = Instant::now();
+    /// Polls `waitpid` until the child exited (its status) or `deadline` passed (then SIGKILL,
+    /// reaped, `None`), raising `peak_rss` to the child's `VmHWM` now and then.
+    fn wait_exit(&mut self, deadline: Instant, peak_rss: &mut u64) -> Result<Option<libc::c_int>> {
+        let mut last_sent = Instant::now();
+        let mut printed = lock(&self.stdout).bytes;
         for polls in 0u32.. {
             if let Some(status) = self.try_reap()? {
-                return Ok(status);
+                return Ok(Some(status));
+            }
+            if self.resend_sigint && last_sent.elapsed() >= RESEND_AFTER {
+                let now_printed = lock(&self.stdout).bytes;
+                if now_printed == printed {
+                    eprintln!(
+                        "[bench] {} (pid {}) neither exits nor prints: SIGINT again",
+                        self.label, self.pid
+                    );
+                    self.signal(libc::SIGINT)?;
+                }
+                printed = now_printed;
+                last_sent = Instant::now();
             }
             if polls % HWM_EVERY == 0 {
                 // Gone once the exiting process released its memory: keep the last value.
@@ -307,14 +403,7 @@ impl Tracer {
             }
             if Instant::now() >= deadline {
                 self.kill_and_reap();
-                bail!(
-                    "{} (pid {}) did not exit within {:?} of the signal; killed it. Its \
-                     stderr:\n{}",
-                    self.label,
-                    self.pid,
-                    deadline.saturating_duration_since(started),
-                    self.stderr.text()
-                );
+                return Ok(None);
             }
             std::thread::sleep(POLL);
         }
@@ -384,23 +473,48 @@ impl Drop for Tracer {
     }
 }
 
-fn count_bytes(
-    mut pipe: impl Read + Send + 'static,
-    total: Arc<Mutex<u64>>,
+fn count_stdout(
+    pipe: impl Read + Send + 'static,
+    stats: Arc<Mutex<StdoutStats>>,
+    entries: Option<EntryMatch>,
     name: String,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name)
         .spawn(move || {
-            let mut buf = vec![0u8; 64 << 10];
+            let mut reader = BufReader::with_capacity(64 << 10, pipe);
+            let mut line = Vec::new();
+            // The entry being read: (has the frame, has the excluded frame).
+            let mut entry: Option<(bool, bool)> = None;
+            let mut matched = 0u64;
+            let mut finish = |entry: &mut Option<(bool, bool)>| {
+                if let Some((true, false)) = entry.take() {
+                    matched += 1;
+                }
+            };
             loop {
-                match pipe.read(&mut buf) {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
                     Ok(0) => break,
-                    Ok(n) => *lock(&total) += n as u64,
+                    Ok(n) => {
+                        lock(&stats).bytes += n as u64;
+                        let Some(m) = entries else { continue };
+                        let text = String::from_utf8_lossy(&line);
+                        if text.starts_with(m.start) {
+                            finish(&mut entry);
+                            entry = Some((false, false));
+                        }
+                        if let Some((has, excluded)) = entry.as_mut() {
+                            *has |= text.contains(m.frame);
+                            *excluded |= text.contains(m.exclude);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
             }
+            finish(&mut entry);
+            lock(&stats).matched = matched;
         })
         .context("spawning an output reader thread")
 }
@@ -517,7 +631,115 @@ fn footprint(pid: libc::pid_t) -> Result<Footprint> {
         map_memlock_bytes: map_details.iter().map(|m| m.memlock).sum(),
         maps: u32::try_from(map_details.len()).unwrap_or(u32::MAX),
         map_details,
+        programs: programs(pid, &fd_dir)?,
     })
+}
+
+/// The BPF programs `pid` holds, from the fdinfo of its `bpf-prog` fds.
+fn programs(pid: libc::pid_t, fd_dir: &str) -> Result<Vec<ProgInfo>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(fd_dir).with_context(|| format!("listing {fd_dir}"))? {
+        let entry = entry.with_context(|| format!("listing {fd_dir}"))?;
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.as_os_str() != "anon_inode:bpf-prog" {
+            continue;
+        }
+        let fd_name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(info) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd_name}")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let number = |key: &str| field(key).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let name = fd_name
+            .parse::<libc::c_int>()
+            .ok()
+            .and_then(|fd| prog_name(pid, fd))
+            .unwrap_or_else(|| format!("tag {}", field("prog_tag").unwrap_or("?")));
+        out.push(ProgInfo {
+            name,
+            run_time_ns: number("run_time_ns"),
+            run_cnt: number("run_cnt"),
+            recursion_misses: number("recursion_misses"),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The leading fields of `struct bpf_prog_info` up to `name` (the kernel fills what fits).
+#[repr(C)]
+#[derive(Default)]
+struct ProgInfoPrefix {
+    prog_type: u32,
+    id: u32,
+    tag: [u8; 8],
+    jited_prog_len: u32,
+    xlated_prog_len: u32,
+    jited_prog_insns: u64,
+    xlated_prog_insns: u64,
+    load_time: u64,
+    created_by_uid: u32,
+    nr_map_ids: u32,
+    map_ids: u64,
+    name: [u8; 16],
+}
+
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+/// The name of program fd `fd` of process `pid`: the fd is duplicated with `pidfd_getfd`
+/// (root), its `bpf_prog_info` read, and the duplicate closed.
+fn prog_name(pid: libc::pid_t, fd: libc::c_int) -> Option<String> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // SAFETY: pidfd_open takes no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return None;
+    }
+    // SAFETY: the pidfd was just returned to us and nothing else owns it.
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(pidfd as libc::c_int) };
+    // SAFETY: pidfd_getfd takes no pointers; it returns a new fd of ours or fails.
+    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if dup < 0 {
+        return None;
+    }
+    // SAFETY: the duplicate was just returned to us and nothing else owns it.
+    let dup = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup as libc::c_int) };
+    let mut info = ProgInfoPrefix::default();
+    let mut attr = InfoAttr {
+        bpf_fd: dup.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<ProgInfoPrefix>() as u32,
+        info: &mut info as *mut ProgInfoPrefix as u64,
+    };
+    // SAFETY: `attr` is a valid bpf_attr prefix for this command and points at `info`, which
+    // lives across the call and is as large as `info_len` says.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return None;
+    }
+    let len = info
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(info.name.len());
+    (len > 0).then(|| String::from_utf8_lossy(&info.name[..len]).into_owned())
 }
 
 #[cfg(test)]

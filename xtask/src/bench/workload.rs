@@ -478,9 +478,119 @@ impl Hold {
     }
 }
 
+// ---- AF_UNIX order-0 page hold --------------------------------------------------------------
+
+/// Bytes per write to an AF_UNIX stream socket: one page of data, no head, goes into one
+/// order-0 page fragment (`alloc_skb_with_frags` lowers its order to what the data needs).
+const PAGE_WRITE: usize = 4096;
+/// Bytes queued on one socket pair (its send buffer, forced, holds a bit more than this with
+/// the skbs' overhead; the kernel caps it near 2 GiB).
+const UNIX_PAIR_BYTES: u64 = 1 << 30;
+
+/// Order-0 kernel pages held in AF_UNIX stream socket queues nobody reads: every 4 KiB write
+/// is one skb whose data is one page from `alloc_skb_with_frags`. Truth: the receivers'
+/// `SIOCINQ`. Needs `CAP_NET_ADMIN` (forced buffer sizes).
+pub struct UnixHold {
+    pairs: Vec<(OwnedFd, OwnedFd)>,
+    /// Bytes written (each write queued one page).
+    pub sent: u64,
+    /// `SIOCINQ` summed over the receivers: bytes queued, i.e. pages held × 4096.
+    pub queued: u64,
+    /// How long filling the queues took.
+    pub fill: Duration,
+}
+
+impl UnixHold {
+    /// Queues `total` bytes (a multiple of 4 KiB) in as many socket pairs as needed.
+    pub fn establish(total: u64) -> Result<UnixHold> {
+        let started = Instant::now();
+        let chunk = [0x5au8; PAGE_WRITE];
+        let mut pairs = Vec::new();
+        let mut sent = 0u64;
+        while sent < total {
+            let mut fds: [libc::c_int; 2] = [-1; 2];
+            // SAFETY: `fds` is a live array of two c_ints, as socketpair() requires.
+            let rc = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    fds.as_mut_ptr(),
+                )
+            };
+            if rc != 0 {
+                return Err(last_error("socketpair(AF_UNIX, SOCK_STREAM)"));
+            }
+            let (tx, rx) = (owned_fd(fds[0]), owned_fd(fds[1]));
+            // Room for the pair's share and the skbs' overhead (the kernel doubles the value).
+            let want = usize::try_from(UNIX_PAIR_BYTES).context("pair size")?;
+            set_int_opt(
+                tx.as_raw_fd(),
+                libc::SO_SNDBUFFORCE,
+                want,
+                "setsockopt(SO_SNDBUFFORCE) (needs CAP_NET_ADMIN)",
+            )?;
+            let goal = (total - sent).min(UNIX_PAIR_BYTES);
+            let mut mine = 0u64;
+            while mine < goal {
+                // SAFETY: `chunk` is live and readable for its whole length.
+                let n = unsafe {
+                    libc::send(
+                        tx.as_raw_fd(),
+                        chunk.as_ptr().cast(),
+                        PAGE_WRITE,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n == PAGE_WRITE as isize {
+                    mine += PAGE_WRITE as u64;
+                    continue;
+                }
+                if n >= 0 {
+                    bail!("a {PAGE_WRITE}-byte write to an AF_UNIX socket wrote {n} bytes");
+                }
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    // This pair's buffer is full earlier than expected: the next pair goes on.
+                    Some(libc::EAGAIN) if mine > 0 => break,
+                    _ => return Err(err).context("writing to an AF_UNIX socket"),
+                }
+            }
+            sent += mine;
+            pairs.push((tx, rx));
+        }
+        let mut queued = 0;
+        for (_, rx) in &pairs {
+            queued += ioctl_int(rx.as_raw_fd(), libc::FIONREAD, "ioctl(SIOCINQ) on AF_UNIX")?;
+        }
+        Ok(UnixHold {
+            pairs,
+            sent,
+            queued,
+            fill: started.elapsed(),
+        })
+    }
+
+    /// Closes every socket: the queued pages are freed.
+    pub fn release(self) {
+        drop(self.pairs);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_hold_queues_what_it_wrote() {
+        let hold = UnixHold::establish(4 << 20);
+        // Without CAP_NET_ADMIN the forced buffer size is refused: nothing to check then.
+        let Ok(hold) = hold else { return };
+        assert_eq!(hold.sent, 4 << 20);
+        assert_eq!(hold.queued, hold.sent);
+        hold.release();
+    }
 
     #[test]
     fn workloads_do_work() {

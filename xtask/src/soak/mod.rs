@@ -422,6 +422,8 @@ fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
         args,
         env: Vec::new(),
         ready_prefix: SERVING_PREFIX,
+        count_entries: None,
+        resend_sigint: false,
     };
     let mut tracer = Tracer::start(&spec)?;
     let pid = tracer.pid();
@@ -506,6 +508,9 @@ fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
     let stopped = tracer
         .stop_with(libc::SIGTERM, STOP_TIMEOUT)
         .context("memtrace serve must exit with 0 within 60 s of SIGTERM")?;
+    if stopped.hung {
+        bail!("memtrace serve (pid {pid}) did not exit within {STOP_TIMEOUT:?} of SIGTERM: killed");
+    }
     run.stop_seconds = Some(stopped.time_to_report.as_secs_f64());
     eprintln!(
         "[soak] memtrace serve exited with 0 {:.1} s after SIGTERM",
