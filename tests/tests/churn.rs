@@ -36,7 +36,8 @@ const PAGE_TABLE_SLACK: u64 = 64 * 1024;
 const PAGE_TABLE_WAIT: Duration = Duration::from_secs(12);
 
 fn scenario(label: &str, extra: &[&str], hook: &str) -> Result<()> {
-    let mut args = vec!["--duration", "10m"];
+    // Every slab object recorded: one maple node the RCU frees late is not counted 16 times.
+    let mut args = vec!["--duration", "10m", "--slab-exact"];
     args.extend_from_slice(extra);
     let mut tracer = Tracer::start(label, &args)?;
     let page_tables_before = meminfo_field("PageTables")?;
@@ -123,11 +124,21 @@ fn scenario(label: &str, extra: &[&str], hook: &str) -> Result<()> {
             eprintln!("stack held by the churn child: {}", stack.describe());
         }
     }
+    // A page free the kernel skipped (it interrupted a program on its CPU: the classic
+    // tracepoints share one guard per CPU) is counted in the free program's recursion misses:
+    // the child's pages among them stay listed. Allowed, as counted, on top of the slack.
+    let page_free_misses: u64 = report
+        .programs
+        .iter()
+        .filter(|p| p.name.contains("page_free"))
+        .map(|p| p.recursion_misses)
+        .sum();
+    let allowed = CHILD_LEFT_MAX + page_free_misses * report.page_size();
     ensure!(
-        child_left < CHILD_LEFT_MAX,
+        child_left < allowed,
         "{child_left} bytes the churn child allocated are still outstanding after it unmapped \
-         everything and exited; must be < {CHILD_LEFT_MAX} (of the {allocated} allocated on \
-         the page-fault path)"
+         everything and exited; must be < {CHILD_LEFT_MAX} plus the {page_free_misses} page \
+         frees the kernel skipped (of the {allocated} allocated on the page-fault path)"
     );
     let frees_seen = report.counter("frees_seen")?;
     let allocs_tracked = report.counter("allocs_tracked")?;
