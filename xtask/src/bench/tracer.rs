@@ -193,6 +193,8 @@ pub struct Tracer {
     stdout: Arc<Mutex<StdoutStats>>,
     readers: Vec<JoinHandle<()>>,
     resend_sigint: bool,
+    /// SIGINT was sent again while waiting for the exit ([`Spec::resend_sigint`]).
+    resent: bool,
 }
 
 /// What the stdout reader saw.
@@ -241,6 +243,7 @@ impl Tracer {
             stdout: Arc::new(Mutex::new(StdoutStats::default())),
             readers: Vec::new(),
             resend_sigint: spec.resend_sigint,
+            resent: false,
         };
         let stdout = stdout.context("child stdout was not piped")?;
         let stderr = stderr.context("child stderr was not piped")?;
@@ -328,6 +331,11 @@ impl Tracer {
             // A reader ends at EOF, which follows the exit (memtrace starts no children).
             let _ = reader.join();
         }
+        // A tracer that neither exited nor printed was sent SIGINT again: if that one ended
+        // it (bpftrace leaves SIGINT at its default then), it wrote no report either.
+        let interrupted = self.resent
+            && status.is_some_and(|st| libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGINT);
+        let status = if interrupted { None } else { status };
         let hung = status.is_none();
         if hung {
             eprintln!(
@@ -391,6 +399,7 @@ impl Tracer {
                         self.label, self.pid
                     );
                     self.signal(libc::SIGINT)?;
+                    self.resent = true;
                 }
                 printed = now_printed;
                 last_sent = Instant::now();
