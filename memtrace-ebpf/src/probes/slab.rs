@@ -95,7 +95,7 @@ fn classic_free(ctx: &TracePointContext, layout: &ObjFreeLayout) -> Result<(), i
 #[unsafe(link_section = "tp_btf/kmalloc")]
 pub fn kmalloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = BtfTracePointContext::new(ctx);
-    let ptr: u64 = ctx.arg(1);
+    let ptr = void_ptr_arg(&ctx, 1);
     let _ = alloc(&ctx, ptr, &Source::BtfKmalloc(&ctx));
     0
 }
@@ -106,7 +106,7 @@ pub fn kmalloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
 #[unsafe(link_section = "tp_btf/kmem_cache_alloc")]
 pub fn cache_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
     let ctx = BtfTracePointContext::new(ctx);
-    let ptr: u64 = ctx.arg(1);
+    let ptr = void_ptr_arg(&ctx, 1);
     let _ = alloc(&ctx, ptr, &Source::BtfCache(&ctx));
     0
 }
@@ -152,7 +152,7 @@ pub fn cache_free_twin(ctx: *mut core::ffi::c_void) -> i32 {
 #[inline(always)]
 fn free_once(ctx: *mut core::ffi::c_void) {
     let ctx = BtfTracePointContext::new(ctx);
-    let ptr: u64 = ctx.arg(1);
+    let ptr = void_ptr_arg(&ctx, 1);
     let Some(claims) = SLAB_FREE_CLAIMS.get_ptr_mut(0) else {
         free(ptr);
         return;
@@ -173,6 +173,19 @@ fn free_once(ctx: *mut core::ffi::c_void) {
     }
     count(Counter::ObjFreeClaims);
     free(ptr);
+}
+
+/// Argument `n` of a tp_btf slab event that the kernel declares `const void *` (the object).
+/// Read through `bpf_probe_read_kernel`: the 6.1 and 6.12 verifiers reject a direct context
+/// load of a pointer to anything but a struct ("invalid bpf_context access"), and the slab
+/// programs then fell back to the classic tracepoints there; 6.18 accepts both.
+#[inline(always)]
+fn void_ptr_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
+    let at = (ctx.as_ptr() as *const u64).wrapping_add(n);
+    // SAFETY: a raw tracepoint's context is the array of its u64 arguments, `n` is below their
+    // count; bpf_probe_read_kernel checks the address and fails instead of faulting (0 then, an
+    // address never recorded).
+    unsafe { bpf_probe_read_kernel(at) }.unwrap_or(0)
 }
 
 /// `p - base` for two pointers, as a number (a privileged program may subtract pointers; the
