@@ -21,8 +21,9 @@ use aya_ebpf::{
     EbpfContext,
 };
 use memtrace_common::{
-    sampled, slab_sampling, Config, Counter, Kind, ObjAllocLayout, ObjFreeLayout, SlabStackCache,
-    SlabStackWay, CACHE_NAME_UNRESOLVED, FREE_CLAIM_SLOTS, NO_FIELD, SLAB_STACK_WAYS,
+    page_table::mix64, sampled, slab_sampling, Config, Counter, Kind, ObjAllocLayout,
+    ObjFreeLayout, SlabStackCache, SlabStackWay, CACHE_NAME_UNRESOLVED, FREE_CLAIM_SLOTS, NO_FIELD,
+    SLAB_STACK_WAYS,
 };
 
 use super::objects::{
@@ -457,16 +458,6 @@ fn as_number(scratch: *mut SlabStackCache, p: u64) -> u64 {
     relative(p, scratch as u64).wrapping_add(base)
 }
 
-/// MurmurHash3's 64-bit finalizer.
-#[inline(always)]
-fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 /// The stack of a slab allocation: the one captured for an earlier allocation from the same
 /// call site and cache on the same kernel stack (the task's own, or this CPU's interrupt
 /// stack) of this CPU, until it has served `slab_stack_every` allocations; then a fresh
@@ -487,7 +478,7 @@ fn slab_stack<C: StackIdContext>(
     // The stack this program runs on is the kernel stack of the allocation: 16 KiB-aligned
     // task stacks (THREAD_SIZE) are one region each, interrupt stacks others.
     let region = as_number(scratch, &marker as *const u64 as u64) >> 14;
-    let h = mix(call_site ^ cache.rotate_left(17) ^ region.rotate_left(41));
+    let h = mix64(call_site ^ cache.rotate_left(17) ^ region.rotate_left(41));
     let way_index = (h as usize) & (SLAB_STACK_WAYS - 1);
     // SAFETY: `scratch` points to this CPU's map value and `way_index` is below the array's
     // length; a program is not re-entered on its CPU (a nested run of another slab program
