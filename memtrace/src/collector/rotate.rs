@@ -383,33 +383,22 @@ impl StackRotation {
 }
 
 /// Empties the ways of every CPU's slab stack cache (`SLAB_STACK_CACHE`) that hold a retired
-/// slot, so that the next allocation from their call site captures its stack again. A way a
-/// program changes between the read and the write is put back as it was read: a stack id
-/// still live (or cleared here), never a retired one.
+/// slot, so that the next allocation from their call site captures its stack again.
 fn forget_cached_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::Result<()> {
-    let Some(m) = tracer.ebpf.map_mut(maps::SLAB_STACK_CACHE) else {
-        return Ok(());
-    };
-    let mut cache: PerCpuArray<_, SlabStackCache> =
-        PerCpuArray::try_from(m).context("SLAB_STACK_CACHE map")?;
-    let values = cache.get(&0, 0).context("reading SLAB_STACK_CACHE")?;
-    let mut changed = false;
-    let mut per_cpu: Vec<SlabStackCache> = values.iter().copied().collect();
-    for cpu in &mut per_cpu {
-        for way in &mut cpu.ways {
-            if way.call_site != 0 && retire.contains(&way.stack_id) {
-                *way = SlabStackWay::default();
-                changed = true;
+    edit_per_cpu(
+        tracer,
+        maps::SLAB_STACK_CACHE,
+        |cpu: &mut SlabStackCache| {
+            let mut changed = false;
+            for way in &mut cpu.ways {
+                if way.call_site != 0 && retire.contains(&way.stack_id) {
+                    *way = SlabStackWay::default();
+                    changed = true;
+                }
             }
-        }
-    }
-    if changed {
-        let values = PerCpuValues::try_from(per_cpu).context("SLAB_STACK_CACHE values")?;
-        cache
-            .set(0, values, 0)
-            .context("writing SLAB_STACK_CACHE")?;
-    }
-    Ok(())
+            changed
+        },
+    )
 }
 
 /// Clears the `STACK_GFP` slots of retired stack slots: the programs store the gfp flags of a
@@ -433,26 +422,46 @@ fn clear_stack_gfp(tracer: &mut Tracer, retire: &[u32]) -> anyhow::Result<()> {
 fn forget_cached_page_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::Result<()> {
     // An emptied cache names "stack unavailable", which the programs never reuse.
     let none = tracer.config.stack_none_id;
-    let Some(m) = tracer.ebpf.map_mut(maps::STACK_CACHE) else {
-        return Ok(());
-    };
-    let mut cache: PerCpuArray<_, StackCache> =
-        PerCpuArray::try_from(m).context("STACK_CACHE map")?;
-    let values = cache.get(&0, 0).context("reading STACK_CACHE")?;
-    let mut changed = false;
-    let mut per_cpu: Vec<StackCache> = values.iter().copied().collect();
-    for cpu in &mut per_cpu {
-        if cpu.uses != 0 && retire.contains(&cpu.stack_id) {
+    edit_per_cpu(tracer, maps::STACK_CACHE, |cpu: &mut StackCache| {
+        let retired = cpu.uses != 0 && retire.contains(&cpu.stack_id);
+        if retired {
             *cpu = StackCache {
                 stack_id: none,
                 ..StackCache::default()
             };
-            changed = true;
         }
+        retired
+    })
+}
+
+/// Reads every CPU's value of the one-entry per-CPU map `name`, lets `edit` change it (true
+/// when it did) and writes them back if any changed; nothing when the object has no such map.
+/// A value a program changes between the read and the write is put back as it was read: the
+/// caches edited here then hold a stack id still live (or cleared here), never a retired one.
+fn edit_per_cpu<T: aya::Pod>(
+    tracer: &mut Tracer,
+    name: &str,
+    mut edit: impl FnMut(&mut T) -> bool,
+) -> anyhow::Result<()> {
+    let Some(m) = tracer.ebpf.map_mut(name) else {
+        return Ok(());
+    };
+    let mut map: PerCpuArray<_, T> =
+        PerCpuArray::try_from(m).with_context(|| format!("{name} map"))?;
+    let mut values: Vec<T> = map
+        .get(&0, 0)
+        .with_context(|| format!("reading {name}"))?
+        .iter()
+        .copied()
+        .collect();
+    let mut changed = false;
+    for v in &mut values {
+        changed |= edit(v);
     }
     if changed {
-        let values = PerCpuValues::try_from(per_cpu).context("STACK_CACHE values")?;
-        cache.set(0, values, 0).context("writing STACK_CACHE")?;
+        let values = PerCpuValues::try_from(values).with_context(|| format!("{name} values"))?;
+        map.set(0, values, 0)
+            .with_context(|| format!("writing {name}"))?;
     }
     Ok(())
 }
