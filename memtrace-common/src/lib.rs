@@ -301,16 +301,17 @@ pub mod programs {
     pub const KMEM_CACHE_ALLOC: &str = "kmem_cache_alloc";
     pub const KFREE: &str = "kfree";
     pub const KMEM_CACHE_FREE: &str = "kmem_cache_free";
-    /// tp_btf versions of the slab programs (cheaper entry, a recursion guard of their own; the
-    /// `kmem_cache_alloc` one receives the `struct kmem_cache *`). Names of at most 15
-    /// characters, the part of a program name the kernel keeps (`bpftool`, `/proc/kallsyms`).
-    pub const KMALLOC_BTF: &str = "kmalloc_btf";
-    pub const KMEM_CACHE_ALLOC_BTF: &str = "cache_alloc_btf";
-    pub const KFREE_BTF: &str = "kfree_btf";
-    pub const KMEM_CACHE_FREE_BTF: &str = "cache_free_btf";
-    /// The twins of the tp_btf slab free programs (see [`super::FreeClaims`]).
-    pub const KFREE_BTF_TWIN: &str = "kfree_btf_twin";
-    pub const KMEM_CACHE_FREE_BTF_TWIN: &str = "cache_free_twin";
+    /// Raw tracepoint versions of the slab programs (cheaper entry, a recursion guard of their
+    /// own, arguments read straight from the context; the `kmem_cache_alloc` one receives the
+    /// `struct kmem_cache *`). Names of at most 15 characters, the part of a program name the
+    /// kernel keeps (`bpftool`, `/proc/kallsyms`).
+    pub const KMALLOC_RAW: &str = "kmalloc_raw";
+    pub const KMEM_CACHE_ALLOC_RAW: &str = "cache_alloc_raw";
+    pub const KFREE_RAW: &str = "kfree_raw";
+    pub const KMEM_CACHE_FREE_RAW: &str = "cache_free_raw";
+    /// The twins of the raw slab free programs (see [`super::FreeClaims`]).
+    pub const KFREE_RAW_TWIN: &str = "kfree_raw_twin";
+    pub const KMEM_CACHE_FREE_RAW_TWIN: &str = "cache_free_twin";
     pub const PERCPU_ALLOC: &str = "percpu_alloc_percpu";
     pub const PERCPU_FREE: &str = "percpu_free_percpu";
     pub const VMALLOC_ALLOC: &str = "alloc_vmap_area";

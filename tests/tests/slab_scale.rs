@@ -8,7 +8,7 @@
 //!   within ±10 % of `/proc/slabinfo`'s.
 //! - A slab-heavy load (AF_UNIX socket pairs made, used and closed in a loop on every CPU,
 //!   which frees batches of objects from RCU callbacks in softirqs on the way out of
-//!   interrupts): with the tp_btf slab programs, fewer than 1 in 10 000 object frees may go
+//!   interrupts): with the raw tracepoint slab programs, fewer than 1 in 10 000 object frees may go
 //!   unseen by both twin free programs.
 
 use std::ffi::CString;
@@ -324,14 +324,14 @@ fn frees_under_load_scenario() -> Result<()> {
         missed as f64 * 100.0 / seen.max(1) as f64,
         report.counters_line()
     ));
-    if !slab.hooks.iter().any(|h| h.starts_with("tp_btf:")) {
+    if !slab.hooks.iter().any(|h| h.starts_with("raw_tp:")) {
         ensure!(
             !in_matrix_guest(),
-            "the guest's kernel has tp_btf, yet slab used {:?}: {:?}",
+            "the guest's kernel has BTF and raw tracepoints, yet slab used {:?}: {:?}",
             slab.hooks,
             slab.note
         );
-        log("frees: slab runs on classic tracepoints here; the tp_btf free path is not tested");
+        log("frees: slab runs on classic tracepoints here; the raw_tp free path is not tested");
         return Ok(());
     }
     ensure!(

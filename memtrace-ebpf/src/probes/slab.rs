@@ -1,5 +1,6 @@
-//! Slab objects: `kmalloc`, `kmem_cache_alloc`, `kfree` and `kmem_cache_free` as tp_btf
-//! programs where the kernel's prototypes are the 6.1+ ones (the loader checks them in BTF),
+//! Slab objects: `kmalloc`, `kmem_cache_alloc`, `kfree` and `kmem_cache_free` as raw
+//! tracepoint programs where the kernel's prototypes are the 6.1+ ones (the loader checks them
+//! in BTF),
 //! else as classic tracepoint programs (their `_node` twins on kernels before 6.1 use the
 //! same programs); plus an fentry program on `kmem_cache_free_bulk`, which has no tracepoint.
 //!
@@ -17,7 +18,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_func_arg, bpf_probe_read_kernel},
     macros::fentry,
-    programs::{tracing::StackIdContext, BtfTracePointContext, FEntryContext, TracePointContext},
+    programs::{tracing::StackIdContext, FEntryContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use memtrace_common::{
@@ -88,72 +89,78 @@ fn classic_free(ctx: &TracePointContext, layout: &ObjFreeLayout) -> Result<(), i
     Ok(())
 }
 
-// ---- tp_btf -----------------------------------------------------------------------------------
+// ---- raw tracepoints -------------------------------------------------------------------------
 
-/// `tp_btf/kmalloc`: `(unsigned long call_site, const void *ptr, size_t bytes_req,
-/// size_t bytes_alloc, gfp_t gfp_flags, int node)` (6.1+).
-#[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kmalloc")]
-pub fn kmalloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
-    let ctx = BtfTracePointContext::new(ctx);
-    let ptr = void_ptr_arg(&ctx, 1);
-    let _ = alloc(&ctx, ptr, &Source::BtfKmalloc(&ctx));
-    0
-}
+// The slab events as raw tracepoints: the same entry as tp_btf (the kernel runs both through
+// `bpf_trace_run`, a recursion guard per program), but the arguments are plain u64 values a
+// program reads straight from its context on every kernel. tp_btf types them from BTF, and the
+// 6.1 and 6.12 verifiers reject a direct load of a `const void *` argument ("invalid bpf_context
+// access"): reading the object pointer through `bpf_probe_read_kernel` instead cost 10-15 ns per
+// event. The loader checks the prototypes in the kernel's BTF before attaching these (a raw
+// tracepoint's arguments are not checked by the kernel).
 
-/// `tp_btf/kmem_cache_alloc`: `(unsigned long call_site, const void *ptr, struct kmem_cache *s,
+/// `kmalloc`: `(unsigned long call_site, const void *ptr, size_t bytes_req, size_t bytes_alloc,
 /// gfp_t gfp_flags, int node)` (6.1+).
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kmem_cache_alloc")]
-pub fn cache_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
-    let ctx = BtfTracePointContext::new(ctx);
-    let ptr = void_ptr_arg(&ctx, 1);
-    let _ = alloc(&ctx, ptr, &Source::BtfCache(&ctx));
+#[unsafe(link_section = "raw_tp/kmalloc")]
+pub fn kmalloc_raw(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = RawTracePointContext::new(ctx);
+    let _ = alloc(&ctx, ctx.arg(1), &Source::RawKmalloc(&ctx));
     0
 }
 
-/// `tp_btf/kfree`: `(unsigned long call_site, const void *ptr)`.
+/// `kmem_cache_alloc`: `(unsigned long call_site, const void *ptr, struct kmem_cache *s,
+/// gfp_t gfp_flags, int node)` (6.1+).
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kfree")]
-pub fn kfree_btf(ctx: *mut core::ffi::c_void) -> i32 {
+#[unsafe(link_section = "raw_tp/kmem_cache_alloc")]
+pub fn cache_alloc_raw(ctx: *mut core::ffi::c_void) -> i32 {
+    let ctx = RawTracePointContext::new(ctx);
+    let _ = alloc(&ctx, ctx.arg(1), &Source::RawCache(&ctx));
+    0
+}
+
+/// `kfree`: `(unsigned long call_site, const void *ptr)`.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = "raw_tp/kfree")]
+pub fn kfree_raw(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
 
-/// The twin of [`kfree_btf`] (see `memtrace_common::FreeClaims`).
+/// The twin of [`kfree_raw`] (see `memtrace_common::FreeClaims`).
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kfree")]
-pub fn kfree_btf_twin(ctx: *mut core::ffi::c_void) -> i32 {
+#[unsafe(link_section = "raw_tp/kfree")]
+pub fn kfree_raw_twin(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
 
-/// `tp_btf/kmem_cache_free`: `(unsigned long call_site, const void *ptr,
-/// const struct kmem_cache *s)` (6.1+).
+/// `kmem_cache_free`: `(unsigned long call_site, const void *ptr, const struct kmem_cache *s)`
+/// (6.1+).
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kmem_cache_free")]
-pub fn cache_free_btf(ctx: *mut core::ffi::c_void) -> i32 {
+#[unsafe(link_section = "raw_tp/kmem_cache_free")]
+pub fn cache_free_raw(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
 
-/// The twin of [`cache_free_btf`].
+/// The twin of [`cache_free_raw`].
 #[unsafe(no_mangle)]
-#[unsafe(link_section = "tp_btf/kmem_cache_free")]
+#[unsafe(link_section = "raw_tp/kmem_cache_free")]
 pub fn cache_free_twin(ctx: *mut core::ffi::c_void) -> i32 {
     free_once(ctx);
     0
 }
 
-/// A tp_btf slab free, handled by whichever twin program runs first for it: it claims the
-/// event (its slot, by the address of the argument array, which is the same for both programs
-/// of one event) and frees; the other finds the claim, clears it and returns. When the event
+/// A slab free, handled by whichever twin program runs first for it: it claims the event (its
+/// slot, by the address of the argument array, which is the same for both programs of one
+/// event) and frees; the other finds the claim, clears it and returns. When the event
 /// interrupted one of the two on this CPU, the kernel skips that one and the other, finding
 /// no claim, handles it.
 #[inline(always)]
 fn free_once(ctx: *mut core::ffi::c_void) {
-    let ctx = BtfTracePointContext::new(ctx);
-    let ptr = void_ptr_arg(&ctx, 1);
+    let ctx = RawTracePointContext::new(ctx);
+    let ptr: u64 = ctx.arg(1);
     let Some(claims) = SLAB_FREE_CLAIMS.get_ptr_mut(0) else {
         free(ptr);
         return;
@@ -174,19 +181,6 @@ fn free_once(ctx: *mut core::ffi::c_void) {
     }
     count(Counter::ObjFreeClaims);
     free(ptr);
-}
-
-/// Argument `n` of a tp_btf slab event that the kernel declares `const void *` (the object).
-/// Read through `bpf_probe_read_kernel`: the 6.1 and 6.12 verifiers reject a direct context
-/// load of a pointer to anything but a struct ("invalid bpf_context access"), and the slab
-/// programs then fell back to the classic tracepoints there; 6.18 accepts both.
-#[inline(always)]
-fn void_ptr_arg(ctx: &BtfTracePointContext, n: usize) -> u64 {
-    let at = (ctx.as_ptr() as *const u64).wrapping_add(n);
-    // SAFETY: a raw tracepoint's context is the array of its u64 arguments, `n` is below their
-    // count; bpf_probe_read_kernel checks the address and fails instead of faulting (0 then, an
-    // address never recorded).
-    unsafe { bpf_probe_read_kernel(at) }.unwrap_or(0)
 }
 
 /// `p - base` for two pointers, as a number (a privileged program may subtract pointers; the
@@ -217,10 +211,10 @@ enum Source<'a> {
         layout: &'a ObjAllocLayout,
         naming: Naming,
     },
-    /// tp_btf `kmalloc`: the sizes and flags are arguments.
-    BtfKmalloc(&'a BtfTracePointContext),
-    /// tp_btf `kmem_cache_alloc`: the cache is an argument; sizes and name are read from it.
-    BtfCache(&'a BtfTracePointContext),
+    /// Raw `kmalloc`: the sizes and flags are arguments.
+    RawKmalloc(&'a RawTracePointContext),
+    /// Raw `kmem_cache_alloc`: the cache is an argument; sizes and name are read from it.
+    RawCache(&'a RawTracePointContext),
 }
 
 /// What is read once an allocation is sampled.
@@ -229,13 +223,13 @@ struct Details {
     bytes: u64,
     bytes_req: u64,
     gfp_flags: u32,
-    /// The `struct kmem_cache *` as a number (tp_btf `kmem_cache_alloc`), else 0.
+    /// The `struct kmem_cache *` (raw `kmem_cache_alloc`), else 0.
     cache: u64,
 }
 
 impl Source<'_> {
     #[inline(always)]
-    fn details(&self, cfg: &Config, scratch: *mut SlabStackCache) -> Result<Details, i32> {
+    fn details(&self, cfg: &Config) -> Result<Details, i32> {
         match self {
             Source::Classic { ctx, layout, .. } => Ok(Details {
                 call_site: if layout.call_site_offset != NO_FIELD {
@@ -256,18 +250,15 @@ impl Source<'_> {
                 },
                 cache: 0,
             }),
-            Source::BtfKmalloc(ctx) => Ok(Details {
+            Source::RawKmalloc(ctx) => Ok(Details {
                 call_site: ctx.arg(0),
                 bytes_req: ctx.arg(2),
                 bytes: ctx.arg(3),
                 gfp_flags: ctx.arg::<u64>(4) as u32,
                 cache: 0,
             }),
-            Source::BtfCache(ctx) => {
-                let s: u64 = ctx.arg(2);
-                // The verifier types `s` as a pointer, which may not be hashed or compared:
-                // a number from here on.
-                let cache = as_number(scratch, s);
+            Source::RawCache(ctx) => {
+                let cache: u64 = ctx.arg(2);
                 let read = |offset: u32| -> Result<u64, i32> {
                     // SAFETY: bpf_probe_read_kernel checks the address; `unsigned int` fields.
                     unsafe {
@@ -287,7 +278,7 @@ impl Source<'_> {
     }
 
     /// Names the slab cache of a stack once: the first time an object is recorded from it, its
-    /// cache's `name` is copied into `CACHE_NAMES[stack_id]`. tp_btf `kmem_cache_alloc`
+    /// cache's `name` is copied into `CACHE_NAMES[stack_id]`. Raw `kmem_cache_alloc`
     /// receives the cache; otherwise it is read through the object's slab where user space
     /// calibrated that (any kernel with BTF), else taken from the event's `__data_loc char[]
     /// name` field (classic `kmem_cache_alloc` on 6.18+). Large kmalloc (more than the largest
@@ -312,8 +303,8 @@ impl Source<'_> {
                 *naming,
                 Some((*ctx, layout.name_offset)).filter(|(_, o)| *o != NO_FIELD),
             ),
-            Source::BtfKmalloc(_) => (Naming::Kmalloc, None),
-            Source::BtfCache(_) => {
+            Source::RawKmalloc(_) => (Naming::Kmalloc, None),
+            Source::RawCache(_) => {
                 if !copy_cache_name(d.cache, cfg.slab_btf.cache_name, slot) {
                     unresolved(slot, None);
                 }
@@ -412,7 +403,7 @@ fn alloc<C: StackIdContext>(ctx: &C, ptr: u64, src: &Source) -> Result<(), i32> 
     let Some(scratch) = SLAB_STACK_CACHE.get_ptr_mut(0) else {
         return Ok(());
     };
-    let d = src.details(cfg, scratch)?;
+    let d = src.details(cfg)?;
     let cache_key = if d.cache != 0 {
         d.cache
     } else {

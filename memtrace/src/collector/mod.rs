@@ -112,10 +112,10 @@ impl TwinCounts {
 /// tracepoints, or not traced).
 pub fn twin_counts(tracer: &Tracer) -> anyhow::Result<Option<TwinCounts>> {
     let twins = [
-        programs::KFREE_BTF,
-        programs::KFREE_BTF_TWIN,
-        programs::KMEM_CACHE_FREE_BTF,
-        programs::KMEM_CACHE_FREE_BTF_TWIN,
+        programs::KFREE_RAW,
+        programs::KFREE_RAW_TWIN,
+        programs::KMEM_CACHE_FREE_RAW,
+        programs::KMEM_CACHE_FREE_RAW_TWIN,
     ];
     if !twins.iter().all(|t| tracer.programs.iter().any(|p| p == t)) {
         return Ok(None);

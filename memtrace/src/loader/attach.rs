@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use aya::{
     programs::{
-        fentry::FEntryLinkId, tp_btf::BtfTracePointLinkId, trace_point::TracePointLinkId,
-        BtfTracePoint, FEntry, ProgramError, TracePoint,
+        fentry::FEntryLinkId, raw_trace_point::RawTracePointLinkId, tp_btf::BtfTracePointLinkId,
+        trace_point::TracePointLinkId, BtfTracePoint, FEntry, ProgramError, RawTracePoint,
+        TracePoint,
     },
     Btf, Ebpf,
 };
@@ -20,6 +21,7 @@ pub(super) struct Attached {
 pub(super) enum Link {
     TracePoint(TracePointLinkId),
     BtfTracePoint(BtfTracePointLinkId),
+    RawTracePoint(RawTracePointLinkId),
     FEntry(FEntryLinkId),
 }
 
@@ -74,6 +76,15 @@ pub(super) fn take_links(
                         .with_context(|| format!("detaching {}", a.program))?,
                 )
             }
+            Link::RawTracePoint(link) => {
+                let prog: &mut RawTracePoint = prog
+                    .try_into()
+                    .with_context(|| format!("program {} is not raw_tp", a.program))?;
+                Box::new(
+                    prog.take_link(link)
+                        .with_context(|| format!("detaching {}", a.program))?,
+                )
+            }
         };
         owned.push(link);
     }
@@ -123,33 +134,32 @@ pub(super) fn attach_page_btf(
     }
 }
 
-/// Loads and attaches tp_btf programs, each `(program, tracepoint)` in order (frees first).
-/// On failure, whatever was attached here is detached again.
-pub(super) fn attach_btf(
+/// Loads and attaches raw tracepoint programs, each `(program, tracepoint)` in order (frees
+/// first). On failure, whatever was attached here is detached again.
+pub(super) fn attach_raw(
     ebpf: &mut Ebpf,
-    btf: &Btf,
     programs: &[(&'static str, &str)],
     attached: &mut Vec<Attached>,
     loaded: &mut Vec<&'static str>,
 ) -> Result<(), String> {
     let mut mine = Vec::new();
     let mut attach = |ebpf: &mut Ebpf, program: &'static str, event: &str| {
-        let prog: &mut BtfTracePoint = ebpf
+        let prog: &mut RawTracePoint = ebpf
             .program_mut(program)
             .ok_or_else(|| format!("the eBPF object has no program {program}"))?
             .try_into()
             .map_err(|e| format!("program {program}: {e}"))?;
-        prog.load(event, btf)
-            .map_err(|e| format!("{program}: {}", verifier_summary(&e)))?;
         if !loaded.contains(&program) {
+            prog.load()
+                .map_err(|e| format!("{program}: {}", verifier_summary(&e)))?;
             loaded.push(program);
         }
         let link = prog
-            .attach()
+            .attach(event)
             .map_err(|e| format!("{program}: {}", short_error(&e)))?;
         mine.push(Attached {
             program,
-            link: Link::BtfTracePoint(link),
+            link: Link::RawTracePoint(link),
         });
         Ok::<(), String>(())
     };
@@ -170,15 +180,15 @@ pub(super) fn attach_btf(
     }
 }
 
-/// The tp_btf slab programs, frees first (each free with its twin, see
+/// The raw tracepoint slab programs, frees first (each free with its twin, see
 /// `memtrace_common::FreeClaims`).
-pub(super) const SLAB_BTF: [(&str, &str); 6] = [
-    (programs::KFREE_BTF, "kfree"),
-    (programs::KFREE_BTF_TWIN, "kfree"),
-    (programs::KMEM_CACHE_FREE_BTF, "kmem_cache_free"),
-    (programs::KMEM_CACHE_FREE_BTF_TWIN, "kmem_cache_free"),
-    (programs::KMALLOC_BTF, "kmalloc"),
-    (programs::KMEM_CACHE_ALLOC_BTF, "kmem_cache_alloc"),
+pub(super) const SLAB_RAW: [(&str, &str); 6] = [
+    (programs::KFREE_RAW, "kfree"),
+    (programs::KFREE_RAW_TWIN, "kfree"),
+    (programs::KMEM_CACHE_FREE_RAW, "kmem_cache_free"),
+    (programs::KMEM_CACHE_FREE_RAW_TWIN, "kmem_cache_free"),
+    (programs::KMALLOC_RAW, "kmalloc"),
+    (programs::KMEM_CACHE_ALLOC_RAW, "kmem_cache_alloc"),
 ];
 
 /// Loads and attaches an fentry program on `function`.

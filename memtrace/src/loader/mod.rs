@@ -15,8 +15,8 @@ use memtrace_common::{
 
 use crate::{kernel::tracefs, model::KindStatus};
 use attach::{
-    attach_btf, attach_fentry, attach_page_btf, detach_all, short_error, take_links,
-    verifier_summary, Attached, Link, SLAB_BTF,
+    attach_fentry, attach_page_btf, attach_raw, detach_all, short_error, take_links,
+    verifier_summary, Attached, Link, SLAB_RAW,
 };
 pub use error::{check_privileges, SetupError};
 use kernel::KernelBtfs;
@@ -327,20 +327,18 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         page.note = (!notes.is_empty()).then(|| notes.join("; "));
     }
 
-    // Slab through tp_btf where the prototypes match; else the classic hooks stay.
+    // Slab through raw tracepoints where the BTF prototypes match; else the classic hooks stay.
     if let Some(slab) = planned.iter_mut().find(|p| p.kind == Kind::Slab) {
-        let how = slab_btf.and_then(|_| {
-            let btf = btf.aya().ok_or("no kernel BTF")?;
-            attach_btf(&mut ebpf, btf, &SLAB_BTF, &mut attached, &mut loaded)
-        });
+        let how =
+            slab_btf.and_then(|_| attach_raw(&mut ebpf, &SLAB_RAW, &mut attached, &mut loaded));
         let mut notes: Vec<String> = Vec::new();
         match how {
             Ok(()) => {
                 // The twin free programs share their event with the first (one hook each).
-                slab.hooks = SLAB_BTF
+                slab.hooks = SLAB_RAW
                     .iter()
                     .filter(|(program, _)| !program.ends_with("_twin"))
-                    .map(|(program, event)| hook(program, "tp_btf", event, event.contains("free")))
+                    .map(|(program, event)| hook(program, "raw_tp", event, event.contains("free")))
                     .collect();
                 notes.push(
                     "each free tracepoint runs twin programs: a free that interrupts one on its \
@@ -348,7 +346,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
                         .into(),
                 );
             }
-            Err(e) => notes.push(format!("classic tracepoints (tp_btf not used: {e})")),
+            Err(e) => notes.push(format!("classic tracepoints (raw_tp not used: {e})")),
         }
         notes.extend(slab.note.take());
         notes.push(if slab_every > 1 {
@@ -376,7 +374,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
     let mut hooks: Vec<Hook> = planned
         .iter()
         .flat_map(|p| p.hooks.iter().copied())
-        .filter(|h| h.category != "tp_btf")
+        .filter(|h| h.category != "tp_btf" && h.category != "raw_tp")
         .collect();
     hooks.sort_by_key(|h| !h.is_free);
     // On any error below, dropping `ebpf` detaches whatever was attached already.
@@ -464,6 +462,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .map(|h| match h.category {
             "fentry" => format!("fentry {}", h.event),
             "tp_btf" => format!("tp_btf {}", h.event),
+            "raw_tp" => format!("raw_tp {}", h.event),
             category => format!("tracepoint {category}:{}", h.event),
         })
         .collect();

@@ -104,7 +104,8 @@ pub struct Plan {
     pub page_btf: Result<u32, String>,
     /// How the slab programs read cache names, or why they cannot.
     pub slab_names: Result<SlabNameLayout, String>,
-    /// The `struct kmem_cache` offsets where the slab programs can run as tp_btf, or why not.
+    /// The `struct kmem_cache` offsets where the slab programs can run as raw tracepoints (their
+    /// prototypes checked in BTF), or why not.
     pub slab_btf: Result<SlabBtfLayout, String>,
 }
 
@@ -170,7 +171,7 @@ pub fn plan(opts: &LoadOptions, facts: &KernelFacts<'_>) -> Result<Plan, SetupEr
     if let Ok(names) = slab_names {
         config.slab_names = names;
     }
-    // tp_btf for slab where the kernel's BTF has the 6.1+ prototypes.
+    // Raw tracepoints for slab where the kernel's BTF has the 6.1+ prototypes.
     let slab_btf = if !opts.kinds.contains(&Kind::Slab) {
         Err("slab not traced".into())
     } else if opts.classic_tracepoints {
@@ -494,7 +495,7 @@ fn page_btf_support(btf: &KernelBtf) -> Result<u32, String> {
     Ok(size)
 }
 
-/// The argument types of the slab tracepoints as the tp_btf programs read them (6.1+, when
+/// The argument types of the slab tracepoints as the raw tracepoint programs read them (6.1+, when
 /// `kmalloc_node` / `kmem_cache_alloc_node` were folded in and `kmem_cache_alloc` /
 /// `kmem_cache_free` started passing the cache), in the spelling of [`KernelBtf::type_name`].
 pub const SLAB_TP_BTF_ARGS: [(&str, &[&str]); 4] = [
@@ -526,7 +527,7 @@ pub const SLAB_TP_BTF_ARGS: [(&str, &[&str]); 4] = [
     ),
 ];
 
-/// Where the tp_btf slab programs read a `struct kmem_cache`, when the kernel's BTF describes
+/// Where the raw slab programs read a `struct kmem_cache`, when the kernel's BTF describes
 /// the slab tracepoints the way they read them (older kernels pass sizes instead of the cache
 /// and have separate `*_node` events: classic tracepoints there).
 fn slab_btf_support(btf: &KernelBtf) -> Result<SlabBtfLayout, String> {
@@ -799,7 +800,7 @@ mod tests {
     }
 
     #[test]
-    fn slab_tracepoints_of_this_kernel_take_tp_btf_from_6_1() {
+    fn slab_tracepoints_of_this_kernel_take_raw_tp_from_6_1() {
         // Not a root-only test: /sys/kernel/btf/vmlinux is world-readable where it exists.
         let Ok(btf) = KernelBtf::from_sys_fs() else {
             return;

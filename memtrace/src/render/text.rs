@@ -710,13 +710,13 @@ fn programs(out: &mut String, programs: &[ProgramStats]) {
     }
 }
 
-/// The tp_btf slab free programs, which run in pairs (a miss of one is seen by the other).
+/// The raw tracepoint slab free programs, which run in pairs (a miss of one is seen by the other).
 fn is_twin_free_program(name: &str) -> bool {
     [
-        programs::KFREE_BTF,
-        programs::KFREE_BTF_TWIN,
-        programs::KMEM_CACHE_FREE_BTF,
-        programs::KMEM_CACHE_FREE_BTF_TWIN,
+        programs::KFREE_RAW,
+        programs::KFREE_RAW_TWIN,
+        programs::KMEM_CACHE_FREE_RAW,
+        programs::KMEM_CACHE_FREE_RAW_TWIN,
     ]
     .contains(&name)
 }

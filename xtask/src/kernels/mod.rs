@@ -580,7 +580,7 @@ impl KernelRun {
     }
 }
 
-/// `tp_btf`, `fentry`, `tracepoint` (classic), from hooks like `tp_btf:mm_page_alloc`,
+/// `tp_btf`, `raw_tp`, `fentry`, `tracepoint` (classic), from hooks like `tp_btf:mm_page_alloc`,
 /// `fentry:kmem_cache_free_bulk`, `kmem:kmalloc`.
 fn hook_summary(kind: &KindHooks) -> String {
     if !kind.traced {
@@ -590,6 +590,7 @@ fn hook_summary(kind: &KindHooks) -> String {
     for hook in &kind.hooks {
         let t = match hook.split_once(':').map(|(prefix, _)| prefix) {
             Some("tp_btf") => "tp_btf",
+            Some("raw_tp") => "raw_tp",
             Some("fentry") => "fentry",
             Some("kprobe") => "kprobe",
             _ => "tracepoint",
