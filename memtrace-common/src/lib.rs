@@ -25,8 +25,13 @@ pub mod maps {
     pub const OWNERS: &str = "OWNERS";
     /// [`super::OwnerRecord`] → owner index: the owners interned so far.
     pub const OWNER_IDS: &str = "OWNER_IDS";
-    /// One `u64`: owner indices handed out so far.
+    /// [`super::owner_next`] slots (`u64`): fresh owner indices handed out so far, and the
+    /// two ends of the ring of recycled ones ([`OWNER_FREE`]).
     pub const OWNER_NEXT: &str = "OWNER_NEXT";
+    /// Ring of recycled owner indices (`u32`, as many slots as `OWNERS`): user space pushes
+    /// indices that no page references any more, the page programs take them when the fresh
+    /// ones run out (long sessions with process churn: `memtrace serve`).
+    pub const OWNER_FREE: &str = "OWNER_FREE";
     /// Per CPU: the last owner looked up ([`super::OwnerCache`]).
     pub const OWNER_CACHE: &str = "OWNER_CACHE";
     /// Array indexed by page stack slot: gfp flags and migrate type of the first allocation
@@ -137,6 +142,19 @@ pub struct SlabStackCache {
     pub self_addr: u64,
     pub _pad: u64,
     pub ways: [SlabStackWay; SLAB_STACK_WAYS],
+}
+
+/// Slots of [`maps::OWNER_NEXT`].
+pub mod owner_next {
+    /// Fresh owner indices handed out (may pass `Config::owner_cap`: those beyond are not
+    /// used).
+    pub const NEXT: u32 = 0;
+    /// Recycled indices taken from [`super::maps::OWNER_FREE`] by the programs (slot
+    /// `POPPED % OWNERS len`).
+    pub const POPPED: u32 = 1;
+    /// Recycled indices put in the ring by user space.
+    pub const PUSHED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Slots of [`maps::CONTROL`].
@@ -1004,6 +1022,8 @@ mod pod {
     unsafe impl aya::Pod for super::StackCache {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FreeClaims {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OwnerCache {}
 }
 
 #[cfg(test)]

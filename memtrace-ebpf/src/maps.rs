@@ -1,6 +1,6 @@
 //! Maps, the configuration global and the small helpers every probe uses.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     macros::map,
@@ -8,8 +8,8 @@ use aya_ebpf::{
     programs::tracing::StackIdContext,
 };
 use memtrace_common::{
-    calib, control, page_table::Chunk, slab_sampling, Config, Counter, FreeClaims, ObjKey,
-    ObjRecord, OwnerCache, OwnerRecord, SlabStackCache, StackAgg, StackCache,
+    calib, control, owner_next, page_table::Chunk, slab_sampling, Config, Counter, FreeClaims,
+    ObjKey, ObjRecord, OwnerCache, OwnerRecord, SlabStackCache, StackAgg, StackCache,
 };
 
 /// Filled in by the loader (`.rodata`, frozen before the programs are verified, so the verifier
@@ -47,9 +47,14 @@ pub static OWNERS: Array<OwnerRecord> = Array::with_max_entries(1, BPF_F_MMAPABL
 #[map]
 pub static OWNER_IDS: HashMap<OwnerRecord, u32> = HashMap::with_max_entries(1, 0);
 
-/// Owner indices handed out so far (one `u64`).
+/// Fresh owner indices handed out so far, and the ends of the recycled ring
+/// (`memtrace_common::owner_next`).
 #[map]
-pub static OWNER_NEXT: Array<u64> = Array::with_max_entries(1, 0);
+pub static OWNER_NEXT: Array<u64> = Array::with_max_entries(owner_next::COUNT, 0);
+
+/// Recycled owner indices (a ring as long as `OWNERS`); sized by the loader.
+#[map]
+pub static OWNER_FREE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Per CPU: the owner of the last page allocation.
 #[map]
@@ -145,6 +150,15 @@ pub fn atomic_add(p: *mut u64, v: u64) {
 pub fn atomic_fetch_add(p: *mut u64, v: u64) -> u64 {
     // SAFETY: as for `atomic_add`.
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::AcqRel }>(p, v) }
+}
+
+/// Atomically replaces `old` by `new` at `p`; whether it did (another CPU changed it first).
+#[inline(always)]
+pub fn compare_and_swap(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: as for `atomic_add`.
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::AcqRel }, { AtomicOrdering::Acquire }>(p, old, new).1
+    }
 }
 
 /// Index in `STACK_AGG` of a kind's stack slot.

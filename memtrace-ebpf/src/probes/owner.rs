@@ -6,12 +6,13 @@ use aya_ebpf::helpers::{
     bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
 };
 use memtrace_common::{
-    control, page_table::OWNER_OTHER, Config, Filters, OwnerCache, OwnerRecord, MAX_FILTER_CGROUPS,
-    MAX_FILTER_COMMS, MAX_FILTER_TGIDS,
+    control, owner_next, page_table::OWNER_OTHER, Config, Filters, OwnerCache, OwnerRecord,
+    MAX_FILTER_CGROUPS, MAX_FILTER_COMMS, MAX_FILTER_TGIDS,
 };
 
 use crate::maps::{
-    atomic_fetch_add, BPF_NOEXIST, CONTROL, OWNERS, OWNER_CACHE, OWNER_IDS, OWNER_NEXT,
+    atomic_fetch_add, compare_and_swap, BPF_NOEXIST, CONTROL, OWNERS, OWNER_CACHE, OWNER_FREE,
+    OWNER_IDS, OWNER_NEXT,
 };
 
 /// The owner index of the current task (thread, name, cgroup): the per-CPU cache of the last
@@ -70,36 +71,71 @@ fn same_owner(a: &OwnerRecord, b: &OwnerRecord) -> bool {
 
 #[inline(always)]
 fn lookup_or_add(cfg: &Config, owner: &OwnerRecord) -> u32 {
-    // SAFETY: the value is copied out at once; entries are never deleted while tracing.
+    // SAFETY: the value is copied out at once. User space deletes the entries of owners it
+    // recycles, and keeps their indices out of use until no page and no CPU's OWNER_CACHE
+    // refers to them (collector::owners), so an index read just before a deletion stays valid.
     if let Some(index) = unsafe { OWNER_IDS.get(owner) } {
         return *index;
     }
-    let Some(next) = OWNER_NEXT.get_ptr_mut(0) else {
+    let Some(index) = fresh_index(cfg).or_else(|| recycled_index(cfg)) else {
         return OWNER_OTHER;
     };
-    // SAFETY: valid pointer to the single u64; a stale read only lets one more CPU try the
-    // fetch-add below, which checks again.
-    if unsafe { core::ptr::read_volatile(next) } >= cfg.owner_cap as u64 {
-        return OWNER_OTHER;
-    }
-    let index = atomic_fetch_add(next, 1) + 1;
-    if index > cfg.owner_cap as u64 {
-        return OWNER_OTHER;
-    }
-    let index = index as u32;
     // The record is complete before its index is published in OWNER_IDS.
     if let Some(rec) = OWNERS.get_ptr_mut(index) {
-        // SAFETY: valid pointer to the OWNERS value of a fresh index nobody else writes.
+        // SAFETY: valid pointer to the OWNERS value of an index nobody else holds (fresh, or
+        // recycled: nothing refers to it).
         unsafe { *rec = *owner };
     }
     match OWNER_IDS.insert(owner, index, BPF_NOEXIST) {
         Ok(()) => index,
-        // Another CPU interned the same owner meanwhile: its index (this one stays unused).
+        // Another CPU interned the same owner meanwhile: its index (this one stays unused
+        // until user space recycles it).
         // SAFETY: as for the first lookup.
         Err(_) => unsafe { OWNER_IDS.get(owner) }
             .copied()
             .unwrap_or(OWNER_OTHER),
     }
+}
+
+/// A never used owner index, while there are some.
+#[inline(always)]
+fn fresh_index(cfg: &Config) -> Option<u32> {
+    let next = OWNER_NEXT.get_ptr_mut(owner_next::NEXT)?;
+    // SAFETY: valid pointer to the u64 slot; a stale read only lets one more CPU try the
+    // fetch-add below, which checks again.
+    if unsafe { core::ptr::read_volatile(next) } >= cfg.owner_cap as u64 {
+        return None;
+    }
+    let index = atomic_fetch_add(next, 1) + 1;
+    (index <= cfg.owner_cap as u64).then_some(index as u32)
+}
+
+/// An owner index user space recycled (no page referenced it any more), taken from the ring
+/// `OWNER_FREE`: the slot at `POPPED`, claimed by advancing `POPPED` with a compare-and-swap
+/// while it is behind `PUSHED`. A few tries, then "other owners" (counted as the table full).
+#[inline(always)]
+fn recycled_index(cfg: &Config) -> Option<u32> {
+    let popped = OWNER_NEXT.get_ptr_mut(owner_next::POPPED)?;
+    let pushed = OWNER_NEXT.get_ptr(owner_next::PUSHED)?;
+    let ring = u64::from(cfg.owner_cap) + 1;
+    for _ in 0..4 {
+        // SAFETY: valid pointers to u64 slots of OWNER_NEXT; user space only raises PUSHED,
+        // after writing the slots below it.
+        let (taken, given) = unsafe {
+            (
+                core::ptr::read_volatile(popped),
+                core::ptr::read_volatile(pushed),
+            )
+        };
+        if taken >= given {
+            return None;
+        }
+        if compare_and_swap(popped, taken, taken + 1) {
+            let index = OWNER_FREE.get((taken % ring) as u32).copied()?;
+            return (index != OWNER_OTHER && index <= cfg.owner_cap).then_some(index);
+        }
+    }
+    None
 }
 
 /// The session's phase (`memtrace_common::control`): user space flips it once or twice, and a

@@ -1,11 +1,13 @@
 //! Reads what the programs left in the kernel maps: while they run (progress, snapshots,
 //! stack rotation) and once they are stopped (the report; the page table through mmap).
 
+mod owners;
 pub mod page_table;
 mod rotate;
 pub mod slab_rate;
 mod syscalls;
 
+pub use owners::OwnerRecycling;
 pub use rotate::StackRotation;
 
 use std::{
@@ -16,12 +18,13 @@ use std::{
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
 use memtrace_common::{
-    maps, programs, Counter, Kind, ObjKey, ObjRecord, OwnerRecord, PageRecord, StackAgg,
+    maps, owner_next, programs, Counter, Kind, ObjKey, ObjRecord, OwnerCache, OwnerRecord,
+    PageRecord, StackAgg,
 };
 
 use crate::{
     loader::Tracer,
-    model::{LiveStats, ProgramStats, RawSession},
+    model::{LiveStats, OwnerUse, ProgramStats, RawSession},
 };
 use slab_rate::RateState;
 
@@ -168,9 +171,9 @@ pub fn collect_snapshot(tracer: &Tracer, extras: &Extras) -> anyhow::Result<RawS
     collect_with(tracer, extras, false)
 }
 
-/// Outstanding page allocations (one record each, or several identical ones) and how many
-/// each page stack slot holds.
-type PageRecords = (Vec<(u64, PageRecord)>, Vec<u64>);
+/// Outstanding page allocations (one record each, or several identical ones), how many each
+/// page stack slot holds, and the owner indices the entries refer to.
+type PageRecords = (Vec<(u64, PageRecord)>, Vec<u64>, Vec<u32>);
 
 fn collect_with(
     tracer: &Tracer,
@@ -251,7 +254,14 @@ fn collect_with(
     });
     let mut objects = objects?;
     let mut records = Vec::new();
-    if let Some((recs, counts)) = page_table? {
+    let mut owner_use = None;
+    if let Some((recs, counts, referenced)) = page_table? {
+        owner_use = page_source.as_ref().map(|source| OwnerUse {
+            handed_out: source.handed_out,
+            capacity: source.capacity,
+            referenced,
+            cached: source.cached.clone(),
+        });
         // The programs count an allocation down when its head page goes; the table counts it
         // while any of its pages is outstanding, as the records do.
         for (index, agg) in aggs.iter_mut() {
@@ -352,6 +362,7 @@ fn collect_with(
         stack_none_id: tracer.config.stack_none_id,
         now_ns,
         page_gfp,
+        owner_use,
     })
 }
 
@@ -370,12 +381,15 @@ fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
 }
 
 /// What reading the page table needs, taken from the tracer (whose maps another thread reads
-/// meanwhile): the table's and the owner table's fds, and the owners handed out.
+/// meanwhile): the table's and the owner table's fds, the owners handed out, and which owner
+/// indices the CPUs' caches held before the walk (what owner recycling needs to know).
 struct PageSource<'a> {
     table: BorrowedFd<'a>,
     chunks: u32,
     owners: BorrowedFd<'a>,
-    owner_count: usize,
+    handed_out: u32,
+    capacity: u32,
+    cached: Vec<u32>,
     pfn_shift: u32,
     stack_bits: u32,
     start_ns: u64,
@@ -386,35 +400,52 @@ impl<'a> PageSource<'a> {
         let ebpf = &tracer.ebpf;
         let next: Array<&MapData, u64> =
             Array::try_from(map(ebpf, maps::OWNER_NEXT)?).context("OWNER_NEXT map")?;
-        let handed_out = next.get(&0, 0).context("reading OWNER_NEXT")?;
+        let handed_out = next
+            .get(&owner_next::NEXT, 0)
+            .context("reading OWNER_NEXT")?;
+        let cache: PerCpuArray<&MapData, OwnerCache> =
+            PerCpuArray::try_from(map(ebpf, maps::OWNER_CACHE)?).context("OWNER_CACHE map")?;
+        let mut cached: Vec<u32> = cache
+            .get(&0, 0)
+            .context("reading OWNER_CACHE")?
+            .iter()
+            .filter(|c| c.index_plus_one != 0)
+            .map(|c| c.index_plus_one - 1)
+            .collect();
+        cached.sort_unstable();
+        cached.dedup();
         Ok(PageSource {
             table: page_table::map_fd(map(ebpf, maps::PAGE_TABLE)?).context("PAGE_TABLE")?,
             chunks: table.geometry.chunks,
             owners: page_table::map_fd(map(ebpf, maps::OWNERS)?).context("OWNERS")?,
-            owner_count: usize::try_from(handed_out.min(u64::from(table.owner_cap)))? + 1,
+            handed_out: u32::try_from(handed_out.min(u64::from(table.owner_cap)))?,
+            capacity: table.owner_cap,
+            cached,
             pfn_shift: tracer.config.pfn_shift,
             stack_bits: tracer.config.entry_stack_bits,
             start_ns: tracer.config.start_ns,
         })
     }
 
-    /// The outstanding page allocations, one record each (or several identical ones), and how
-    /// many each page stack slot (below `stride`) holds.
+    /// The outstanding page allocations, one record each (or several identical ones), how
+    /// many each page stack slot (below `stride`) holds, and the owner indices referred to.
+    /// The owner table is read after the table: an index recycled during the scan names its
+    /// new owner.
     fn read(&self, stack_gfp: &[u64], stride: u32) -> anyhow::Result<PageRecords> {
-        let owners: Vec<OwnerRecord> = page_table::read_mapped(self.owners, self.owner_count)
-            .context("reading the owner table")?;
         let mut grouper = page_table::Grouper::new(page_table::Decode {
             pfn_shift: self.pfn_shift,
             stack_bits: self.stack_bits,
             start_ns: self.start_ns,
-            owners: &owners,
             stack_gfp,
         });
         page_table::scan(self.table, self.chunks, |index, v| grouper.push(index, v))
             .context("reading the page table")?;
-        let records = grouper.finish();
-        let counts = page_table::count_by_stack(&records, stride);
-        Ok((records, counts))
+        let owners: Vec<OwnerRecord> =
+            page_table::read_mapped(self.owners, self.capacity as usize + 1)
+                .context("reading the owner table")?;
+        let grouped = grouper.finish(&owners);
+        let counts = page_table::count_by_stack(&grouped.records, stride);
+        Ok((grouped.records, counts, grouped.owners_referenced))
     }
 }
 

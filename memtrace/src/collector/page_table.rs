@@ -26,14 +26,12 @@ use memtrace_common::{
 /// Bytes mapped at once while scanning the table (a multiple of any page size up to 64 KiB).
 const WINDOW: usize = 4 << 20;
 
-/// What the records need besides the table.
+/// What the records need besides the table and the owners.
 pub struct Decode<'a> {
     pub pfn_shift: u32,
     pub stack_bits: u32,
     /// CLOCK_MONOTONIC ns the entry times count from.
     pub start_ns: u64,
-    /// Owner index → owner (index 0 and unknown indices: "other owners").
-    pub owners: &'a [OwnerRecord],
     /// Page stack slot → `STACK_GFP` value.
     pub stack_gfp: &'a [u64],
 }
@@ -41,9 +39,24 @@ pub struct Decode<'a> {
 /// Name of the owner of allocations the owner table had no room for.
 pub const OTHER_OWNERS: &[u8; 16] = b"[other owners]\0\0";
 
+/// Writes the owner `index` (into `owners`; 0, indices it does not hold and empty records of
+/// indices not handed out yet: "other owners") into `r`.
+fn set_owner(r: &mut PageRecord, index: u32, owners: &[OwnerRecord]) {
+    let owner = match index {
+        OWNER_OTHER => None,
+        i => owners
+            .get(i as usize)
+            .filter(|o| **o != OwnerRecord::default()),
+    };
+    (r.tgid, r.pid, r.cgroup_id, r.comm) = match owner {
+        Some(o) => (o.tgid, o.pid, o.cgroup_id, o.comm),
+        None => (0, 0, 0, *OTHER_OWNERS),
+    };
+}
+
 impl Decode<'_> {
     /// The model's record of an allocation whose range starts at `first_index`, keyed by its
-    /// head pfn, with `pages` entries (`has_first`: the head's among them).
+    /// head pfn, with `pages` entries (`has_first`: the head's among them); no owner yet.
     fn record(
         &self,
         first_index: u64,
@@ -51,14 +64,6 @@ impl Decode<'_> {
         pages: u32,
         has_first: bool,
     ) -> (u64, PageRecord) {
-        let owner = match e.owner {
-            OWNER_OTHER => None,
-            i => self.owners.get(i as usize),
-        };
-        let (tgid, pid, cgroup_id, comm) = match owner {
-            Some(o) => (o.tgid, o.pid, o.cgroup_id, o.comm),
-            None => (0, 0, 0, *OTHER_OWNERS),
-        };
         let (gfp_flags, migratetype) = self
             .stack_gfp
             .get(e.stack as usize)
@@ -71,8 +76,8 @@ impl Decode<'_> {
                 .start_ns
                 .saturating_add(e.time.saturating_mul(1 << TIME_UNIT_SHIFT)),
             stack_id: e.stack,
-            tgid,
-            pid,
+            tgid: 0,
+            pid: 0,
             gfp_flags,
             remaining_pages: pages,
             order: e.order as u8,
@@ -83,8 +88,8 @@ impl Decode<'_> {
                 record_flags::HEAD_FREED
             },
             context: context::UNKNOWN,
-            comm,
-            cgroup_id,
+            comm: [0; 16],
+            cgroup_id: 0,
             more_allocations: 0,
             _pad: 0,
         };
@@ -114,6 +119,15 @@ pub struct Grouper<'a> {
     /// The last of them: neighbouring pages often come from identical allocations.
     last: Option<((u64, bool), usize)>,
     records: Vec<(u64, PageRecord)>,
+    /// The owner index of each record.
+    owner_of: Vec<u32>,
+}
+
+/// The allocations of a scan ([`Grouper::finish`]).
+pub struct Grouped {
+    pub records: Vec<(u64, PageRecord)>,
+    /// Owner indices some entry refers to, ascending (0, "other owners", included).
+    pub owners_referenced: Vec<u32>,
 }
 
 impl<'a> Grouper<'a> {
@@ -124,6 +138,7 @@ impl<'a> Grouper<'a> {
             merged: HashMap::new(),
             last: None,
             records: Vec::new(),
+            owner_of: Vec::new(),
         }
     }
 
@@ -189,13 +204,26 @@ impl<'a> Grouper<'a> {
         let at = self.records.len();
         let record = self.decode.record(first_index, entry, pages, has_first);
         self.records.push(record);
+        self.owner_of.push(entry.owner);
         self.merged.insert(key, at);
         self.last = Some((key, at));
     }
 
-    pub fn finish(mut self) -> Vec<(u64, PageRecord)> {
+    /// The allocations, their owners taken from `owners` (index → owner), read after the
+    /// scan: an index recycled for a new owner during the scan then names that owner, whose
+    /// pages the scan may have seen, never the one before it (it had no pages left).
+    pub fn finish(mut self, owners: &[OwnerRecord]) -> Grouped {
         self.close_before(u64::MAX);
-        self.records
+        for ((_, r), &index) in self.records.iter_mut().zip(&self.owner_of) {
+            set_owner(r, index, owners);
+        }
+        let mut owners_referenced = self.owner_of;
+        owners_referenced.sort_unstable();
+        owners_referenced.dedup();
+        Grouped {
+            records: self.records,
+            owners_referenced,
+        }
     }
 }
 
@@ -374,19 +402,48 @@ mod tests {
         v
     }
 
-    fn group(pfn_shift: u32, entries: &[(u64, u64)]) -> Vec<(u64, PageRecord)> {
+    fn grouped(pfn_shift: u32, entries: &[(u64, u64)]) -> Grouped {
         let (owners, gfp) = (owners(), stack_gfp());
         let mut g = Grouper::new(Decode {
             pfn_shift,
             stack_bits: BITS,
             start_ns: 5_000_000_000,
-            owners: &owners,
             stack_gfp: &gfp,
         });
         for &(i, v) in entries {
             g.push(i, v);
         }
-        g.finish()
+        g.finish(&owners)
+    }
+
+    fn group(pfn_shift: u32, entries: &[(u64, u64)]) -> Vec<(u64, PageRecord)> {
+        grouped(pfn_shift, entries).records
+    }
+
+    #[test]
+    fn owners_referenced_are_every_owner_index_of_an_entry() {
+        // Owner 2 on an order-1 allocation and a single page, owner 1 once, owner 5 (beyond
+        // the owner table: "other owners" in the records, still referenced), none of 3 or 4.
+        let g = grouped(
+            0,
+            &[
+                (2, entry(1, 2, 7, 1)),
+                (3, entry(1, 2, 7, 1)),
+                (9, entry(0, 1, 7, 1)),
+                (10, entry(0, 2, 7, 1)),
+                (20, entry(0, 5, 7, 1)),
+                (21, entry(0, 0, 7, 1)),
+            ],
+        );
+        assert_eq!(g.owners_referenced, vec![0, 1, 2, 5]);
+        let comm_of = |key: u64| {
+            g.records
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, r)| r.comm)
+        };
+        assert_eq!(comm_of(9), Some(nginx()));
+        assert_eq!(comm_of(20), Some(*OTHER_OWNERS));
     }
 
     /// (key, stack, pages, allocations, holds the head) of each record.

@@ -207,6 +207,7 @@ pub fn load(opts: LoadOptions) -> anyhow::Result<Tracer> {
         .map_max_entries(maps::TABLE_SUMMARY, map_sizes.table_summary)
         .map_max_entries(maps::OWNERS, map_sizes.owners)
         .map_max_entries(maps::OWNER_IDS, map_sizes.owner_ids)
+        .map_max_entries(maps::OWNER_FREE, map_sizes.owners)
         .map_max_entries(maps::STACK_GFP, map_sizes.stack_gfp)
         .map_max_entries(maps::OBJECTS, map_sizes.objects)
         .map_max_entries(maps::CACHE_NAMES, map_sizes.cache_names)

@@ -75,7 +75,8 @@ pub struct MapSizes {
     pub page_table: u32,
     /// `u64` words of the page table's summary (one bit per value).
     pub table_summary: u32,
-    /// Owner table: index → owner (`owner_cap + 1`: index 0 is "other owners").
+    /// Owner table: index → owner (`owner_cap + 1`: index 0 is "other owners"); also the
+    /// length of the ring of recycled indices.
     pub owners: u32,
     /// Owner table: owner → index.
     pub owner_ids: u32,

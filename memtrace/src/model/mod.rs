@@ -62,6 +62,21 @@ pub struct RawSession {
     /// Page stack slot → (gfp flags, migrate type) of its first allocation: what classifies a
     /// page stack when no record says (snapshots read no records).
     pub page_gfp: HashMap<u32, (u32, u8)>,
+    /// How the page table used the owner table when it was walked (`None`: not walked).
+    pub owner_use: Option<OwnerUse>,
+}
+
+/// What a walk of the page table saw of the owner table: what owner recycling decides from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnerUse {
+    /// Fresh owner indices handed out (at most the table's capacity).
+    pub handed_out: u32,
+    /// The table's capacity (highest index).
+    pub capacity: u32,
+    /// Indices some page-table entry referred to, ascending.
+    pub referenced: Vec<u32>,
+    /// Indices some CPU's cache of its last owner held before the walk.
+    pub cached: Vec<u32>,
 }
 
 impl RawSession {
@@ -113,6 +128,8 @@ pub struct SessionInfo {
     pub kinds: Vec<KindStatus>,
     /// What stack table rotation did (sessions that take snapshots).
     pub stack_rotation: StackRotationStats,
+    /// What owner table recycling did (sessions whose snapshots walk the page table).
+    pub owner_recycling: OwnerRecyclingStats,
     /// Removed cgroups forgotten by the cgroup index (nothing of theirs outstanding).
     pub cgroups_expired: u64,
     /// Slab objects: one in this many was recorded (by address hash) when the maps were read,
@@ -146,6 +163,33 @@ impl SessionInfo {
             Kind::Slab => self.slab_sample_every.max(1),
             _ => self.sample_every.max(1),
         }
+    }
+}
+
+/// Owner table recycling in a long session: owners of page allocations (thread, name, cgroup)
+/// with no page outstanding any more are forgotten, and their indices given to new owners.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OwnerRecyclingStats {
+    /// Highest owner index (the table holds this many owners).
+    pub capacity: u64,
+    /// Indices holding an owner (or waiting to be recycled) at the last snapshot.
+    pub in_use: u64,
+    /// Owners forgotten (no page referred to them), whose indices wait for a second snapshot
+    /// confirming nothing refers to them.
+    pub quarantined: u64,
+    /// Indices put back for new owners.
+    pub recycled: u64,
+    /// Recycled indices the programs gave to new owners.
+    pub reused: u64,
+    /// Recycling steps that failed (the tables were left as they were).
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl OwnerRecyclingStats {
+    /// Whether anything happened worth a line in the report.
+    pub fn is_empty(&self) -> bool {
+        self.recycled == 0 && self.quarantined == 0 && self.failures == 0
     }
 }
 

@@ -40,11 +40,11 @@ const KINDS: usize = 4;
 #[cfg(test)]
 const TABLES: usize = 3;
 /// Series of the families without a per-item label: info, start time, snapshot time, sample
-/// rate, BPF map memory, the growing-stack count and bytes, and the six housekeeping series
+/// rate, BPF map memory, the growing-stack count and bytes, and the eight housekeeping series
 /// (stacks retired, rotation races and failures, retired stacks kept and folded, cgroups
-/// expired).
+/// expired, owners recycled, owner table used).
 #[cfg(test)]
-const SINGLE_SERIES: usize = 15;
+const SINGLE_SERIES: usize = 17;
 
 /// What the metrics renderer needs beyond the report.
 #[derive(Clone, Debug, PartialEq)]
@@ -578,6 +578,18 @@ fn counter_families(report: &Report) -> Vec<Family> {
             "Removed cgroups the cgroup index forgot (nothing of theirs outstanding).",
         )
         .with(vec![], int(report.session.cgroups_expired)),
+        Family::counter(
+            "memtrace_owners_recycled",
+            "Owner table indices (an owner: thread, name and cgroup of page allocations) given \
+             back for new owners once no page referred to them.",
+        )
+        .with(vec![], int(report.session.owner_recycling.recycled)),
+        Family::gauge(
+            "memtrace_owner_table_used",
+            "Owner table indices holding an owner (of 65535 by default); near that, new owners \
+             are counted under [other owners] (owner_table_full).",
+        )
+        .with(vec![], int(report.session.owner_recycling.in_use)),
     ];
     let mut misses = Family::counter(
         "memtrace_program_recursion_misses",

@@ -9,7 +9,8 @@ use super::RenderOptions;
 use crate::model::growth::Snapshot;
 use crate::model::summaries::{class_in_total, excluded_from_totals, stack_class_detail};
 use crate::model::{
-    Class, Frame, Owner, ProgramStats, Report, SessionInfo, StackReport, StackRotationStats,
+    Class, Frame, Owner, OwnerRecyclingStats, ProgramStats, Report, SessionInfo, StackReport,
+    StackRotationStats,
 };
 use crate::units::{format_bytes, format_duration, format_unix_utc};
 
@@ -366,6 +367,9 @@ fn header(out: &mut String, r: &Report) {
     if !s.stack_rotation.is_empty() {
         line!(out, "  rotation:   {}", rotation_line(&s.stack_rotation));
     }
+    if !s.owner_recycling.is_empty() {
+        line!(out, "  owners:     {}", owners_line(&s.owner_recycling));
+    }
     if s.cgroups_expired > 0 {
         line!(
             out,
@@ -553,6 +557,22 @@ fn counters(out: &mut String, r: &Report) {
 }
 
 /// What stack table rotation did, one line.
+fn owners_line(o: &OwnerRecyclingStats) -> String {
+    let mut line = format!(
+        "{} owner indices recycled (owners with no page outstanding forgotten), {} reused; \
+         {} of {} in use, {} waiting for a second snapshot",
+        o.recycled, o.reused, o.in_use, o.capacity, o.quarantined
+    );
+    if o.failures > 0 {
+        line.push_str(&format!(
+            "; {} recycling steps failed ({})",
+            o.failures,
+            o.last_error.as_deref().unwrap_or("no error text")
+        ));
+    }
+    line
+}
+
 fn rotation_line(r: &StackRotationStats) -> String {
     let mut line = format!(
         "{} idle stacks deleted from the stack maps in {} snapshots so that new stacks fit; \

@@ -341,6 +341,25 @@ fn full_report() -> Report {
     s.sort = "growth".into();
     s.cgroups_note = Some("cgroup v2 ids recorded at allocation".into());
     s.hooks = vec!["tp_btf mm_page_alloc".into()];
+    s.stack_rotation = crate::model::StackRotationStats {
+        rotations: 2,
+        stacks_retired: 40,
+        races: 1,
+        retired_kept: 40,
+        folded: 3,
+        failures: 1,
+        last_error: Some("deleting stack 7: No such file or directory".into()),
+    };
+    s.cgroups_expired = 5;
+    s.owner_recycling = crate::model::OwnerRecyclingStats {
+        capacity: 65_535,
+        in_use: 40_000,
+        quarantined: 120,
+        recycled: 9_000,
+        reused: 8_500,
+        failures: 1,
+        last_error: Some("writing OWNER_FREE: Bad file descriptor".into()),
+    };
     r.programs = vec![ProgramStats {
         name: "mm_page_alloc_btf".into(),
         recursion_misses: 1,

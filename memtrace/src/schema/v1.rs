@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     growth::{Growth, Snapshot, SnapshotStack},
     CallerSummary, CgroupOwner, Class, ClassSummary, ExecContext, Frame, KindStatus, Owner,
-    OwnerSummary, PodOwner, ProcessOwner, ProgramStats, RateChange, Report, SessionInfo, Socket,
-    SocketOwner, StackReport, StackRotationStats, Totals,
+    OwnerRecyclingStats, OwnerSummary, PodOwner, ProcessOwner, ProgramStats, RateChange, Report,
+    SessionInfo, Socket, SocketOwner, StackReport, StackRotationStats, Totals,
 };
 
 pub const VERSION: u64 = 1;
@@ -72,6 +72,9 @@ pub struct SessionV1 {
     /// Removed cgroups the index forgot during the session (absent when none).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cgroups_expired: u64,
+    /// Owner table recycling (long sessions; absent when nothing was recycled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_recycling: Option<OwnerRecyclingV1>,
     // Added within schema 1: absent in files of earlier builds (slab then shared
     // `sample_every`).
     #[serde(default)]
@@ -105,6 +108,70 @@ pub struct StackRotationV1 {
     /// Rotations that failed.
     pub failures: u64,
     pub last_error: Option<String>,
+}
+
+/// What recycling the owner table did (`memtrace serve`, `--output-dir` sessions).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OwnerRecyclingV1 {
+    /// Highest owner index.
+    pub capacity: u64,
+    /// Indices holding an owner (or waiting to be recycled) at the last snapshot.
+    pub in_use: u64,
+    /// Owners forgotten, their indices waiting for a second snapshot.
+    pub quarantined: u64,
+    /// Indices put back for new owners.
+    pub recycled: u64,
+    /// Recycled indices given to new owners.
+    pub reused: u64,
+    /// Recycling steps that failed.
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+impl From<&OwnerRecyclingStats> for OwnerRecyclingV1 {
+    fn from(o: &OwnerRecyclingStats) -> Self {
+        let OwnerRecyclingStats {
+            capacity,
+            in_use,
+            quarantined,
+            recycled,
+            reused,
+            failures,
+            last_error,
+        } = o.clone();
+        OwnerRecyclingV1 {
+            capacity,
+            in_use,
+            quarantined,
+            recycled,
+            reused,
+            failures,
+            last_error,
+        }
+    }
+}
+
+impl From<OwnerRecyclingV1> for OwnerRecyclingStats {
+    fn from(o: OwnerRecyclingV1) -> Self {
+        let OwnerRecyclingV1 {
+            capacity,
+            in_use,
+            quarantined,
+            recycled,
+            reused,
+            failures,
+            last_error,
+        } = o;
+        OwnerRecyclingStats {
+            capacity,
+            in_use,
+            quarantined,
+            recycled,
+            reused,
+            failures,
+            last_error,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -464,6 +531,7 @@ impl From<&SessionInfo> for SessionV1 {
             hooks,
             kinds,
             stack_rotation,
+            owner_recycling,
             cgroups_expired,
             slab_sample_every,
             slab_sample_start,
@@ -513,6 +581,7 @@ impl From<&SessionInfo> for SessionV1 {
                 }
             }),
             cgroups_expired: *cgroups_expired,
+            owner_recycling: (!owner_recycling.is_empty()).then(|| owner_recycling.into()),
             slab_sample_every: Some(*slab_sample_every),
             slab_sample_start: Some(*slab_sample_start),
             slab_rate_changes: slab_rate_changes
@@ -1022,6 +1091,7 @@ impl From<SessionV1> for SessionInfo {
             kinds,
             stack_rotation,
             cgroups_expired,
+            owner_recycling,
             slab_sample_every,
             slab_sample_start,
             slab_rate_changes,
@@ -1072,6 +1142,7 @@ impl From<SessionV1> for SessionInfo {
                     }
                 })
                 .unwrap_or_default(),
+            owner_recycling: owner_recycling.map(Into::into).unwrap_or_default(),
             cgroups_expired,
             slab_sample_every,
             slab_sample_start: slab_sample_start.unwrap_or(slab_sample_every),

@@ -24,7 +24,7 @@ use crate::{
     collector::{
         self,
         slab_rate::{RateState, SlabRate},
-        Extras, StackRotation, TwinCounts,
+        Extras, OwnerRecycling, StackRotation, TwinCounts,
     },
     loader::{self, Detaching, LoadOptions, Tracer},
     model::{
@@ -129,6 +129,8 @@ pub struct Session {
     snapshots: Vec<Snapshot>,
     symbolizer: Option<KernelSymbolizer>,
     rotation: StackRotation,
+    /// Owner table recycling (snapshots that walk the page table).
+    owners: OwnerRecycling,
     /// The adaptive slab sample (when slab is traced).
     slab_rate: Option<SlabRate>,
     /// The twin slab free programs' counts once everything was attached.
@@ -265,6 +267,7 @@ impl Session {
             snapshots: Vec::new(),
             symbolizer: None,
             rotation,
+            owners: OwnerRecycling::default(),
             slab_rate,
             twins_at_start,
             sample_every,
@@ -365,10 +368,13 @@ impl Session {
         }
         .context("reading the kernel maps (snapshot)")?;
         self.rotation.process(&mut raw, Some(&mut self.tracer));
+        self.owners
+            .process(raw.owner_use.as_ref(), &mut self.tracer);
         let info = SessionInfo {
             duration_secs: at_secs,
             ended_by: "running".into(),
             stack_rotation: self.rotation.stats(),
+            owner_recycling: self.owners.stats(),
             slab_sample_every: slab_every,
             slab_rate_changes: slab_changes,
             ..self.base_info.clone()
@@ -431,6 +437,7 @@ impl Session {
             snapshots,
             symbolizer,
             mut rotation,
+            owners,
             slab_rate,
             twins_at_start,
             sample_every: _,
@@ -503,6 +510,7 @@ impl Session {
             grace_note,
             cgroups_note: Some(resolver.note()),
             stack_rotation: rotation.stats(),
+            owner_recycling: owners.stats(),
             cgroups_expired: resolver.expired,
             slab_sample_every: slab_info.0,
             slab_rate_changes: slab_info.1,

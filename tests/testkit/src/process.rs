@@ -584,8 +584,16 @@ pub struct Serve {
 impl Serve {
     /// Spawns `memtrace serve --listen 127.0.0.1:0 <args>` and waits (60 s) until it serves.
     pub fn start(args: &[&str]) -> Result<Serve> {
+        Serve::start_env(args, &[])
+    }
+
+    /// [`Serve::start`] with extra environment variables (test knobs such as
+    /// `MEMTRACE_OWNER_CAP`).
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Result<Serve> {
         let mut cmd = Command::new(memtrace_bin());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().copied());
         let mut process = Process::spawn("serve", cmd)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         let serving = |lines: &[String]| lines.iter().any(|l| l.starts_with(SERVING_PREFIX));

@@ -19,7 +19,7 @@
 //!   middle and less elsewhere, and is judged by *grew*; a steady leak is a straight line: R²
 //!   near 1, caught at half the size *grew* needs.
 //!
-//! **Series**: every sample's /metrics has at most 285 + 3·P series (P = loaded programs;
+//! **Series**: every sample's /metrics has at most 287 + 3·P series (P = loaded programs;
 //! docs/metrics.md). **/metrics** answers 200 and **/healthz** `ok` at every sample from the
 //! first one that did (before the first snapshot both are 503 by design).
 
