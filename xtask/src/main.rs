@@ -92,6 +92,12 @@ enum Task {
     /// time to report and hold accuracy, next to bpftrace; prints a table and writes JSON.
     /// Needs root. Nothing is asserted.
     Bench(bench::BenchOpts),
+    /// The bench's `hooks-only` tracer: empty programs on memtrace's events until SIGINT.
+    #[command(hide = true)]
+    BenchHooks {
+        #[arg(long, value_name = "FILE")]
+        object: PathBuf,
+    },
     /// Build, then run `memtrace serve` for `--minutes` under a rotating load (the bench's
     /// workloads, process and cgroup churn), sampling its memory, map memory, fds, threads,
     /// series and /metrics latency; prints a table, writes JSON and fails when something grew
@@ -181,7 +187,7 @@ impl Ctx {
         })
     }
 
-    fn ebpf_object(&self, debug: bool) -> PathBuf {
+    pub(crate) fn ebpf_object(&self, debug: bool) -> PathBuf {
         self.target_dir
             .join(BPF_TARGET_SUBDIR)
             .join(bpf_target())
@@ -466,6 +472,16 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Run by the bench as a tracer: no cargo, no build.
+    if let Task::BenchHooks { object } = &cli.task {
+        return match bench::hooks::run(object) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask bench-hooks: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut code = ExitCode::SUCCESS;
     let result = Ctx::new(cli.ebpf_dir).and_then(|ctx| match cli.task {
         Task::Bootstrap => bootstrap::bootstrap(&ctx).map(drop),
@@ -487,7 +503,7 @@ fn main() -> ExitCode {
         Task::Test(opts) => test(&ctx, &opts),
         Task::Matrix(opts) => matrix(&ctx, &opts),
         Task::Guest(opts) => kernels::guest(&ctx, opts).map(|status| code = ExitCode::from(status)),
-        Task::GuestRun { .. } => Ok(()),
+        Task::GuestRun { .. } | Task::BenchHooks { .. } => Ok(()),
         Task::Bench(opts) => bench::bench(&ctx, opts),
         Task::Soak(opts) => soak::soak(&ctx, &opts),
         Task::Man { out_dir } => man(&ctx, out_dir),

@@ -24,6 +24,7 @@ macro_rules! tracepoint_program {
 }
 
 pub mod calib;
+pub mod floor;
 mod objects;
 pub mod owner;
 pub mod page_alloc;

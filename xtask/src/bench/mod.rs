@@ -10,6 +10,7 @@
 //! is started and attached before the workload starts and stopped (SIGINT) after it ended.
 
 mod cost;
+pub(crate) mod hooks;
 pub(crate) mod report;
 pub(crate) mod tracer;
 pub(crate) mod workload;
@@ -131,6 +132,13 @@ pub enum Config {
         bin: PathBuf,
         script: PathBuf,
     },
+    /// Empty programs on memtrace's events (`xtask bench-hooks`): the floor under every
+    /// tracer's per-event cost.
+    Hooks {
+        name: &'static str,
+        xtask: PathBuf,
+        object: PathBuf,
+    },
     /// A memtrace configuration run with another build (`--baseline`): before and after in
     /// the same interleaved runs.
     Baseline {
@@ -188,7 +196,7 @@ impl Config {
         match self {
             Config::Bare => "bare",
             Config::Memtrace { name, .. } | Config::Baseline { name, .. } => name,
-            Config::Bpftrace { name, .. } => name,
+            Config::Bpftrace { name, .. } | Config::Hooks { name, .. } => name,
         }
     }
 
@@ -251,6 +259,19 @@ impl Config {
                     resend_sigint: false,
                 })
             }
+            Config::Hooks {
+                name,
+                xtask,
+                object,
+            } => Some(Spec {
+                label: (*name).into(),
+                program: xtask.clone(),
+                args: vec!["bench-hooks".into(), "--object".into(), object.into()],
+                env: Vec::new(),
+                ready_prefix: hooks::READY,
+                count_entries: None,
+                resend_sigint: false,
+            }),
             Config::Bpftrace { name, bin, script } => Some(Spec {
                 label: (*name).into(),
                 program: bin.clone(),
@@ -293,6 +314,11 @@ impl Config {
                 "BPFTRACE_MAX_MAP_KEYS={BPFTRACE_MAX_MAP_KEYS} \
                  BPFTRACE_MAP_KEYS_MAX={BPFTRACE_MAX_MAP_KEYS} bpftrace {}",
                 script.display()
+            ),
+            Config::Hooks { object, .. } => format!(
+                "xtask bench-hooks --object {}: empty raw tracepoint programs on mm_page_alloc, \
+                 mm_page_free, kmalloc, kmem_cache_alloc, kfree (2), kmem_cache_free (2)",
+                object.display()
             ),
         }
     }
@@ -698,14 +724,13 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
              check forces socket buffer sizes (run it as root)"
         );
     }
-    let memtrace = match &opts.memtrace_bin {
-        Some(bin) => bin
-            .canonicalize()
-            .with_context(|| format!("--memtrace-bin {}", bin.display()))?,
-        None => {
-            build(ctx, false)?;
-            ctx.memtrace_bin()
-        }
+    let (memtrace, object) = match &opts.memtrace_bin {
+        Some(bin) => (
+            bin.canonicalize()
+                .with_context(|| format!("--memtrace-bin {}", bin.display()))?,
+            ctx.ebpf_object(false),
+        ),
+        None => (ctx.memtrace_bin(), build(ctx, false)?),
     };
     mount_tracefs();
     let scale_gib: Vec<u32> = if opts.no_scale {
@@ -732,6 +757,18 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     let mut notes = Vec::new();
     let mut configs = vec![Config::Bare];
     configs.extend(MEMTRACE_CONFIGS.iter().cloned());
+    match std::env::current_exe() {
+        Ok(xtask) if object.exists() => configs.push(Config::Hooks {
+            name: "hooks-only",
+            xtask,
+            object: object.clone(),
+        }),
+        Ok(_) => notes.push(format!(
+            "no eBPF object at {}: no hooks-only configuration",
+            object.display()
+        )),
+        Err(e) => notes.push(format!("no hooks-only configuration: {e}")),
+    }
     if let Some(bin) = &opts.baseline {
         let bin = bin
             .canonicalize()
