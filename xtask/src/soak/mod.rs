@@ -73,7 +73,20 @@ pub struct SoakOpts {
     /// churn.
     #[arg(long)]
     pub no_load: bool,
+    /// Run memtrace serve with its production table sizes. By default the soak scales its
+    /// tables down (`SMALL_TABLES`) so that they fill during the warm-up: from then on the
+    /// housekeeping (stack rotation, slab rate doubling, owner recycling) runs all the time,
+    /// and memory that still grows is a leak, not tables filling (at production sizes they
+    /// take hours to fill under this load, and memtrace's memory follows them).
+    #[arg(long)]
+    pub production_tables: bool,
 }
+
+/// The scaled-down tables of a soak (see `SoakOpts::production_tables`): an eighth of the
+/// stack and object tables, 512 owners.
+pub const SMALL_TABLES: [&str; 4] = ["--max-stacks", "2048", "--max-objects", "32768"];
+/// The owner table of a soak's scaled-down tables (a test knob of memtrace's).
+pub const SMALL_OWNER_CAP: (&str, &str) = ("MEMTRACE_OWNER_CAP", "512");
 
 impl SoakOpts {
     /// The soak `cargo xtask test` runs.
@@ -84,6 +97,7 @@ impl SoakOpts {
             sample_every: Duration::from_secs(10),
             out: None,
             no_load: false,
+            production_tables: false,
         }
     }
 }
@@ -402,17 +416,20 @@ fn record_load(run: &mut Run, load: &Load) {
 /// drops the load (threads joined, cgroups removed) and then the tracer (SIGINT, SIGKILL after
 /// 10 s, reaped) by their drop guards.
 fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
-    let args: Vec<OsString> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--interval",
-        &duration_arg(opts.interval),
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    run.command = std::iter::once(bin.display().to_string())
+    let interval = duration_arg(opts.interval);
+    let mut args: Vec<OsString> = ["serve", "--listen", "127.0.0.1:0", "--interval", &interval]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
+    if !opts.production_tables {
+        args.extend(SMALL_TABLES.iter().map(OsString::from));
+        env.push((SMALL_OWNER_CAP.0.into(), SMALL_OWNER_CAP.1.into()));
+    }
+    run.command = env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(bin.display().to_string()))
         .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
         .collect();
     eprintln!("[soak] $ {}", run.command.join(" "));
@@ -420,7 +437,7 @@ fn drive(bin: &Path, opts: &SoakOpts, run: &mut Run) -> Result<()> {
         label: "memtrace serve".into(),
         program: bin.to_path_buf(),
         args,
-        env: Vec::new(),
+        env,
         ready_prefix: SERVING_PREFIX,
         count_entries: None,
         resend_sigint: false,
