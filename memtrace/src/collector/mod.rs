@@ -500,6 +500,11 @@ fn map<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Map> {
         .with_context(|| format!("the eBPF object has no map {name}"))
 }
 
+fn map_mut<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> anyhow::Result<&'a mut Map> {
+    ebpf.map_mut(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))
+}
+
 /// Every (index, value) of an array map: batched (tens of thousands of slots in a few
 /// syscalls), or one lookup per slot on kernels without batched array lookups.
 fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<(u32, V)>> {

@@ -22,10 +22,10 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use anyhow::Context as _;
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use memtrace_common::{maps, owner_next, OwnerCache, OwnerRecord};
 
-use super::{map, page_table};
+use super::{map, map_mut, page_table, rotate::edit_per_cpu};
 use crate::{
     loader::Tracer,
     model::{OwnerRecyclingStats, OwnerUse},
@@ -117,13 +117,9 @@ impl OwnerRecycling {
                 use_.capacity as usize + 1,
             )
             .context("reading the owner table")?;
-            let mut ids: BpfHashMap<&mut MapData, OwnerRecord, u32> = BpfHashMap::try_from(
-                tracer
-                    .ebpf
-                    .map_mut(maps::OWNER_IDS)
-                    .context("the eBPF object has no map OWNER_IDS")?,
-            )
-            .context("OWNER_IDS")?;
+            let mut ids: BpfHashMap<&mut MapData, OwnerRecord, u32> =
+                BpfHashMap::try_from(map_mut(&mut tracer.ebpf, maps::OWNER_IDS)?)
+                    .context("OWNER_IDS")?;
             for &index in &p.forget {
                 let Some(owner) = owners.get(index as usize) else {
                     continue;
@@ -148,41 +144,25 @@ impl OwnerRecycling {
             .chain(&p.recycle)
             .any(|i| use_.cached.binary_search(i).is_ok());
         if !p.forget.is_empty() || stale_cache {
-            let mut cache: PerCpuArray<&mut MapData, OwnerCache> = PerCpuArray::try_from(
-                tracer
-                    .ebpf
-                    .map_mut(maps::OWNER_CACHE)
-                    .context("the eBPF object has no map OWNER_CACHE")?,
-            )
-            .context("OWNER_CACHE")?;
-            let cpus = aya::util::nr_cpus()
-                .map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))
-                .context("counting CPUs")?;
-            let empty = PerCpuValues::try_from(vec![OwnerCache::default(); cpus])
-                .context("per-CPU values")?;
-            cache.set(0, empty, 0).context("emptying OWNER_CACHE")?;
+            edit_per_cpu(tracer, maps::OWNER_CACHE, |c: &mut OwnerCache| {
+                let cached = c.index_plus_one != 0;
+                *c = OwnerCache::default();
+                cached
+            })?;
         }
         if !p.recycle.is_empty() {
-            let mut ring: Array<&mut MapData, u32> = Array::try_from(
-                tracer
-                    .ebpf
-                    .map_mut(maps::OWNER_FREE)
-                    .context("the eBPF object has no map OWNER_FREE")?,
-            )
-            .context("OWNER_FREE")?;
+            let mut ring: Array<&mut MapData, u32> =
+                Array::try_from(map_mut(&mut tracer.ebpf, maps::OWNER_FREE)?)
+                    .context("OWNER_FREE")?;
             for (k, &index) in p.recycle.iter().enumerate() {
                 let slot = (self.pushed + k as u64) % ring_len;
                 ring.set(slot as u32, index, 0)
                     .context("writing OWNER_FREE")?;
             }
             let pushed = self.pushed + p.recycle.len() as u64;
-            let mut next: Array<&mut MapData, u64> = Array::try_from(
-                tracer
-                    .ebpf
-                    .map_mut(maps::OWNER_NEXT)
-                    .context("the eBPF object has no map OWNER_NEXT")?,
-            )
-            .context("OWNER_NEXT")?;
+            let mut next: Array<&mut MapData, u64> =
+                Array::try_from(map_mut(&mut tracer.ebpf, maps::OWNER_NEXT)?)
+                    .context("OWNER_NEXT")?;
             // Published after the slots: a program reads PUSHED, then the slot below it.
             next.set(owner_next::PUSHED, pushed, 0)
                 .context("writing OWNER_NEXT")?;

@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use aya::maps::{Array, PerCpuArray, PerCpuValues, StackTraceMap};
 use memtrace_common::{maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg, StackCache};
 
-use super::{locate_slot, map, read_array, StackSlot};
+use super::{locate_slot, map, map_mut, read_array, StackSlot};
 use crate::{
     loader::Tracer,
     model::{RawSession, StackRotationStats},
@@ -216,10 +216,7 @@ impl StackRotation {
         // The cache name first: a stack that takes the bucket after the deletion must not
         // inherit it (the programs name a slot only while its name is empty).
         if tracer.traces(Kind::Slab) {
-            let m = tracer
-                .ebpf
-                .map_mut(maps::CACHE_NAMES)
-                .context("the eBPF object has no map CACHE_NAMES")?;
+            let m = map_mut(&mut tracer.ebpf, maps::CACHE_NAMES)?;
             let mut names: Array<_, [u8; 32]> = Array::try_from(m).context("CACHE_NAMES map")?;
             let len = names.len();
             for slot in plan.retire.iter().filter(|s| **s < len) {
@@ -241,10 +238,7 @@ impl StackRotation {
             forget_cached_page_stacks(tracer, &retire)?;
         }
         for (name, alt) in [(maps::STACKS, false), (maps::STACKS_ALT, true)] {
-            let m = tracer
-                .ebpf
-                .map_mut(name)
-                .with_context(|| format!("the eBPF object has no map {name}"))?;
+            let m = map_mut(&mut tracer.ebpf, name)?;
             let mut stacks = StackTraceMap::try_from(m).with_context(|| format!("{name} map"))?;
             for slot in &plan.retire {
                 let id = match (locate_slot(*slot, &config), alt) {
@@ -438,7 +432,7 @@ fn forget_cached_page_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyh
 /// when it did) and writes them back if any changed; nothing when the object has no such map.
 /// A value a program changes between the read and the write is put back as it was read: the
 /// caches edited here then hold a stack id still live (or cleared here), never a retired one.
-fn edit_per_cpu<T: aya::Pod>(
+pub(super) fn edit_per_cpu<T: aya::Pod>(
     tracer: &mut Tracer,
     name: &str,
     mut edit: impl FnMut(&mut T) -> bool,
