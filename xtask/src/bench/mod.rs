@@ -110,6 +110,14 @@ pub struct BenchOpts {
     /// Leave out the scale experiment.
     #[arg(long)]
     no_scale: bool,
+    /// Only these configurations (comma-separated names, e.g. `default,hooks-only`; `bare` is
+    /// always run) [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    configs: Vec<String>,
+    /// Only these workloads (`page-fault-churn`, `tcp-stream`, `slab-unix-dgram`) [default:
+    /// all].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    workloads: Vec<String>,
     /// Use this memtrace binary instead of building one.
     #[arg(long, value_name = "FILE")]
     memtrace_bin: Option<PathBuf>,
@@ -786,6 +794,31 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
         configs.extend(found);
         bpftrace = Some(version);
     }
+    if !opts.configs.is_empty() {
+        let known: Vec<&str> = configs.iter().map(Config::name).collect();
+        if let Some(unknown) = opts.configs.iter().find(|n| !known.contains(&n.as_str())) {
+            bail!(
+                "--configs: no configuration {unknown:?} (there are: {})",
+                known.join(", ")
+            );
+        }
+        configs.retain(|c| matches!(c, Config::Bare) || opts.configs.iter().any(|n| n == c.name()));
+        notes.push(format!(
+            "only the configurations {}",
+            opts.configs.join(", ")
+        ));
+    }
+    let workloads: Vec<Workload> = Workload::ALL
+        .into_iter()
+        .filter(|w| opts.workloads.is_empty() || opts.workloads.iter().any(|n| n == w.name()))
+        .collect();
+    if workloads.is_empty() {
+        bail!(
+            "--workloads: none of {:?} is a workload (page-fault-churn, tcp-stream, \
+             slab-unix-dgram)",
+            opts.workloads
+        );
+    }
     if runs < 5 {
         notes.push(format!(
             "{runs} runs per configuration: a smoke check, not a measurement (use 5 or more)"
@@ -813,15 +846,15 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     let cost_runs = if opts.no_cost {
         0
     } else {
-        Workload::ALL.len() * tracer_configs.len()
+        workloads.len() * tracer_configs.len()
     };
-    let total = Workload::ALL.len() * (runs as usize) * configs.len()
+    let total = workloads.len() * (runs as usize) * configs.len()
         + (runs as usize) * memtrace_configs.len()
         + cost_runs
         + scale_gib.len() * scale_configs.len();
     let mut done = 0;
     let mut samples = Vec::new();
-    for workload in Workload::ALL {
+    for &workload in &workloads {
         // One unmeasured bare run first: warm caches, fault in the harness's own buffers.
         eprintln!("[bench] {}: warm-up run (not counted)", workload.name());
         workload.run(duration.min(Duration::from_secs(1)))?;
@@ -847,7 +880,7 @@ pub fn bench(ctx: &Ctx, opts: BenchOpts) -> Result<()> {
     } else {
         // bpf_stats cost time themselves: only for these runs, never for the ratios.
         let _stats = StatsEnabled::on().context("switching on kernel.bpf_stats_enabled")?;
-        for workload in Workload::ALL {
+        for &workload in &workloads {
             for config in &tracer_configs {
                 let sample =
                     cost_once(workload, config, duration, &memtrace).with_context(|| {
