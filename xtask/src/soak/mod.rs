@@ -239,6 +239,8 @@ pub struct Sample {
     pub recursion_misses: Option<u64>,
     /// `memtrace_table_entries` by table.
     pub table_entries: BTreeMap<String, u64>,
+    /// Stack rotation, owner recycling, cgroups expired, slab rate changes (by metric).
+    pub housekeeping: BTreeMap<String, u64>,
     /// `memtrace_bpf_map_memory_bytes` (memtrace's own figure).
     pub map_memory_gauge_bytes: Option<u64>,
     /// Now minus `memtrace_snapshot_timestamp_seconds`.
@@ -326,6 +328,7 @@ fn take_sample(
                             .map(|ts| ((unix_now_f64() - ts) * 10.0).round() / 10.0);
                         s.failure_counters = m.failure_counters;
                         s.table_entries = m.table_entries;
+                        s.housekeeping = m.housekeeping;
                     }
                     Err(e) => s.errors.push(format!("/metrics does not parse: {e:#}")),
                 }

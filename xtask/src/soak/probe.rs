@@ -198,6 +198,8 @@ pub struct MetricsFigures {
     pub recursion_misses: u64,
     /// `memtrace_table_entries` by `table`.
     pub table_entries: BTreeMap<String, u64>,
+    /// The housekeeping of a long session ([`HOUSEKEEPING`]), by metric name.
+    pub housekeeping: BTreeMap<String, u64>,
     /// `memtrace_bpf_map_memory_bytes`: memtrace's own figure of its map memory.
     pub map_memory_gauge: Option<u64>,
     /// `memtrace_snapshot_timestamp_seconds`.
@@ -209,6 +211,16 @@ impl MetricsFigures {
         self.failure_counters.values().sum()
     }
 }
+
+/// The metrics of a long session's housekeeping the soak reports at the end: what stack
+/// rotation, owner recycling and the cgroup index did.
+pub const HOUSEKEEPING: [&str; 5] = [
+    "memtrace_stacks_retired_total",
+    "memtrace_owners_recycled_total",
+    "memtrace_owner_table_used",
+    "memtrace_cgroups_expired_total",
+    "memtrace_slab_rate_changes_total",
+];
 
 /// One sample line of the Prometheus text format: name, labels, value.
 #[derive(Clone, Debug, PartialEq)]
@@ -338,6 +350,11 @@ pub fn parse_metrics(text: &str) -> Result<MetricsFigures> {
             }
             "memtrace_bpf_map_memory_bytes" => {
                 figures.map_memory_gauge = Some(as_count(sample.value));
+            }
+            name if HOUSEKEEPING.contains(&name) => {
+                figures
+                    .housekeeping
+                    .insert(name.to_string(), as_count(sample.value));
             }
             "memtrace_snapshot_timestamp_seconds" => {
                 figures.snapshot_timestamp = Some(sample.value);

@@ -215,6 +215,14 @@ pub fn text(run: &Run, opts: &SoakOpts, warmup: Duration, checks: &[Check]) -> S
         if !tables.is_empty() {
             let _ = writeln!(o, "table entries at the end: {}", tables.join(", "));
         }
+        let housekeeping: Vec<String> = last
+            .housekeeping
+            .iter()
+            .map(|(k, v)| format!("{} {v}", k.trim_start_matches("memtrace_")))
+            .collect();
+        if !housekeeping.is_empty() {
+            let _ = writeln!(o, "housekeeping at the end: {}", housekeeping.join(", "));
+        }
     }
     if let Some(secs) = run.stop_seconds {
         let _ = writeln!(
