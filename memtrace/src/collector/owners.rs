@@ -137,12 +137,10 @@ impl OwnerRecycling {
         }
         // Empty every CPU's cache of its last owner: a forgotten owner's index can then only
         // come back through a program that looked it up before the deletion (microseconds),
-        // which the next walk's read of the caches sees.
-        let stale_cache = p
-            .forget
-            .iter()
-            .chain(&p.recycle)
-            .any(|i| use_.cached.binary_search(i).is_ok());
+        // which the next walk's read of the caches sees. Again whenever a cache still holds a
+        // quarantined index (such a program's, or one taken from the ring just before its
+        // owner was forgotten): that index waits until no cache holds it.
+        let stale_cache = use_.cached.iter().any(|i| self.quarantine.contains(i));
         if !p.forget.is_empty() || stale_cache {
             edit_per_cpu(tracer, maps::OWNER_CACHE, |c: &mut OwnerCache| {
                 let cached = c.index_plus_one != 0;

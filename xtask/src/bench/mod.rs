@@ -292,7 +292,13 @@ impl Config {
                 ready_prefix: BPFTRACE_READY,
                 // Its map, printed at exit: the pages of the scale holds.
                 count_entries: Some(EntryMatch {
-                    start: "@[",
+                    // The pages map: `@[pfn]` in the pages-only script, `@pages[pfn]` in
+                    // the one with slab objects.
+                    start: if *name == "bpftrace-slab" {
+                        "@pages["
+                    } else {
+                        "@["
+                    },
                     frame: SCALE_FRAME,
                     exclude: SCALE_EXCLUDE,
                 }),
