@@ -121,8 +121,9 @@ pub struct BenchOpts {
     /// Use this memtrace binary instead of building one.
     #[arg(long, value_name = "FILE")]
     memtrace_bin: Option<PathBuf>,
-    /// Another memtrace build (e.g. before a change) to run as `default-before` and
-    /// `every-page-before`, interleaved with the others in every experiment.
+    /// Another memtrace build (e.g. before a change) to run as `default-before`,
+    /// `every-page-before` and `slab-exact-before`, interleaved with the others in every
+    /// experiment.
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
 }
@@ -158,9 +159,10 @@ pub enum Config {
 
 /// The configurations `--baseline` runs with the other build: (name, the current build's
 /// configuration of the same arguments).
-const BASELINE_CONFIGS: [(&str, &str); 2] = [
+const BASELINE_CONFIGS: [(&str, &str); 3] = [
     ("default-before", "default"),
     ("every-page-before", "every-page"),
+    ("slab-exact-before", "slab-exact"),
 ];
 
 /// The memtrace configurations: the default session (kernel memory; movable pages skipped in
