@@ -31,8 +31,10 @@ use crate::{
     model::{RawSession, StackRotationStats},
 };
 
-/// Retired stacks kept with their frames; past this, retirements are folded into one
-/// frameless entry per kind (counted).
+/// Retired stacks kept with their frames at most; past as many as the stack table holds (up
+/// to this), retirements are folded into one frameless entry per kind (counted). Each kept
+/// one is a stack of every report: memtrace's memory follows their number, so it is bounded
+/// by the table's size, not by how long the session runs.
 pub const MAX_RETIRED: usize = 16_384;
 
 /// Rotate when a map's occupied buckets reach 1/`PRESSURE` of its size: a new stack then
@@ -115,6 +117,9 @@ pub struct StackRotation {
     /// Slot → allocations of every kind in its epoch, at the previous snapshot.
     previous: HashMap<u32, u64>,
     retired: HashMap<RetiredKey, RetiredTotals>,
+    /// Retired stacks kept with their frames at most (the stack table's size, at most
+    /// [`MAX_RETIRED`]).
+    max_retired: usize,
     /// Next id for a retired stack shown on its own.
     next_id: u32,
     stats: StackRotationStats,
@@ -129,6 +134,7 @@ impl StackRotation {
             baselines: HashMap::new(),
             previous: HashMap::new(),
             retired: HashMap::new(),
+            max_retired: (config.stack_alt_base as usize).clamp(1, MAX_RETIRED),
             next_id: config.stack_none_id.saturating_add(1),
             stats: StackRotationStats::default(),
         }
@@ -299,7 +305,7 @@ impl StackRotation {
         if bytes == 0 && count == 0 {
             return;
         }
-        let key = if self.retired.contains_key(&key) || self.retired.len() < MAX_RETIRED {
+        let key = if self.retired.contains_key(&key) || self.retired.len() < self.max_retired {
             key
         } else {
             self.stats.folded += 1;
@@ -587,9 +593,12 @@ mod tests {
     }
 
     #[test]
-    fn the_book_is_bounded() {
+    fn the_book_is_bounded_by_the_stack_table() {
         let mut rot = StackRotation::new(&config(), true);
-        for i in 0..MAX_RETIRED as u64 + 10 {
+        // The test tracer's stack table holds 8 stacks.
+        let max = 8u64;
+        assert_eq!(rot.max_retired as u64, max);
+        for i in 0..max + 10 {
             let key = RetiredKey {
                 kind: Kind::Slab,
                 ips: vec![i],
@@ -598,7 +607,7 @@ mod tests {
             rot.book(key, 64, 1);
         }
         let s = rot.stats();
-        assert_eq!(s.retired_kept, MAX_RETIRED as u64 + 1);
+        assert_eq!(s.retired_kept, max + 1);
         assert_eq!(s.folded, 10);
         let folded = rot
             .retired
@@ -608,6 +617,12 @@ mod tests {
         assert_eq!(folded, Some(640));
         // Nothing is lost: every byte is in the book.
         let total: u64 = rot.retired.values().map(|t| t.bytes).sum();
-        assert_eq!(total, 64 * (MAX_RETIRED as u64 + 10));
+        assert_eq!(total, 64 * (max + 10));
+        // The default table (16 384 stacks) keeps as many; larger ones no more.
+        let big = Config {
+            stack_alt_base: 1 << 20,
+            ..config()
+        };
+        assert_eq!(StackRotation::new(&big, true).max_retired, MAX_RETIRED);
     }
 }
