@@ -84,7 +84,7 @@ pub mod slab_sampling {
 }
 
 /// Slots of [`FreeClaims`]; a power of two.
-pub const FREE_CLAIM_SLOTS: usize = 64;
+pub const FREE_CLAIM_SLOTS: usize = 256;
 
 /// A free event taken by one of the twin slab free programs: where its arguments live (the
 /// address of the tracepoint's argument array, relative to the claims value: the same for

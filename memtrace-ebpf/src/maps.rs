@@ -120,9 +120,21 @@ pub static SLAB_FREE_CLAIMS: PerCpuArray<FreeClaims> = PerCpuArray::with_max_ent
 #[inline(always)]
 pub fn count(c: Counter) {
     if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
-        // SAFETY: per-CPU slot of a map value; a BPF program is not re-entered on the same CPU,
-        // so nothing else writes this slot concurrently.
+        // SAFETY: per-CPU slot of a map value. A program is not re-entered on its CPU, but a
+        // run of another program nested in it (an interrupt) may add to the same counter
+        // between this load and store, and that increment is then lost: event statistics
+        // tolerate it; `count_atomic` is for the counters that must not.
         unsafe { *p += 1 };
+    }
+}
+
+/// [`count`] with an atomic add: for counters a run of another program nested in this one
+/// (an interrupt on the same CPU) also adds to, where a lost increment matters (the twin slab
+/// free programs' claims, from which the frees neither saw are computed).
+#[inline(always)]
+pub fn count_atomic(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        atomic_add(p, 1);
     }
 }
 

@@ -33,8 +33,8 @@ use super::objects::{
 };
 use super::owner;
 use crate::maps::{
-    agg_index, atomic_add, config, count, count_n, stack_slot, CACHE_NAMES, SLAB_FREE_CLAIMS,
-    SLAB_SAMPLING, SLAB_STACK_CACHE, STACK_AGG,
+    agg_index, atomic_add, config, count, count_atomic, count_n, stack_slot, CACHE_NAMES,
+    SLAB_FREE_CLAIMS, SLAB_SAMPLING, SLAB_STACK_CACHE, STACK_AGG,
 };
 
 /// The highest slab sampling rate the programs raise the rate to themselves.
@@ -173,13 +173,13 @@ fn free_once(ctx: *mut core::ffi::c_void) {
         let c = &mut (*claims).slots[slot];
         if c.ctx == at && c.ptr == ptr {
             c.ctx = 0;
-            count(Counter::ObjFreeClaimsTaken);
+            count_atomic(Counter::ObjFreeClaimsTaken);
             return;
         }
         c.ctx = at;
         c.ptr = ptr;
     }
-    count(Counter::ObjFreeClaims);
+    count_atomic(Counter::ObjFreeClaims);
     free(ptr);
 }
 
