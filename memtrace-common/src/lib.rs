@@ -161,7 +161,11 @@ pub mod owner_next {
 pub mod control {
     /// The session's phase: [`RUNNING`], [`GRACE_PERIOD`], [`STOPPED`].
     pub const GRACE: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// Generation of the movable page stack caches (`STACK_CACHE`): user space raises it when
+    /// stack rotation retires stack slots, and a cache of an older generation is not reused
+    /// (its pending counts are added to its stack first).
+    pub const PAGE_STACK_GENERATION: u32 = 1;
+    pub const COUNT: u32 = 2;
 
     /// Values of the [`GRACE`] slot. Recording as usual.
     pub const RUNNING: u64 = 0;
@@ -743,7 +747,11 @@ pub struct OwnerCache {
     pub _pad: u32,
 }
 
-/// Per-CPU value of `STACK_CACHE`: the last stack captured for a movable page allocation.
+/// Per-CPU value of `STACK_CACHE`: the last stack captured for a movable page allocation, and
+/// the allocations recorded under it since that are not yet added to its `STACK_AGG` slot
+/// (the page programs add them when the cache takes another stack: one shared write per
+/// `Config::movable_stack_every` allocations instead of one per allocation). Readers of
+/// `STACK_AGG` add `pending_*` of every CPU to the slot `stack_id` (page kind: block 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StackCache {
@@ -752,6 +760,14 @@ pub struct StackCache {
     pub stack_id: u32,
     /// Allocations attributed to `stack_id` since it was captured.
     pub uses: u32,
+    /// `control::PAGE_STACK_GENERATION` when the stack was captured.
+    pub generation: u32,
+    pub _pad: u32,
+    /// Bytes of the allocations recorded under `stack_id` not yet in its `STACK_AGG` slot:
+    /// to be added to both its allocated and its outstanding bytes.
+    pub pending_bytes: u64,
+    /// Those allocations: to be added to both its allocated and its outstanding count.
+    pub pending_count: u64,
 }
 
 /// Per-stack aggregate, maintained with atomic adds by the programs.
@@ -1053,7 +1069,7 @@ mod tests {
         assert_eq!(size_of::<ObjRecord>(), 8 * 3 + 4 * 4 + 16 + 16);
         assert_eq!(size_of::<PageRecord>(), 8 + 4 * 5 + 4 + 16 + 8 + 8);
         assert_eq!(size_of::<StackAgg>(), 32);
-        assert_eq!(size_of::<StackCache>(), 16);
+        assert_eq!(size_of::<StackCache>(), 40);
         assert_eq!(size_of::<OwnerRecord>(), 32);
         assert_eq!(size_of::<OwnerCache>(), 40);
     }

@@ -19,8 +19,28 @@ use crate::maps::{
 /// owner first (one compare in the common case), then the owner table, then a new index;
 /// [`OWNER_OTHER`] when the table is full. The name is read every time: it changes at
 /// `execve` and when a thread names itself, without the thread changing.
+///
+/// With `same_run` (the caller knows this thread allocated on this CPU moments ago: a movable
+/// page allocation reusing the stack captured for the task's previous ones), a cached owner of
+/// the same thread is taken without reading its name and cgroup again: a rename or a cgroup
+/// move shows from the next capture, the same window as the stack's own
+/// (`Config::movable_stack_every` allocations).
 #[inline(always)]
-pub fn intern(cfg: &Config, pid_tgid: u64) -> u32 {
+pub fn intern(cfg: &Config, pid_tgid: u64, same_run: bool) -> u32 {
+    let cache = OWNER_CACHE.get_ptr_mut(0);
+    if same_run {
+        if let Some(c) = cache {
+            // SAFETY: this CPU's value of a per-CPU map; only the page allocation program
+            // uses it, and a program does not run nested on one CPU.
+            let c = unsafe { &*c };
+            if c.index_plus_one != 0
+                && c.owner.pid == pid_tgid as u32
+                && c.owner.tgid == (pid_tgid >> 32) as u32
+            {
+                return c.index_plus_one - 1;
+            }
+        }
+    }
     let owner = OwnerRecord {
         // SAFETY: helper without memory arguments.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
@@ -28,10 +48,8 @@ pub fn intern(cfg: &Config, pid_tgid: u64) -> u32 {
         pid: pid_tgid as u32,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let cache = OWNER_CACHE.get_ptr_mut(0);
     if let Some(c) = cache {
-        // SAFETY: this CPU's value of a per-CPU map; only the page allocation program uses it,
-        // and a program does not run nested on one CPU.
+        // SAFETY: as above.
         let c = unsafe { &*c };
         if c.index_plus_one != 0 && same_owner(&c.owner, &owner) {
             return c.index_plus_one - 1;

@@ -5,14 +5,14 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, BtfTracePointContext, TracePointContext},
 };
 use memtrace_common::{
-    calib,
+    calib, control,
     page_table::{self as pt, Entry, OWNER_OTHER},
     sampled, Config, Counter, StackCache, MIGRATE_MOVABLE,
 };
 
 use super::{owner, page_table};
 use crate::maps::{
-    atomic_add, config, count, stack_slot, CALIB, STACK_AGG, STACK_CACHE, STACK_GFP,
+    atomic_add, config, count, stack_slot, CALIB, CONTROL, STACK_AGG, STACK_CACHE, STACK_GFP,
 };
 
 tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
@@ -153,31 +153,35 @@ fn on_alloc<C: StackIdContext>(
         return;
     }
 
-    // Page kind = block 0 of STACK_AGG: the slot is the stack id itself.
-    let stack_id = if migratetype == MIGRATE_MOVABLE && cfg.movable_stack_every > 1 {
+    // Page kind = block 0 of STACK_AGG: the slot is the stack id itself. `cached`: the stack
+    // of this task's previous movable allocation on this CPU, reused; its owner and gfp hint
+    // are recorded already, and the aggregate is added to in the CPU's cache.
+    let (stack_id, cached) = if migratetype == MIGRATE_MOVABLE && cfg.movable_stack_every > 1 {
         movable_stack(ctx, cfg, tgid, gfp)
     } else {
-        stack_slot(ctx, cfg)
+        (stack_slot(ctx, cfg), None)
     };
     let bytes = n * cfg.page_size;
 
-    // The allocated side of the aggregate counts every allocation, recorded or not.
-    let Some(agg) = STACK_AGG.get_ptr_mut(stack_id) else {
-        count(Counter::AggMissing);
-        return;
-    };
-    // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
-    unsafe {
-        atomic_add(&raw mut (*agg).allocated_bytes, bytes);
-        atomic_add(&raw mut (*agg).allocated_count, 1);
-    }
     if order > pt::MAX_ORDER || n > page_table::MAX_RANGE || first + n > cfg.table_indices {
-        // Beyond the table (memory added after the start).
+        // Beyond the table (memory added after the start): allocated, not recorded.
+        agg_allocated(stack_id, bytes);
         count(Counter::OutstandingFull);
         return;
     }
+    // The aggregate of a stack just captured, looked up before anything is recorded under it.
+    let agg = match cached {
+        Some(_) => None,
+        None => match STACK_AGG.get_ptr_mut(stack_id) {
+            Some(agg) => Some(agg),
+            None => {
+                count(Counter::AggMissing);
+                return;
+            }
+        },
+    };
 
-    let owner = owner::intern(cfg, pid_tgid);
+    let owner = owner::intern(cfg, pid_tgid, cached.is_some());
     if owner == OWNER_OTHER {
         count(Counter::OwnersFull);
     }
@@ -200,53 +204,114 @@ fn on_alloc<C: StackIdContext>(
         // IRQ-time frees); they were taken off their stacks.
         count(Counter::StaleReplaced);
     }
-    // Classification hints: the first allocation of each stack.
-    if let Some(g) = STACK_GFP.get_ptr_mut(stack_id) {
-        // SAFETY: valid pointer into STACK_GFP; written once per stack (a race writes one of
-        // two equally valid first values).
-        unsafe {
-            if *g == 0 {
-                *g = pt::gfp_value(gfp, migratetype);
+    count(Counter::AllocsTracked);
+    match (cached, agg) {
+        (Some(c), _) => {
+            // SAFETY: this CPU's STACK_CACHE value (see `movable_stack`).
+            unsafe {
+                (*c).pending_bytes += bytes;
+                (*c).pending_count += 1;
             }
         }
+        (None, Some(agg)) => {
+            // Classification hints: the first allocation of each stack.
+            if let Some(g) = STACK_GFP.get_ptr_mut(stack_id) {
+                // SAFETY: valid pointer into STACK_GFP; written once per stack (a race writes
+                // one of two equally valid first values).
+                unsafe {
+                    if *g == 0 {
+                        *g = pt::gfp_value(gfp, migratetype);
+                    }
+                }
+            }
+            // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
+            unsafe {
+                atomic_add(&raw mut (*agg).allocated_bytes, bytes);
+                atomic_add(&raw mut (*agg).allocated_count, 1);
+                atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
+                atomic_add(&raw mut (*agg).outstanding_count, 1);
+            }
+        }
+        (None, None) => {}
     }
-    count(Counter::AllocsTracked);
-    // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
-    unsafe {
-        atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
-        atomic_add(&raw mut (*agg).outstanding_count, 1);
+}
+
+/// Adds an allocation to the allocated side of its stack's aggregate only (not recorded).
+#[inline(always)]
+fn agg_allocated(stack_id: u32, bytes: u64) {
+    match STACK_AGG.get_ptr_mut(stack_id) {
+        // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
+        Some(agg) => unsafe {
+            atomic_add(&raw mut (*agg).allocated_bytes, bytes);
+            atomic_add(&raw mut (*agg).allocated_count, 1);
+        },
+        None => count(Counter::AggMissing),
+    }
+}
+
+/// Adds what a movable stack cache recorded under its stack to the stack's aggregate.
+#[inline(always)]
+fn flush_pending(c: &StackCache) {
+    if c.pending_count == 0 {
+        return;
+    }
+    match STACK_AGG.get_ptr_mut(c.stack_id) {
+        // SAFETY: valid pointer into the STACK_AGG value for the cached stack.
+        Some(agg) => unsafe {
+            atomic_add(&raw mut (*agg).allocated_bytes, c.pending_bytes);
+            atomic_add(&raw mut (*agg).allocated_count, c.pending_count);
+            atomic_add(&raw mut (*agg).outstanding_bytes, c.pending_bytes);
+            atomic_add(&raw mut (*agg).outstanding_count, c.pending_count);
+        },
+        None => count(Counter::AggMissing),
     }
 }
 
 /// The stack of a movable page allocation: the one captured for the previous allocation of
 /// the same task and gfp flags on this CPU, until it has served `movable_stack_every`
-/// allocations; then a fresh capture. User pages come from a handful of fault and read/write
-/// paths, and unwinding the kernel stack is the most expensive step of an allocation.
+/// allocations or stack rotation retired stacks (a new generation); then a fresh capture.
+/// User pages come from a handful of fault and read/write paths, and unwinding the kernel
+/// stack is the most expensive step of an allocation. Returns the stack and, when it was
+/// reused, this CPU's cache, whose pending counts the caller adds the allocation to.
 #[inline(always)]
-fn movable_stack<C: StackIdContext>(ctx: &C, cfg: &Config, tgid: u32, gfp: u32) -> u32 {
+fn movable_stack<C: StackIdContext>(
+    ctx: &C,
+    cfg: &Config,
+    tgid: u32,
+    gfp: u32,
+) -> (u32, Option<*mut StackCache>) {
     let Some(cache) = STACK_CACHE.get_ptr_mut(0) else {
-        return stack_slot(ctx, cfg);
+        return (stack_slot(ctx, cfg), None);
     };
-    // SAFETY: per-CPU map value; a BPF program is not re-entered on the same CPU (and the
-    // worst a nested run could do is make this one reuse or recapture a stack).
+    let generation = match CONTROL.get_ptr(control::PAGE_STACK_GENERATION) {
+        // SAFETY: valid pointer into the CONTROL array; user space raises it between events.
+        Some(g) => (unsafe { core::ptr::read_volatile(g) }) as u32,
+        None => 0,
+    };
+    // SAFETY: this CPU's value of a per-CPU map, used by this program only, which does not
+    // run nested on one CPU: the read-modify-writes below are not interleaved with another.
     unsafe {
         let c = &mut *cache;
         if c.tgid == tgid
             && c.gfp_flags == gfp
             && c.uses < cfg.movable_stack_every
             && c.stack_id != cfg.stack_none_id
+            && c.generation == generation
         {
             c.uses += 1;
             count(Counter::StackReused);
-            return c.stack_id;
+            return (c.stack_id, Some(cache));
         }
+        flush_pending(c);
         let id = stack_slot(ctx, cfg);
         *c = StackCache {
             tgid,
             gfp_flags: gfp,
             stack_id: id,
             uses: 1,
+            generation,
+            ..StackCache::default()
         };
-        id
+        (id, None)
     }
 }

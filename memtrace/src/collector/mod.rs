@@ -19,7 +19,7 @@ use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray, StackTraceMap};
 use memtrace_common::{
     maps, owner_next, programs, Counter, Kind, ObjKey, ObjRecord, OwnerCache, OwnerRecord,
-    PageRecord, StackAgg,
+    PageRecord, StackAgg, StackCache,
 };
 
 use crate::{
@@ -60,7 +60,7 @@ pub fn live_stats(
         }
     }
     let stride = tracer.config.agg_stride.max(1);
-    for (index, agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
+    for (index, agg) in read_stack_aggs(ebpf)? {
         let (bytes, _) = outstanding(&agg, index, slab);
         let every = if index / stride == Kind::Slab as u32 {
             slab.every
@@ -195,7 +195,7 @@ fn collect_with(
 
     let stride = tracer.config.agg_stride.max(1);
     let mut aggs: Vec<(u32, StackAgg)> = Vec::new();
-    for (index, mut agg) in read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")? {
+    for (index, mut agg) in read_stack_aggs(ebpf)? {
         if agg.allocated_count == 0 && agg.outstanding_count == 0 && agg.outstanding_bytes == 0 {
             continue;
         }
@@ -524,6 +524,45 @@ fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<
     }
 }
 
+/// Every slot of `STACK_AGG` with what each CPU's movable page stack cache (`STACK_CACHE`)
+/// recorded under its stack and not yet added (see [`StackCache`]). The caches are read
+/// first: a cache a program empties into its slot between the two reads is counted twice
+/// until the next read, never left out (stack rotation then sees a busy slot).
+fn read_stack_aggs(ebpf: &aya::Ebpf) -> anyhow::Result<Vec<(u32, StackAgg)>> {
+    let caches: Vec<StackCache> = match ebpf.map(maps::STACK_CACHE) {
+        Some(m) => PerCpuArray::<&MapData, StackCache>::try_from(m)
+            .context("STACK_CACHE map")?
+            .get(&0, 0)
+            .context("reading STACK_CACHE")?
+            .iter()
+            .copied()
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut aggs = read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")?;
+    add_pending(&mut aggs, &caches);
+    Ok(aggs)
+}
+
+/// Adds the pending counts of movable page stack caches to their slots (a page stack's slot
+/// is its stack id: block 0). A slot beyond the array is left alone.
+fn add_pending(aggs: &mut [(u32, StackAgg)], caches: &[StackCache]) {
+    for c in caches.iter().filter(|c| c.pending_count != 0) {
+        let slot = c.stack_id;
+        let found = match aggs.get(slot as usize) {
+            Some((i, _)) if *i == slot => Some(slot as usize),
+            _ => aggs.iter().position(|(i, _)| *i == slot),
+        };
+        if let Some(k) = found {
+            let a = &mut aggs[k].1;
+            a.allocated_bytes = a.allocated_bytes.wrapping_add(c.pending_bytes);
+            a.allocated_count = a.allocated_count.wrapping_add(c.pending_count);
+            a.outstanding_bytes = a.outstanding_bytes.wrapping_add(c.pending_bytes);
+            a.outstanding_count = a.outstanding_count.wrapping_add(c.pending_count);
+        }
+    }
+}
+
 /// Entries per batched lookup.
 const BATCH: u32 = 16_384;
 
@@ -575,6 +614,45 @@ pub fn locate_slot(slot: u32, config: &memtrace_common::Config) -> Option<StackS
 #[cfg(test)]
 mod tests {
     use super::{locate_slot, StackSlot};
+
+    #[test]
+    fn pending_movable_allocations_are_added_to_their_slots() {
+        use memtrace_common::{StackAgg, StackCache};
+        let agg = |b: u64, c: u64| StackAgg {
+            outstanding_bytes: b,
+            outstanding_count: c,
+            allocated_bytes: b,
+            allocated_count: c,
+        };
+        let mut aggs: Vec<(u32, StackAgg)> = (0..4).map(|i| (i, agg(0, 0))).collect();
+        aggs[2].1 = agg(8192, 2);
+        let cache = |stack_id: u32, pending_count: u64| StackCache {
+            stack_id,
+            uses: 5,
+            pending_bytes: pending_count * 4096,
+            pending_count,
+            ..StackCache::default()
+        };
+        // Two CPUs with pending allocations of slot 2, one of slot 1, one with nothing pending
+        // (its slot is left alone), one naming a slot beyond the array.
+        let caches = [
+            cache(2, 3),
+            cache(2, 1),
+            cache(1, 4),
+            cache(3, 0),
+            cache(9, 7),
+        ];
+        super::add_pending(&mut aggs, &caches);
+        assert_eq!(aggs[2].1, agg(6 * 4096, 6));
+        assert_eq!(aggs[1].1, agg(4 * 4096, 4));
+        assert_eq!(aggs[3].1, agg(0, 0));
+        assert_eq!(aggs[0].1, agg(0, 0));
+        // Frees already taken off the slot (negative, two's complement) come back to 0.
+        let mut aggs = vec![(0, agg(4096u64.wrapping_neg(), u64::MAX))];
+        super::add_pending(&mut aggs, &[cache(0, 1)]);
+        assert_eq!(aggs[0].1.outstanding_bytes, 0);
+        assert_eq!(aggs[0].1.outstanding_count, 0);
+    }
 
     #[test]
     fn merged_caches_share_a_sysfs_directory() {

@@ -23,9 +23,9 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
 use aya::maps::{Array, PerCpuArray, PerCpuValues, StackTraceMap};
-use memtrace_common::{maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg, StackCache};
+use memtrace_common::{control, maps, Config, Kind, SlabStackCache, SlabStackWay, StackAgg};
 
-use super::{locate_slot, map, map_mut, read_array, StackSlot};
+use super::{locate_slot, map_mut, read_stack_aggs, StackSlot};
 use crate::{
     loader::Tracer,
     model::{RawSession, StackRotationStats},
@@ -199,9 +199,7 @@ impl StackRotation {
             .collect();
         let stride = config.agg_stride.max(1);
         let mut woke = HashSet::new();
-        for (index, agg) in
-            read_array::<StackAgg>(map(&tracer.ebpf, maps::STACK_AGG)?, "STACK_AGG")?
-        {
+        for (index, agg) in read_stack_aggs(&tracer.ebpf)? {
             let slot = index % stride;
             let Some(kind) = Kind::from_u32(index / stride) else {
                 continue;
@@ -241,7 +239,7 @@ impl StackRotation {
         // slot must not be classified by them) and each CPU's movable stack cache.
         if tracer.traces(Kind::Page) {
             clear_stack_gfp(tracer, &plan.retire)?;
-            forget_cached_page_stacks(tracer, &retire)?;
+            forget_cached_page_stacks(tracer)?;
         }
         for (name, alt) in [(maps::STACKS, false), (maps::STACKS_ALT, true)] {
             let m = map_mut(&mut tracer.ebpf, name)?;
@@ -282,7 +280,7 @@ impl StackRotation {
         self.stats.stacks_retired += plan.retire.len() as u64;
 
         // An allocation between the check and the deletion: its slot's count moved.
-        let now = read_array::<StackAgg>(map(&tracer.ebpf, maps::STACK_AGG)?, "STACK_AGG")?;
+        let now = read_stack_aggs(&tracer.ebpf)?;
         let mut raced = HashSet::new();
         for (index, agg) in now {
             let slot = index % stride;
@@ -416,22 +414,27 @@ fn clear_stack_gfp(tracer: &mut Tracer, retire: &[u32]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Empties every CPU's movable page stack cache (`STACK_CACHE`) that holds a retired slot, so
-/// that the next movable allocation captures its stack again (as [`forget_cached_stacks`] does
-/// for slab).
-fn forget_cached_page_stacks(tracer: &mut Tracer, retire: &HashSet<u32>) -> anyhow::Result<()> {
-    // An emptied cache names "stack unavailable", which the programs never reuse.
-    let none = tracer.config.stack_none_id;
-    edit_per_cpu(tracer, maps::STACK_CACHE, |cpu: &mut StackCache| {
-        let retired = cpu.uses != 0 && retire.contains(&cpu.stack_id);
-        if retired {
-            *cpu = StackCache {
-                stack_id: none,
-                ..StackCache::default()
-            };
-        }
-        retired
-    })
+/// Makes every CPU's movable page stack cache (`STACK_CACHE`) capture its stack again: the
+/// programs reuse a cached stack only while its generation is the current one
+/// (`control::PAGE_STACK_GENERATION`, raised here), and add its pending counts to its slot
+/// first. The caches are not written from here: a program adding to a cache's pending
+/// counts between a read and a write back would lose them.
+fn forget_cached_page_stacks(tracer: &mut Tracer) -> anyhow::Result<()> {
+    let Some(m) = tracer.ebpf.map_mut(maps::CONTROL) else {
+        return Ok(());
+    };
+    let mut control: Array<_, u64> = Array::try_from(m).context("CONTROL map")?;
+    let generation = control
+        .get(&control::PAGE_STACK_GENERATION, 0)
+        .context("reading CONTROL")?;
+    control
+        .set(
+            control::PAGE_STACK_GENERATION,
+            u64::from((generation as u32).wrapping_add(1)),
+            0,
+        )
+        .context("writing CONTROL")?;
+    Ok(())
 }
 
 /// Reads every CPU's value of the one-entry per-CPU map `name`, lets `edit` change it (true
