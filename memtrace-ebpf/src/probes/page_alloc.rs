@@ -57,6 +57,18 @@ pub fn mm_page_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
     let gfp: u64 = ctx.arg(2);
     let migratetype: i32 = ctx.arg(3);
     let pid_tgid = bpf_get_current_pid_tgid();
+    // The default session's most frequent event, settled before the pfn is computed: a
+    // movable page (user memory, page cache) when they are skipped. The same counts as
+    // `on_alloc` would give it.
+    if cfg.skip_movable != 0
+        && migratetype == MIGRATE_MOVABLE
+        && page != 0
+        && (pid_tgid >> 32) as u32 != cfg.self_tgid
+    {
+        count(Counter::AllocsSeen);
+        count(Counter::MovableSkipped);
+        return 0;
+    }
     let Some(calib) = CALIB.get_ptr_mut(0) else {
         return 0;
     };
