@@ -453,7 +453,8 @@ fn as_number(scratch: *mut SlabStackCache, p: u64) -> u64 {
 /// call site and cache on the same kernel stack (the task's own, or this CPU's interrupt
 /// stack) of this CPU, until it has served `slab_stack_every` allocations; then a fresh
 /// capture. Unwinding the kernel stack is the most expensive step of an allocation, and a
-/// busy call site repeats the same path.
+/// busy call site repeats the same path. A key lives in one of two ways chosen by its hash
+/// (the ways of the other keys of a socket's creation no longer evict it).
 #[inline(always)]
 fn slab_stack<C: StackIdContext>(
     ctx: &C,
@@ -470,24 +471,43 @@ fn slab_stack<C: StackIdContext>(
     // task stacks (THREAD_SIZE) are one region each, interrupt stacks others.
     let region = as_number(scratch, &marker as *const u64 as u64) >> 14;
     let h = mix64(call_site ^ cache.rotate_left(17) ^ region.rotate_left(41));
-    let way_index = (h as usize) & (SLAB_STACK_WAYS - 1);
-    // SAFETY: `scratch` points to this CPU's map value and `way_index` is below the array's
+    // Two candidate ways; the second differs from the first.
+    let first = (h as usize) & (SLAB_STACK_WAYS - 1);
+    let second = first ^ (1 + ((h >> 32) as usize & (SLAB_STACK_WAYS - 2)));
+    // SAFETY: `scratch` points to this CPU's map value and both indices are below the array's
     // length; a program is not re-entered on its CPU (a nested run of another slab program
     // could at worst make this one reuse or recapture a stack).
     unsafe {
-        let way = &mut (*scratch).ways[way_index];
-        if way.call_site == call_site
-            && way.cache == cache
-            && way.region == region
-            && way.uses < cfg.slab_stack_every
-            && way.stack_id != cfg.stack_none_id
-        {
+        let ways = &mut (*scratch).ways;
+        let (a, b) = (ways[first], ways[second & (SLAB_STACK_WAYS - 1)]);
+        let hit = |w: &SlabStackWay| {
+            w.call_site == call_site
+                && w.cache == cache
+                && w.region == region
+                && w.uses < cfg.slab_stack_every
+                && w.stack_id != cfg.stack_none_id
+        };
+        let way_index = if hit(&a) {
+            Some(first)
+        } else if hit(&b) {
+            Some(second & (SLAB_STACK_WAYS - 1))
+        } else {
+            None
+        };
+        if let Some(i) = way_index {
+            let way = &mut ways[i & (SLAB_STACK_WAYS - 1)];
             way.uses += 1;
             count(Counter::ObjStacksReused);
             return way.stack_id;
         }
+        // Replace an empty way, else the one nearer its next capture.
+        let victim = if a.call_site == 0 || (b.call_site != 0 && a.uses >= b.uses) {
+            first
+        } else {
+            second
+        };
         let id = stack_slot(ctx, cfg);
-        *way = SlabStackWay {
+        ways[victim & (SLAB_STACK_WAYS - 1)] = SlabStackWay {
             call_site,
             cache,
             region,
