@@ -473,13 +473,13 @@ fn slab_stack<C: StackIdContext>(
     let h = mix64(call_site ^ cache.rotate_left(17) ^ region.rotate_left(41));
     // Two candidate ways; the second differs from the first.
     let first = (h as usize) & (SLAB_STACK_WAYS - 1);
-    let second = first ^ (1 + ((h >> 32) as usize & (SLAB_STACK_WAYS - 2)));
+    let second = (first + 1 + ((h >> 32) as usize % (SLAB_STACK_WAYS - 1))) & (SLAB_STACK_WAYS - 1);
     // SAFETY: `scratch` points to this CPU's map value and both indices are below the array's
     // length; a program is not re-entered on its CPU (a nested run of another slab program
     // could at worst make this one reuse or recapture a stack).
     unsafe {
         let ways = &mut (*scratch).ways;
-        let (a, b) = (ways[first], ways[second & (SLAB_STACK_WAYS - 1)]);
+        let (a, b) = (ways[way(first)], ways[way(second)]);
         let hit = |w: &SlabStackWay| {
             w.call_site == call_site
                 && w.cache == cache
@@ -490,12 +490,12 @@ fn slab_stack<C: StackIdContext>(
         let way_index = if hit(&a) {
             Some(first)
         } else if hit(&b) {
-            Some(second & (SLAB_STACK_WAYS - 1))
+            Some(second)
         } else {
             None
         };
         if let Some(i) = way_index {
-            let way = &mut ways[i & (SLAB_STACK_WAYS - 1)];
+            let way = &mut ways[way(i)];
             way.uses += 1;
             count(Counter::ObjStacksReused);
             return way.stack_id;
@@ -507,7 +507,7 @@ fn slab_stack<C: StackIdContext>(
             second
         };
         let id = stack_slot(ctx, cfg);
-        ways[victim & (SLAB_STACK_WAYS - 1)] = SlabStackWay {
+        ways[way(victim)] = SlabStackWay {
             call_site,
             cache,
             region,
@@ -516,6 +516,14 @@ fn slab_stack<C: StackIdContext>(
         };
         id
     }
+}
+
+/// `i` masked to a way index in a way LLVM cannot drop (it would, knowing the value in range,
+/// and older verifiers, 6.1, lose the bound of a value computed from two bounded ones).
+#[inline(always)]
+fn way(i: usize) -> usize {
+    // SAFETY: a volatile read of a live local.
+    unsafe { core::ptr::read_volatile(&i) & (SLAB_STACK_WAYS - 1) }
 }
 
 // ---- free -----------------------------------------------------------------------------------
