@@ -168,7 +168,12 @@ pub mod control {
     /// stack rotation retires stack slots, and a cache of an older generation is not reused
     /// (its pending counts are added to its stack first).
     pub const PAGE_STACK_GENERATION: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Non-zero while user space reads `STACK_AGG` with the stack caches' pending counts: a
+    /// movable allocation that misses its CPU's cache then adds to `STACK_AGG` directly and
+    /// leaves the cache (and its pending counts) as it is, so that no count moves from a cache
+    /// to `STACK_AGG` during the read (it would be seen twice or not at all).
+    pub const PAGE_STACK_HOLD: u32 = 2;
+    pub const COUNT: u32 = 3;
 
     /// Values of the [`GRACE`] slot. Recording as usual.
     pub const RUNNING: u64 = 0;

@@ -5,7 +5,8 @@
 //! whole time. The snapshots must retire idle stacks (the report and /metrics say how many),
 //! the allocated totals and every `memtrace_allocated_bytes_total` series must never go down
 //! across snapshots (retired stacks keep their totals), and the held queue must still be
-//! counted in full (its stack is never retired: it has memory outstanding).
+//! counted in full (its stack is never retired: it has memory outstanding). Once with the
+//! default classes, once with every page tracked (`--class all`).
 
 use std::{
     collections::HashMap,
@@ -23,12 +24,20 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 #[test]
 fn idle_stacks_rotate_and_totals_never_go_down() {
-    run_scenario(scenario);
+    run_scenario(|| scenario(&[]));
 }
 
-fn scenario() -> Result<()> {
+/// The same with every page tracked: this process's user pages, page cache and shmem go
+/// through the per-CPU movable stack caches, whose pending counts every snapshot adds (held
+/// still while it reads) and whose stacks rotation retires (a new cache generation).
+#[test]
+fn idle_stacks_rotate_with_movable_pages_tracked() {
+    run_scenario(|| scenario(&["--class", "all"]));
+}
+
+fn scenario(extra: &[&str]) -> Result<()> {
     let me = std::process::id().to_string();
-    let mut serve = Serve::start(&[
+    let mut args = vec![
         "--interval",
         "1s",
         "--pid",
@@ -37,7 +46,9 @@ fn scenario() -> Result<()> {
         "128",
         "--kind",
         "page,slab",
-    ])?;
+    ];
+    args.extend_from_slice(extra);
+    let mut serve = Serve::start(&args)?;
     let addr = serve.addr();
     let hold = tcp_hold(HOLD)?;
     let truth = hold.held_bytes();

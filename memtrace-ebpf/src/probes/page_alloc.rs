@@ -295,11 +295,12 @@ fn movable_stack<C: StackIdContext>(
     let Some(cache) = STACK_CACHE.get_ptr_mut(0) else {
         return (stack_slot(ctx, cfg), None);
     };
-    let generation = match CONTROL.get_ptr(control::PAGE_STACK_GENERATION) {
-        // SAFETY: valid pointer into the CONTROL array; user space raises it between events.
-        Some(g) => (unsafe { core::ptr::read_volatile(g) }) as u32,
+    let control = |slot: u32| match CONTROL.get_ptr(slot) {
+        // SAFETY: valid pointer into the CONTROL array; user space changes it between events.
+        Some(v) => unsafe { core::ptr::read_volatile(v) },
         None => 0,
     };
+    let generation = control(control::PAGE_STACK_GENERATION) as u32;
     // SAFETY: this CPU's value of a per-CPU map, used by this program only, which does not
     // run nested on one CPU: the read-modify-writes below are not interleaved with another.
     unsafe {
@@ -313,6 +314,11 @@ fn movable_stack<C: StackIdContext>(
             c.uses += 1;
             count(Counter::StackReused);
             return (c.stack_id, Some(cache));
+        }
+        if control(control::PAGE_STACK_HOLD) != 0 {
+            // User space is reading the caches and STACK_AGG: this allocation goes to
+            // STACK_AGG directly, the cache stays as it is.
+            return (stack_slot(ctx, cfg), None);
         }
         flush_pending(c);
         let id = stack_slot(ctx, cfg);

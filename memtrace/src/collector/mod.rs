@@ -60,7 +60,7 @@ pub fn live_stats(
         }
     }
     let stride = tracer.config.agg_stride.max(1);
-    for (index, agg) in read_stack_aggs(ebpf)? {
+    for (index, agg) in read_stack_aggs(tracer, false)? {
         let (bytes, _) = outstanding(&agg, index, slab);
         let every = if index / stride == Kind::Slab as u32 {
             slab.every
@@ -195,7 +195,7 @@ fn collect_with(
 
     let stride = tracer.config.agg_stride.max(1);
     let mut aggs: Vec<(u32, StackAgg)> = Vec::new();
-    for (index, mut agg) in read_stack_aggs(ebpf)? {
+    for (index, mut agg) in read_stack_aggs(tracer, true)? {
         if agg.allocated_count == 0 && agg.outstanding_count == 0 && agg.outstanding_bytes == 0 {
             continue;
         }
@@ -525,23 +525,67 @@ fn read_array<V: aya::Pod + Default>(m: &Map, name: &str) -> anyhow::Result<Vec<
 }
 
 /// Every slot of `STACK_AGG` with what each CPU's movable page stack cache (`STACK_CACHE`)
-/// recorded under its stack and not yet added (see [`StackCache`]). The caches are read
-/// first: a cache a program empties into its slot between the two reads is counted twice
-/// until the next read, never left out (stack rotation then sees a busy slot).
-fn read_stack_aggs(ebpf: &aya::Ebpf) -> anyhow::Result<Vec<(u32, StackAgg)>> {
+/// recorded under its stack and not yet added (see [`StackCache`]).
+///
+/// `consistent`: allocated totals must never go down from one read to the next (snapshots,
+/// `/metrics` counters, stack rotation). A cache moves its pending counts into `STACK_AGG`
+/// when it takes another stack; during a read that would be seen twice or not at all. So the
+/// programs are told to hold those moves (`control::PAGE_STACK_HOLD`), an RCU grace period
+/// lets every run that had not seen it end, and only then are the caches and `STACK_AGG`
+/// read. Without the movable caches in use, nothing to hold. (Progress lines read the
+/// outstanding bytes only, a gauge: not `consistent`.)
+fn read_stack_aggs(tracer: &Tracer, consistent: bool) -> anyhow::Result<Vec<(u32, StackAgg)>> {
+    let ebpf = &tracer.ebpf;
+    let cfg = &tracer.config;
+    let cached = tracer.traces(Kind::Page) && cfg.skip_movable == 0 && cfg.movable_stack_every > 1;
+    let _hold = match (consistent && cached, ebpf.map(maps::CONTROL)) {
+        (true, Some(Map::Array(control))) => Some(Hold::begin(control)?),
+        _ => None,
+    };
     let caches: Vec<StackCache> = match ebpf.map(maps::STACK_CACHE) {
-        Some(m) => PerCpuArray::<&MapData, StackCache>::try_from(m)
+        Some(m) if cached => PerCpuArray::<&MapData, StackCache>::try_from(m)
             .context("STACK_CACHE map")?
             .get(&0, 0)
             .context("reading STACK_CACHE")?
             .iter()
             .copied()
             .collect(),
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let mut aggs = read_array::<StackAgg>(map(ebpf, maps::STACK_AGG)?, "STACK_AGG")?;
     add_pending(&mut aggs, &caches);
     Ok(aggs)
+}
+
+/// `control::PAGE_STACK_HOLD` set, until dropped (one holder at a time in this process).
+struct Hold<'a> {
+    fd: i32,
+    _only_one: std::sync::MutexGuard<'a, ()>,
+}
+
+static HOLD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Hold<'static> {
+    fn begin(control: &MapData) -> anyhow::Result<Hold<'static>> {
+        let only_one = HOLD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let fd = control.fd().as_fd().as_raw_fd();
+        syscalls::set_u64(fd, memtrace_common::control::PAGE_STACK_HOLD, 1)
+            .context("holding the stack caches (CONTROL)")?;
+        let hold = Hold {
+            fd,
+            _only_one: only_one,
+        };
+        // Runs that read the flag before it was set end within a grace period.
+        crate::loader::rcu_grace_period().context("waiting for an RCU grace period")?;
+        Ok(hold)
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        // A failure leaves the caches adding to STACK_AGG directly (slower, still exact).
+        let _ = syscalls::set_u64(self.fd, memtrace_common::control::PAGE_STACK_HOLD, 0);
+    }
 }
 
 /// Adds the pending counts of movable page stack caches to their slots (a page stack's slot

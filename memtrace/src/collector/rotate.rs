@@ -199,7 +199,7 @@ impl StackRotation {
             .collect();
         let stride = config.agg_stride.max(1);
         let mut woke = HashSet::new();
-        for (index, agg) in read_stack_aggs(&tracer.ebpf)? {
+        for (index, agg) in read_stack_aggs(tracer, true)? {
             let slot = index % stride;
             let Some(kind) = Kind::from_u32(index / stride) else {
                 continue;
@@ -280,7 +280,7 @@ impl StackRotation {
         self.stats.stacks_retired += plan.retire.len() as u64;
 
         // An allocation between the check and the deletion: its slot's count moved.
-        let now = read_stack_aggs(&tracer.ebpf)?;
+        let now = read_stack_aggs(tracer, true)?;
         let mut raced = HashSet::new();
         for (index, agg) in now {
             let slot = index % stride;

@@ -1,10 +1,11 @@
-//! The two bpf(2) commands aya 0.14 does not wrap: batched lookups and the full prog info
-//! (`recursion_misses`, `run_time_ns`).
+//! The bpf(2) commands aya 0.14 does not wrap: batched lookups, the full prog info
+//! (`recursion_misses`, `run_time_ns`), and an update through a shared map reference.
 
 use std::{io, mem::size_of};
 
 use aya_obj::generated::bpf_prog_info;
 
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 
@@ -27,6 +28,28 @@ struct BatchAttr {
     map_fd: u32,
     elem_flags: u64,
     flags: u64,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// Sets slot `key` of an array map of u64 values (through a shared reference to the map:
+/// aya's `Array::set` wants exclusive access).
+pub fn set_u64(map_fd: i32, key: u32, value: u64) -> io::Result<()> {
+    let mut attr = ElemAttr {
+        map_fd: map_fd as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u64 as u64,
+        ..ElemAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut attr)
 }
 
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {

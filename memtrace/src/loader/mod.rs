@@ -158,7 +158,7 @@ impl Drop for Detaching {
 
 /// Waits for an RCU grace period: every BPF tracing program run that began before has ended
 /// (they run under `rcu_read_lock`). `MEMBARRIER_CMD_GLOBAL` is `synchronize_rcu()`.
-fn rcu_grace_period() -> std::io::Result<()> {
+pub(crate) fn rcu_grace_period() -> std::io::Result<()> {
     const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
     // SAFETY: membarrier takes no pointers; it only waits.
     let rc = unsafe {
