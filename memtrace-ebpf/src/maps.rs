@@ -209,6 +209,36 @@ pub const BPF_NOEXIST: u64 = 1;
 pub const EEXIST: i32 = -17;
 pub const ENOMEM: i32 = -12;
 
+/// Adds `count` allocations of `bytes` in all to the allocated side of an aggregate (every
+/// allocation, recorded or not).
+#[inline(always)]
+pub fn add_allocated(agg: *mut StackAgg, bytes: u64, count: u64) {
+    // SAFETY: `agg` is a valid pointer into a STACK_AGG value (from a lookup).
+    let (b, c) = unsafe {
+        (
+            &raw mut (*agg).allocated_bytes,
+            &raw mut (*agg).allocated_count,
+        )
+    };
+    atomic_add(b, bytes);
+    atomic_add(c, count);
+}
+
+/// Adds `count` recorded allocations of `bytes` in all to both sides of an aggregate.
+#[inline(always)]
+pub fn add_recorded(agg: *mut StackAgg, bytes: u64, count: u64) {
+    add_allocated(agg, bytes, count);
+    // SAFETY: as above.
+    let (b, c) = unsafe {
+        (
+            &raw mut (*agg).outstanding_bytes,
+            &raw mut (*agg).outstanding_count,
+        )
+    };
+    atomic_add(b, bytes);
+    atomic_add(c, count);
+}
+
 /// Adds `(bytes, count)` to the outstanding side of an aggregate slot (negative via wrapping).
 #[inline(always)]
 pub fn agg_outstanding(slot: u32, bytes: u64, count_delta: u64) {

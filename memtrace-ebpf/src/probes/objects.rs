@@ -19,8 +19,8 @@ use memtrace_common::{
 
 use super::owner;
 use crate::maps::{
-    agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY, BPF_NOEXIST, CALIB,
-    EEXIST, OBJECTS, STACK_AGG,
+    add_allocated, agg_index, agg_release, atomic_add, config, count, stack_slot, BPF_ANY,
+    BPF_NOEXIST, CALIB, EEXIST, OBJECTS, STACK_AGG,
 };
 
 /// `ZERO_SIZE_PTR`: what kmalloc(0) returns; nothing to track.
@@ -89,11 +89,7 @@ pub fn alloc(ctx: &TracePointContext, layout: &ObjAllocLayout, kind: Kind) -> Re
         count(Counter::AggMissing);
         return Ok(());
     };
-    // SAFETY: valid pointer into the STACK_AGG value.
-    unsafe {
-        atomic_add(&raw mut (*agg).allocated_bytes, bytes);
-        atomic_add(&raw mut (*agg).allocated_count, 1);
-    }
+    add_allocated(agg, bytes, 1);
     record(
         kind,
         agg,

@@ -7,12 +7,13 @@ use aya_ebpf::{
 use memtrace_common::{
     calib, control,
     page_table::{self as pt, Entry, OWNER_OTHER},
-    sampled, Config, Counter, StackCache, MIGRATE_MOVABLE,
+    sampled, Config, Counter, StackAgg, StackCache, MIGRATE_MOVABLE,
 };
 
 use super::{owner, page_table};
 use crate::maps::{
-    atomic_add, config, count, stack_slot, CALIB, CONTROL, STACK_AGG, STACK_CACHE, STACK_GFP,
+    add_allocated, add_recorded, config, count, stack_slot, CALIB, CONTROL, STACK_AGG, STACK_CACHE,
+    STACK_GFP,
 };
 
 tracepoint_program!(mm_page_alloc, "tracepoint/kmem/mm_page_alloc", handle);
@@ -34,7 +35,8 @@ fn handle(ctx: &TracePointContext) -> Result<(), i32> {
     on_alloc(
         ctx,
         cfg,
-        pfn,
+        pfn == u64::MAX,
+        || Some(pfn),
         order,
         gfp,
         migratetype,
@@ -56,35 +58,22 @@ pub fn mm_page_alloc_btf(ctx: *mut core::ffi::c_void) -> i32 {
     let order: u32 = ctx.arg(1);
     let gfp: u64 = ctx.arg(2);
     let migratetype: i32 = ctx.arg(3);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // The default session's most frequent event, settled before the pfn is computed: a
-    // movable page (user memory, page cache) when they are skipped. The same counts as
-    // `on_alloc` would give it.
-    if cfg.skip_movable != 0
-        && migratetype == MIGRATE_MOVABLE
-        && page != 0
-        && (pid_tgid >> 32) as u32 != cfg.self_tgid
-    {
-        count(Counter::AllocsSeen);
-        count(Counter::MovableSkipped);
-        return 0;
-    }
-    let Some(calib) = CALIB.get_ptr_mut(0) else {
-        return 0;
+    // The pfn is computed only once the cheaper filters let the event through (the default
+    // session skips most page events, movable ones, before it).
+    let pfn = || {
+        let calib = CALIB.get_ptr_mut(0)? as *mut u64;
+        page_to_pfn(cfg, page, calib)
     };
-    let calib = calib as *mut u64;
-    let pfn = if page == 0 {
-        u64::MAX
-    } else {
-        match page_to_pfn(cfg, page, calib) {
-            Some(pfn) => pfn,
-            None => {
-                count(Counter::Uncalibrated);
-                return 0;
-            }
-        }
-    };
-    on_alloc(&ctx, cfg, pfn, order, gfp as u32, migratetype, pid_tgid);
+    on_alloc(
+        &ctx,
+        cfg,
+        page == 0,
+        pfn,
+        order,
+        gfp as u32,
+        migratetype,
+        bpf_get_current_pid_tgid(),
+    );
     0
 }
 
@@ -119,11 +108,15 @@ pub fn page_to_pfn(cfg: &Config, page: u64, calib: *mut u64) -> Option<u64> {
 }
 
 /// Everything after reading the event: filters first (cheapest first), the stack last.
+/// `failed`: no page was allocated; `pfn`: the allocation's pfn, computed when a filter needs
+/// it (`None` before the tp_btf calibration is done).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn on_alloc<C: StackIdContext>(
     ctx: &C,
     cfg: &Config,
-    pfn: u64,
+    failed: bool,
+    pfn: impl FnOnce() -> Option<u64>,
     order: u32,
     gfp: u32,
     migratetype: i32,
@@ -131,7 +124,7 @@ fn on_alloc<C: StackIdContext>(
 ) {
     count(Counter::AllocsSeen);
     let tgid = (pid_tgid >> 32) as u32;
-    if pfn == u64::MAX {
+    if failed {
         count(Counter::FailedAllocs);
         return;
     }
@@ -143,6 +136,10 @@ fn on_alloc<C: StackIdContext>(
         count(Counter::MovableSkipped);
         return;
     }
+    let Some(pfn) = pfn() else {
+        count(Counter::Uncalibrated);
+        return;
+    };
     if owner::grace_active() {
         count(Counter::GraceSkipped);
         return;
@@ -181,11 +178,12 @@ fn on_alloc<C: StackIdContext>(
         count(Counter::OutstandingFull);
         return;
     }
-    // The aggregate of a stack just captured, looked up before anything is recorded under it.
-    let agg = match cached {
-        Some(_) => None,
+    // Where the allocation is added: the CPU's cache, or the aggregate of a stack just
+    // captured, looked up before anything is recorded under it.
+    let adds = match cached {
+        Some(c) => Adds::Cache(c),
         None => match STACK_AGG.get_ptr_mut(stack_id) {
-            Some(agg) => Some(agg),
+            Some(agg) => Adds::Agg(agg),
             None => {
                 count(Counter::AggMissing);
                 return;
@@ -217,15 +215,15 @@ fn on_alloc<C: StackIdContext>(
         count(Counter::StaleReplaced);
     }
     count(Counter::AllocsTracked);
-    match (cached, agg) {
-        (Some(c), _) => {
+    match adds {
+        Adds::Cache(c) => {
             // SAFETY: this CPU's STACK_CACHE value (see `movable_stack`).
             unsafe {
                 (*c).pending_bytes += bytes;
                 (*c).pending_count += 1;
             }
         }
-        (None, Some(agg)) => {
+        Adds::Agg(agg) => {
             // Classification hints: the first allocation of each stack.
             if let Some(g) = STACK_GFP.get_ptr_mut(stack_id) {
                 // SAFETY: valid pointer into STACK_GFP; written once per stack (a race writes
@@ -236,27 +234,23 @@ fn on_alloc<C: StackIdContext>(
                     }
                 }
             }
-            // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
-            unsafe {
-                atomic_add(&raw mut (*agg).allocated_bytes, bytes);
-                atomic_add(&raw mut (*agg).allocated_count, 1);
-                atomic_add(&raw mut (*agg).outstanding_bytes, bytes);
-                atomic_add(&raw mut (*agg).outstanding_count, 1);
-            }
+            add_recorded(agg, bytes, 1);
         }
-        (None, None) => {}
     }
+}
+
+/// Where a recorded allocation is added: the pending counts of the CPU's movable stack cache,
+/// or its stack's aggregate.
+enum Adds {
+    Cache(*mut StackCache),
+    Agg(*mut StackAgg),
 }
 
 /// Adds an allocation to the allocated side of its stack's aggregate only (not recorded).
 #[inline(always)]
 fn agg_allocated(stack_id: u32, bytes: u64) {
     match STACK_AGG.get_ptr_mut(stack_id) {
-        // SAFETY: valid pointer into the STACK_AGG value for `stack_id`.
-        Some(agg) => unsafe {
-            atomic_add(&raw mut (*agg).allocated_bytes, bytes);
-            atomic_add(&raw mut (*agg).allocated_count, 1);
-        },
+        Some(agg) => add_allocated(agg, bytes, 1),
         None => count(Counter::AggMissing),
     }
 }
@@ -268,13 +262,7 @@ fn flush_pending(c: &StackCache) {
         return;
     }
     match STACK_AGG.get_ptr_mut(c.stack_id) {
-        // SAFETY: valid pointer into the STACK_AGG value for the cached stack.
-        Some(agg) => unsafe {
-            atomic_add(&raw mut (*agg).allocated_bytes, c.pending_bytes);
-            atomic_add(&raw mut (*agg).allocated_count, c.pending_count);
-            atomic_add(&raw mut (*agg).outstanding_bytes, c.pending_bytes);
-            atomic_add(&raw mut (*agg).outstanding_count, c.pending_count);
-        },
+        Some(agg) => add_recorded(agg, c.pending_bytes, c.pending_count),
         None => count(Counter::AggMissing),
     }
 }

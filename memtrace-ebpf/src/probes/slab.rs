@@ -33,7 +33,7 @@ use super::objects::{
 };
 use super::owner;
 use crate::maps::{
-    agg_index, atomic_add, config, count, count_atomic, count_n, stack_slot, CACHE_NAMES,
+    add_allocated, agg_index, config, count, count_atomic, count_n, stack_slot, CACHE_NAMES,
     SLAB_FREE_CLAIMS, SLAB_SAMPLING, SLAB_STACK_CACHE, STACK_AGG,
 };
 
@@ -415,11 +415,7 @@ fn alloc<C: StackIdContext>(ctx: &C, ptr: u64, src: &Source) -> Result<(), i32> 
         return Ok(());
     };
     // The allocated side estimates every allocation: weighted by the rate in force.
-    // SAFETY: valid pointer into the STACK_AGG value.
-    unsafe {
-        atomic_add(&raw mut (*agg).allocated_bytes, d.bytes * u64::from(every));
-        atomic_add(&raw mut (*agg).allocated_count, u64::from(every));
-    }
+    add_allocated(agg, d.bytes * u64::from(every), u64::from(every));
     src.remember_cache_name(cfg, ptr, &d, stack_id);
     let fresh = Fresh {
         bytes: d.bytes,
